@@ -1,0 +1,5 @@
+import sys
+
+from onnxslim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,151 @@
+"""The Python API: optimize(), validate(), inspect()."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import onnx
+import onnx_ir as ir
+
+from onnxslim import io
+from onnxslim.core.manager import PassManager, PipelineReport, ProgressCallback
+from onnxslim.core.pass_base import Pass
+from onnxslim.core.recipe import Step, build_passes, load_recipe, plan_steps
+from onnxslim.errors import ConfigError, OnnxSlimError
+from onnxslim.input_shapes import fix_input_shapes
+from onnxslim.summary import summarize
+from onnxslim.validation import ValidationOptions, ValidationReport, validate_models
+
+logger = logging.getLogger(__name__)
+
+PassSpec = str | tuple[str, Mapping[str, Any]] | Pass
+
+
+@dataclasses.dataclass
+class OptimizeResult:
+    model: ir.Model
+    pipeline: PipelineReport
+    validation: ValidationReport | None
+    output: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.pipeline.ok and (self.validation is None or self.validation.passed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": "onnxslim.optimize/1",
+            "passed": self.passed,
+            "output": str(self.output) if self.output else None,
+            "pipeline": self.pipeline.to_dict(),
+            "validation": self.validation.to_dict() if self.validation else None,
+        }
+
+
+_OPTION_NAMES = {"simplify", "validate", "strict", "input_shapes", "check_runtime", "data", "random_samples", "atol", "rtol"}
+
+
+def run(
+    src: io.ModelSource,
+    dst: str | Path | None = None,
+    *,
+    simplify: bool | None = None,
+    passes: Sequence[PassSpec] = (),
+    recipe: str | Path | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    validate: bool | None = None,
+    strict: bool | None = None,
+    check_runtime: bool = True,
+    data: str | None = None,
+    random_samples: int = 4,
+    atol: float | None = None,
+    rtol: float | None = None,
+    overwrite_input: bool = False,
+    external_data: bool | None = None,
+    progress: ProgressCallback | None = None,
+) -> OptimizeResult:
+    """Load, run the pipeline, validate, save. Explicit arguments override the recipe's [options]."""
+    loaded = load_recipe(recipe) if recipe else None
+    given = {"simplify": simplify, "validate": validate, "strict": strict, "input_shapes": input_shapes, "atol": atol, "rtol": rtol}
+    options = _merge_options(loaded.options if loaded else {}, given, where=str(recipe) if recipe else None)
+    src_path = Path(src) if isinstance(src, (str, Path)) else None
+    if dst is not None:
+        io.check_output_path(Path(dst), src=src_path, overwrite_input=overwrite_input)
+    original = io.load(src)
+    model = original.clone()
+    shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
+    if shapes:
+        fix_input_shapes(model, shapes)
+    steps = plan_steps([*(loaded.steps if loaded else []), *_steps(passes)], simplify=options.get("simplify", True))
+    manager = PassManager(build_passes(steps), strict=options.get("strict", False), check_runtime=check_runtime, progress=progress)
+    model, pipeline = manager.run(model)
+    validation = None
+    if options.get("validate", True):
+        validation = _auto_validate(original, model, shapes, data, random_samples, options, lossy=bool(pipeline.lossy_passes))
+    result = OptimizeResult(model, pipeline, validation)
+    strict_failure = options.get("strict", False) and not result.passed
+    if dst is not None and not strict_failure:
+        result.output = io.save(model, dst, external_data=external_data)
+    return result
+
+
+def optimize(src: io.ModelSource, dst: str | Path | None = None, **options: Any) -> onnx.ModelProto:
+    """Optimizes ``src`` (a path, ModelProto or onnx-ir model); writes ``dst`` when given.
+
+    Keyword options mirror the CLI flags (``simplify``, ``validate``, ``strict``, ``recipe``,
+    ``input_shapes``, ``passes``...). Raises ValidationFailed when validation fails under
+    ``strict``; otherwise the returned model is the best the pipeline could do.
+    """
+    result = run(src, dst, **options)
+    if options.get("strict") and result.validation is not None and not result.validation.passed:
+        from onnxslim.errors import ValidationFailed
+
+        raise ValidationFailed("optimized model's outputs differ from the original's beyond tolerance")
+    return ir.serde.serialize_model(result.model)
+
+
+def validate(original: io.ModelSource, optimized: io.ModelSource, **options: Any) -> ValidationReport:
+    """Compares two models on ONNX Runtime; the result is truthy when they agree."""
+    return validate_models(io.load(original), io.load(optimized), ValidationOptions(**options))
+
+
+def inspect(src: io.ModelSource, *, top: int = 10) -> dict[str, Any]:
+    """Inputs, outputs, opsets, op counts and weights of a model, as plain data."""
+    return summarize(io.load(src), top=top)
+
+
+def _merge_options(recipe_options: Mapping[str, Any], given: Mapping[str, Any], *, where: str | None) -> dict[str, Any]:
+    unknown = sorted(set(recipe_options) - _OPTION_NAMES)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} in [options]", path=where)
+    merged = dict(recipe_options)
+    merged.update({k: v for k, v in given.items() if v is not None})
+    return merged
+
+
+def _steps(passes: Sequence[PassSpec]) -> list[Step]:
+    steps = []
+    for spec in passes:
+        if isinstance(spec, Pass):
+            steps.append(Step(spec.name, instance=spec))
+        elif isinstance(spec, str):
+            steps.append(Step(spec))
+        else:
+            name, settings = spec
+            steps.append(Step(name, dict(settings)))
+    return steps
+
+
+def _auto_validate(original, model, shapes, data, random_samples, options, *, lossy: bool) -> ValidationReport:
+    tolerance = {"atol": options.get("atol", 1e-2 if lossy else 1e-4), "rtol": options.get("rtol", 1e-2 if lossy else 1e-4)}
+    validation_options = ValidationOptions(data=data, random_samples=random_samples, input_shapes=shapes, **tolerance)
+    try:
+        return validate_models(original, model, validation_options)
+    except OnnxSlimError as exc:
+        if data or options.get("strict", False):
+            raise
+        logger.warning("validation skipped: %s", exc.message)
+        return ValidationReport(passed=True, outputs=[], samples=0, skipped=exc.message)

@@ -1,0 +1,230 @@
+"""The `onnxslim` command. Exit codes: 0 ok, 1 result failed its checks, 2 usage or input error, 3 internal error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+
+from onnxslim import api, render
+from onnxslim.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, OnnxSlimError, first_line
+from onnxslim.input_shapes import parse_input_shapes
+
+EXIT_INTERNAL = 3
+COMMANDS = ("optimize", "validate", "inspect", "passes")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 too; keep it to one line
+        self.print_usage(sys.stderr)
+        raise OnnxSlimError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="onnxslim", description="Make ONNX models smaller and faster without breaking them.")
+    parser.add_argument("--version", action="version", version=f"onnxslim {_version()}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    opt = sub.add_parser("optimize", help="optimize a model (the default command)")
+    opt.add_argument("input", help="model to optimize (.onnx)")
+    opt.add_argument("output", help="where to write the optimized model")
+    opt.add_argument("--recipe", help="TOML recipe: [options] and [[pass]] tables (flags override it)")
+    opt.add_argument("--no-simplify", dest="simplify", action="store_false", default=None, help="skip the default cleanup passes")
+    opt.add_argument("--pass", dest="passes", action="append", default=[], metavar="NAME", help="add a pass by name (repeatable)")
+    opt.add_argument("--strict", action="store_true", default=None, help="exit 1 and write nothing if any pass is rolled back or validation fails")
+    opt.add_argument("--report", metavar="FILE.json", help="write the JSON report here")
+    opt.add_argument("--overwrite-input", action="store_true", help="allow OUTPUT to be the INPUT path")
+    opt.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None, help="store weights in OUTPUT.data (default: only above 2 GB)")
+    _add_data_arguments(opt)
+    opt.add_argument("--no-validate", dest="validate", action="store_false", default=None, help="skip comparing outputs with the original")
+
+    val = sub.add_parser("validate", help="compare an optimized model with the original on ONNX Runtime")
+    val.add_argument("original")
+    val.add_argument("optimized")
+    val.add_argument("--report", metavar="FILE.json")
+    _add_data_arguments(val)
+
+    ins = sub.add_parser("inspect", help="show a model's inputs, outputs, opsets, ops and weights")
+    ins.add_argument("model")
+    ins.add_argument("--top", type=int, default=10, help="how many of the largest initializers to list")
+
+    sub.add_parser("passes", help="list the available passes and their settings")
+
+    for p in (opt, val, ins, *(sub.choices[c] for c in ("passes",))):
+        p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+        p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+        p.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
+    return parser
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME:D1,D2,...", help="fix an input's shape (repeatable)")
+    parser.add_argument("--data", help=".npz with one array per input name, samples along axis 0")
+    parser.add_argument("--random", type=int, default=4, metavar="N", help="random input batches when no --data (default 4)")
+    parser.add_argument("--atol", type=float, default=None, help="absolute tolerance per element")
+    parser.add_argument("--rtol", type=float, default=None, help="relative tolerance per element")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv.insert(0, "optimize")
+    err = _console(stderr=True)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return EXIT_USAGE
+        _configure_logging(args)
+        return _COMMANDS[args.command](args, err)
+    except OnnxSlimError as exc:
+        print(f"onnxslim: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("onnxslim: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line by default, the traceback with -v
+        if os.environ.get("ONNXSLIM_DEBUG") or "-v" in argv or "--verbose" in argv:
+            raise
+        print(f"onnxslim: internal error: {type(exc).__name__}: {first_line(exc)} (rerun with -v for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _optimize(args: argparse.Namespace, err: Console) -> int:
+    progress = None if args.quiet or args.json else _Progress(err)
+    try:
+        result = api.run(
+            args.input,
+            args.output,
+            simplify=args.simplify,
+            passes=args.passes,
+            recipe=args.recipe,
+            input_shapes=parse_input_shapes(args.input_shape) or None,
+            validate=args.validate,
+            strict=args.strict,
+            data=args.data,
+            random_samples=args.random,
+            atol=args.atol,
+            rtol=args.rtol,
+            overwrite_input=args.overwrite_input,
+            external_data=args.external_data,
+            progress=progress,
+        )
+    finally:
+        if progress:
+            progress.stop()
+    payload = result.to_dict()
+    _write_report(args.report, payload)
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    elif not args.quiet:
+        render.print_result(err, result.pipeline, result.validation, result.passed)
+        if result.output:
+            err.print(f"wrote {result.output}")
+        elif args.strict and not result.passed:
+            err.print("nothing written (--strict)")
+    return EXIT_OK if result.passed else EXIT_CHECK_FAILED
+
+
+def _validate(args: argparse.Namespace, err: Console) -> int:
+    options: dict[str, Any] = {"data": args.data, "random_samples": args.random, "input_shapes": parse_input_shapes(args.input_shape)}
+    options.update({k: getattr(args, k) for k in ("atol", "rtol") if getattr(args, k) is not None})
+    report = api.validate(args.original, args.optimized, **options)
+    payload = {"schema": "onnxslim.validate/1", **report.to_dict()}
+    _write_report(args.report, payload)
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    elif not args.quiet:
+        render.print_result(err, None, report, report.passed)
+    return EXIT_OK if report.passed else EXIT_CHECK_FAILED
+
+
+def _inspect(args: argparse.Namespace, err: Console) -> int:
+    summary = api.inspect(args.model, top=args.top)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not args.quiet:
+        render.print_summary(_console(), summary)
+    return EXIT_OK
+
+
+def _passes(args: argparse.Namespace, err: Console) -> int:
+    from onnxslim.core.config import describe_fields
+    from onnxslim.core.registry import all_passes
+    from onnxslim.passes import SIMPLIFY_PIPELINE
+
+    rows = [
+        {"name": name, "summary": cls.summary(), "lossy": cls.lossy, "in_simplify": name in SIMPLIFY_PIPELINE,
+         "settings": describe_fields(cls.Config)}
+        for name, cls in all_passes().items()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    elif not args.quiet:
+        render.print_passes(_console(), rows)
+    return EXIT_OK
+
+
+_COMMANDS = {"optimize": _optimize, "validate": _validate, "inspect": _inspect, "passes": _passes}
+
+
+def _write_report(path: str | None, payload: dict[str, Any]) -> None:
+    if not path:
+        return
+    target = Path(path)
+    if not target.parent.exists():
+        raise OnnxSlimError("report folder does not exist", path=target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, default=str)
+    os.replace(tmp, target)
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.ERROR if args.quiet else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=_console(stderr=True), show_time=False, show_path=False)])
+
+
+class _Progress:
+    """A progress bar over passes, on stderr, gone when done."""
+
+    def __init__(self, console: Console):
+        from rich.progress import Progress
+
+        self._progress = Progress(console=console, transient=True)
+        self._task = None
+
+    def __call__(self, name: str, index: int, total: int) -> None:
+        if self._task is None:
+            self._progress.start()
+            self._task = self._progress.add_task("optimizing", total=total)
+        self._progress.update(self._task, completed=index, description=name or "done")
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._progress.stop()
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    # Logs and CI pipes are not terminals: rich would wrap tables at 80 columns there.
+    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 140)
+
+
+def _version() -> str:
+    from onnxslim import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

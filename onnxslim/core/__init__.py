@@ -1,0 +1,1 @@
+"""Pass contract, registry, manager, recipes and model checks."""

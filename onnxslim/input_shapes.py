@@ -1,0 +1,63 @@
+"""User-fixed input shapes (``--input-shape NAME:1,3,224,224``)."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import onnx_ir as ir
+
+from onnxslim.errors import ConfigError
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """``"images:1,3,640,640"`` -> ``("images", (1, 3, 640, 640))``."""
+    name, sep, dims = text.rpartition(":")
+    if not sep or not name:
+        raise ConfigError(f"--input-shape {text!r}: expected NAME:D1,D2,... (e.g. input:1,3,224,224)")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        raise ConfigError(f"--input-shape {text!r}: dims must be integers") from None
+    if any(d <= 0 for d in shape):
+        raise ConfigError(f"--input-shape {text!r}: dims must be positive")
+    return name, shape
+
+
+def parse_input_shapes(texts: list[str] | None) -> dict[str, tuple[int, ...]]:
+    return dict(parse_input_shape(t) for t in texts or [])
+
+
+def fix_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Pins the named inputs' dims; static dims must agree, names and ranks must exist."""
+    inputs = {v.name: v for v in model.graph.inputs}
+    for name, dims in shapes.items():
+        value = inputs.get(name)
+        if value is None:
+            raise ConfigError(f"--input-shape: model has no input {name!r} (inputs: {', '.join(inputs)})")
+        if value.shape is not None:
+            if len(value.shape) != len(dims):
+                raise ConfigError(f"--input-shape: input {name!r} has rank {len(value.shape)}, got {len(dims)} dims")
+            for axis, (old, new) in enumerate(zip(value.shape, dims)):
+                if isinstance(old, int) and old != new:
+                    raise ConfigError(f"--input-shape: input {name!r} dim {axis} is fixed at {old}, got {new}")
+        value.shape = ir.Shape(dims)
+
+
+def resolve_shape(value: ir.Value, shapes: Mapping[str, tuple[int, ...]], *, default_batch: int | None = None) -> tuple[int, ...]:
+    """Concrete dims for an input: user-given, static, or (leading dim only) ``default_batch``."""
+    if value.name in shapes:
+        return tuple(shapes[value.name])
+    if value.shape is None:
+        raise ConfigError(f"input {value.name!r} has no declared shape; give --input-shape {value.name}:D1,D2,...")
+    dims = []
+    for axis, dim in enumerate(value.shape):
+        if isinstance(dim, int):
+            dims.append(dim)
+        elif axis == 0 and default_batch is not None:
+            dims.append(default_batch)
+        else:
+            label = dim.value or "?"
+            raise ConfigError(
+                f"input {value.name!r} dim {axis} ({label}) is dynamic; give --input-shape {value.name}:D1,D2,..."
+            )
+    return tuple(dims)

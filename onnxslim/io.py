@@ -1,0 +1,141 @@
+"""Loading and saving models: path safety, external data, atomic writes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+import onnx
+import onnx_ir as ir
+
+from onnxslim.errors import ExternalDataError, first_line, ModelLoadError, OutputPathError
+
+logger = logging.getLogger(__name__)
+
+ModelSource = Union[str, os.PathLike, onnx.ModelProto, ir.Model]
+
+# Protobuf cannot serialize a message over 2 GiB; keep a margin for the graph itself.
+PROTOBUF_LIMIT = 2**31 - 2**26
+
+
+def load(src: ModelSource) -> ir.Model:
+    """Returns an onnx-ir model; a path is read lazily (external weights stay memory-mapped)."""
+    if isinstance(src, ir.Model):
+        return src
+    if isinstance(src, onnx.ModelProto):
+        _require_graph(src, "<ModelProto>")
+        return ir.serde.deserialize_model(src)
+    return _load_path(Path(src))
+
+
+def _load_path(path: Path) -> ir.Model:
+    if not path.exists():
+        raise ModelLoadError("file not found", path=path)
+    if not path.is_file():
+        raise ModelLoadError("not a file", path=path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ModelLoadError(f"not a valid ONNX model (truncated or not ONNX): {first_line(exc)}", path=path) from None
+    _require_graph(proto, path)
+    _check_external_locations(proto, path)
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        raise ModelLoadError(f"model is malformed: {first_line(exc)}", path=path) from None
+    model = ir.serde.deserialize_model(proto)
+    ir.external_data.set_base_dir(model.graph, str(path.parent))
+    return model
+
+
+def _require_graph(proto: onnx.ModelProto, path: object) -> None:
+    if not proto.HasField("graph") or proto.ir_version == 0 or not proto.graph.output:
+        raise ModelLoadError("not an ONNX model (no graph, IR version or outputs)", path=path)
+
+
+def _iter_tensor_protos(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _iter_tensor_protos(attr.g)
+            for sub in attr.graphs:
+                yield from _iter_tensor_protos(sub)
+
+
+def _check_external_locations(proto: onnx.ModelProto, path: Path) -> None:
+    folder = path.parent.resolve()
+    for tensor in _iter_tensor_protos(proto.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        where = f"tensor {tensor.name!r}"
+        if not location or Path(location).is_absolute() or ".." in Path(location).parts:
+            raise ExternalDataError(f"external data location {location!r} leaves the model's folder", path=path, where=where)
+        target = (folder / location).resolve()
+        if folder not in target.parents:
+            raise ExternalDataError(f"external data location {location!r} leaves the model's folder", path=path, where=where)
+        if not target.is_file():
+            raise ExternalDataError(f"external data file {location!r} is missing", path=path, where=where)
+
+
+
+def model_nbytes(model: ir.Model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def referenced_files(model: ir.Model) -> set[Path]:
+    """Files that the model's external tensors read from."""
+    files = set()
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            files.add(Path(tensor.path).resolve())
+    return files
+
+
+def check_output_path(dst: Path, *, src: Path | None, overwrite_input: bool = False) -> None:
+    """Refuses to write over the input model (unless asked) or into a missing folder."""
+    if src is not None and not overwrite_input and dst.resolve() == src.resolve():
+        raise OutputPathError("output path is the input path; pass a different output (or --overwrite-input)", path=dst)
+    if not dst.parent.exists():
+        raise OutputPathError("output folder does not exist", path=dst)
+    if dst.exists() and dst.is_dir():
+        raise OutputPathError("output path is a folder", path=dst)
+
+
+def save(model: ir.Model, dst: str | os.PathLike, *, external_data: bool | None = None) -> Path:
+    """Writes atomically: a temporary file in the destination folder, then a rename.
+
+    External data (``<name>.data`` beside the model) is used when asked, or automatically
+    when the weights exceed what one protobuf can hold.
+    """
+    dst = Path(dst)
+    if external_data is None:
+        external_data = model_nbytes(model) > PROTOBUF_LIMIT
+    data_name = dst.name + ".data"
+    if external_data and (dst.parent / data_name).resolve() in referenced_files(model):
+        raise OutputPathError(f"external data file {data_name!r} is read by the model being saved", path=dst)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp.onnx", dir=dst.parent)
+    os.close(fd)
+    try:
+        if external_data:
+            ir.save(model, tmp, external_data=data_name)
+        else:
+            ir.save(model, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    logger.info("wrote %s", dst)
+    return dst
+
+
+def to_proto(model: ir.Model) -> onnx.ModelProto:
+    return ir.serde.serialize_model(model)

@@ -1,0 +1,34 @@
+"""The pass implementations, installed as ``onnxslim.passes``. Registration is this explicit tuple."""
+
+from onnxslim.passes.cleanup.eliminate_common_subexpressions import EliminateCommonSubexpressions
+from onnxslim.passes.cleanup.fold_constants import FoldConstants
+from onnxslim.passes.cleanup.fuse_batchnorm import FuseBatchNorm
+from onnxslim.passes.cleanup.fuse_matmul_add import FuseMatMulAdd
+from onnxslim.passes.cleanup.infer_shapes import InferShapes
+from onnxslim.passes.cleanup.remove_noops import RemoveNoops
+from onnxslim.passes.cleanup.remove_unused import RemoveUnused
+
+ALL_PASSES = (
+    FoldConstants,
+    RemoveNoops,
+    FuseBatchNorm,
+    FuseMatMulAdd,
+    EliminateCommonSubexpressions,
+    RemoveUnused,
+    InferShapes,
+)
+
+# What `simplify` (on by default) runs, in order. Folding runs again after the fusions,
+# which expose new constant subgraphs.
+SIMPLIFY_PIPELINE = (
+    "fold-constants",
+    "remove-noops",
+    "fuse-batchnorm",
+    "fuse-matmul-add",
+    "eliminate-common-subexpressions",
+    "fold-constants",
+    "remove-unused",
+    "infer-shapes",
+)
+
+__all__ = ["ALL_PASSES", "SIMPLIFY_PIPELINE"]

@@ -1,0 +1,1 @@
+"""Graph cleanup: folding, dead code, no-ops, fusions, shape inference. Lossless."""
