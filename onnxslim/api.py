@@ -45,7 +45,7 @@ class OptimizeResult:
         }
 
 
-_OPTION_NAMES = {"simplify", "validate", "strict", "input_shapes", "check_runtime", "data", "random_samples", "atol", "rtol"}
+_OPTION_NAMES = {"simplify", "validate", "strict", "input_shapes", "validation"}
 
 
 def run(
@@ -59,8 +59,8 @@ def run(
     validate: bool | None = None,
     strict: bool | None = None,
     check_runtime: bool = True,
+    validation: ValidationOptions | Mapping[str, Any] | None = None,
     data: str | None = None,
-    random_samples: int = 4,
     atol: float | None = None,
     rtol: float | None = None,
     overwrite_input: bool = False,
@@ -69,7 +69,7 @@ def run(
 ) -> OptimizeResult:
     """Load, run the pipeline, validate, save. Explicit arguments override the recipe's [options]."""
     loaded = load_recipe(recipe) if recipe else None
-    given = {"simplify": simplify, "validate": validate, "strict": strict, "input_shapes": input_shapes, "atol": atol, "rtol": rtol}
+    given = {"simplify": simplify, "validate": validate, "strict": strict, "input_shapes": input_shapes}
     options = _merge_options(loaded.options if loaded else {}, given, where=str(recipe) if recipe else None)
     src_path = Path(src) if isinstance(src, (str, Path)) else None
     if dst is not None:
@@ -82,10 +82,12 @@ def run(
     steps = plan_steps([*(loaded.steps if loaded else []), *_steps(passes)], simplify=options.get("simplify", True))
     manager = PassManager(build_passes(steps), strict=options.get("strict", False), check_runtime=check_runtime, progress=progress)
     model, pipeline = manager.run(model)
-    validation = None
+    report = None
     if options.get("validate", True):
-        validation = _auto_validate(original, model, shapes, data, random_samples, options, lossy=bool(pipeline.lossy_passes))
-    result = OptimizeResult(model, pipeline, validation)
+        checks = _validation_options(validation, options.get("validation", {}), data=data, atol=atol, rtol=rtol)
+        checks = dataclasses.replace(checks, input_shapes={**shapes, **checks.input_shapes}, lossy=bool(pipeline.lossy_passes))
+        report = _auto_validate(original, model, checks, strict=options.get("strict", False))
+    result = OptimizeResult(model, pipeline, report)
     strict_failure = options.get("strict", False) and not result.passed
     if dst is not None and not strict_failure:
         result.output = io.save(model, dst, external_data=external_data)
@@ -107,9 +109,13 @@ def optimize(src: io.ModelSource, dst: str | Path | None = None, **options: Any)
     return ir.serde.serialize_model(result.model)
 
 
-def validate(original: io.ModelSource, optimized: io.ModelSource, **options: Any) -> ValidationReport:
-    """Compares two models on ONNX Runtime; the result is truthy when they agree."""
-    return validate_models(io.load(original), io.load(optimized), ValidationOptions(**options))
+def validate(original: io.ModelSource, optimized: io.ModelSource, *, options: ValidationOptions | None = None,
+             **settings: Any) -> ValidationReport:
+    """Compares two models on ONNX Runtime; the result is truthy when they agree.
+
+    Settings are ValidationOptions fields (``data``, ``atol``, ``input_shapes``...).
+    """
+    return validate_models(io.load(original), io.load(optimized), _validation_options(options, settings))
 
 
 def inspect(src: io.ModelSource, *, top: int = 10) -> dict[str, Any]:
@@ -139,13 +145,32 @@ def _steps(passes: Sequence[PassSpec]) -> list[Step]:
     return steps
 
 
-def _auto_validate(original, model, shapes, data, random_samples, options, *, lossy: bool) -> ValidationReport:
-    tolerance = {"atol": options.get("atol", 1e-2 if lossy else 1e-4), "rtol": options.get("rtol", 1e-2 if lossy else 1e-4)}
-    validation_options = ValidationOptions(data=data, random_samples=random_samples, input_shapes=shapes, **tolerance)
+def _validation_options(base: ValidationOptions | Mapping[str, Any] | None, *overrides: Mapping[str, Any], **given: Any) -> ValidationOptions:
+    if isinstance(base, ValidationOptions):
+        options = base
+    else:
+        options = _build_validation_options(dict(base or {}))
+    for extra in (*overrides, given):
+        updates = {k: v for k, v in extra.items() if v is not None}
+        if updates:
+            options = dataclasses.replace(options, **_build_validation_options(updates, partial=True))
+    return options
+
+
+def _build_validation_options(settings: dict[str, Any], *, partial: bool = False) -> Any:
+    fields = {f.name for f in dataclasses.fields(ValidationOptions)}
+    unknown = sorted(set(settings) - fields)
+    if unknown:
+        raise ConfigError(f"unknown validation setting(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
+    return settings if partial else ValidationOptions(**settings)
+
+
+def _auto_validate(original: ir.Model, model: ir.Model, options: ValidationOptions, *, strict: bool) -> ValidationReport:
     try:
-        return validate_models(original, model, validation_options)
+        return validate_models(original, model, options)
     except OnnxSlimError as exc:
-        if data or options.get("strict", False):
+        if options.data or strict:
             raise
+        # Without data, a model with free dims cannot be run; say so instead of failing the run.
         logger.warning("validation skipped: %s", exc.message)
         return ValidationReport(passed=True, outputs=[], samples=0, skipped=exc.message)

@@ -16,6 +16,7 @@ from rich.console import Console
 from onnxslim import api, render
 from onnxslim.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, OnnxSlimError, first_line
 from onnxslim.input_shapes import parse_input_shapes
+from onnxslim.validation import cli as validation_cli
 
 EXIT_INTERNAL = 3
 COMMANDS = ("optimize", "validate", "inspect", "passes")
@@ -42,14 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--report", metavar="FILE.json", help="write the JSON report here")
     opt.add_argument("--overwrite-input", action="store_true", help="allow OUTPUT to be the INPUT path")
     opt.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None, help="store weights in OUTPUT.data (default: only above 2 GB)")
-    _add_data_arguments(opt)
+    validation_cli.add_arguments(opt)
     opt.add_argument("--no-validate", dest="validate", action="store_false", default=None, help="skip comparing outputs with the original")
 
     val = sub.add_parser("validate", help="compare an optimized model with the original on ONNX Runtime")
     val.add_argument("original")
     val.add_argument("optimized")
     val.add_argument("--report", metavar="FILE.json")
-    _add_data_arguments(val)
+    validation_cli.add_arguments(val)
 
     ins = sub.add_parser("inspect", help="show a model's inputs, outputs, opsets, ops and weights")
     ins.add_argument("model")
@@ -62,14 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
         p.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
     return parser
-
-
-def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME:D1,D2,...", help="fix an input's shape (repeatable)")
-    parser.add_argument("--data", help=".npz with one array per input name, samples along axis 0")
-    parser.add_argument("--random", type=int, default=4, metavar="N", help="random input batches when no --data (default 4)")
-    parser.add_argument("--atol", type=float, default=None, help="absolute tolerance per element")
-    parser.add_argument("--rtol", type=float, default=None, help="relative tolerance per element")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,11 +101,8 @@ def _optimize(args: argparse.Namespace, err: Console) -> int:
             recipe=args.recipe,
             input_shapes=parse_input_shapes(args.input_shape) or None,
             validate=args.validate,
+            validation=validation_cli.options_from_args(args),
             strict=args.strict,
-            data=args.data,
-            random_samples=args.random,
-            atol=args.atol,
-            rtol=args.rtol,
             overwrite_input=args.overwrite_input,
             external_data=args.external_data,
             progress=progress,
@@ -134,9 +124,7 @@ def _optimize(args: argparse.Namespace, err: Console) -> int:
 
 
 def _validate(args: argparse.Namespace, err: Console) -> int:
-    options: dict[str, Any] = {"data": args.data, "random_samples": args.random, "input_shapes": parse_input_shapes(args.input_shape)}
-    options.update({k: getattr(args, k) for k in ("atol", "rtol") if getattr(args, k) is not None})
-    report = api.validate(args.original, args.optimized, **options)
+    report = api.validate(args.original, args.optimized, options=validation_cli.options_from_args(args))
     payload = {"schema": "onnxslim.validate/1", **report.to_dict()}
     _write_report(args.report, payload)
     if args.json:
