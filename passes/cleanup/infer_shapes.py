@@ -17,13 +17,16 @@ class InferShapes(Pass):
     name = "infer-shapes"
 
     def call(self, model: ir.Model) -> PassResult:
-        declared = [(v, v.shape, v.type) for v in (*model.graph.inputs, *model.graph.outputs)]
-        result = ir.passes.common.ShapeInferencePass(strict_mode=False)(model)
-        model = result.model
-        by_name = {v.name: v for v in (*model.graph.inputs, *model.graph.outputs)}
-        for old, shape, type_ in declared:
-            # Inference may rename symbolic output dims (unk__0); the declaration is the contract.
-            value = by_name.get(old.name)
-            if value is not None and shape is not None:
-                value.shape, value.type = shape, type_
-        return PassResult(model, modified=result.modified, stats={})
+        return PassResult(model, modified=infer_shapes(model), stats={})
+
+
+def infer_shapes(model: ir.Model) -> bool:
+    """Runs ONNX shape inference in place; graph input/output declarations stay as they were."""
+    declared = {v.name: (v.shape, v.type) for v in (*model.graph.inputs, *model.graph.outputs)}
+    modified = ir.passes.common.ShapeInferencePass(strict_mode=False)(model).modified
+    for value in (*model.graph.inputs, *model.graph.outputs):
+        shape, type_ = declared.get(value.name, (None, None))
+        # Inference may rename symbolic output dims (unk__0); the declaration is the contract.
+        if shape is not None:
+            value.shape, value.type = shape, type_
+    return modified

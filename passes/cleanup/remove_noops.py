@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import onnx_ir as ir
+from onnxscript.rewriter import MatchResult
+from onnxscript.rewriter._rewrite_rule import RewriteRuleClassBase
 from onnxscript.rewriter.rules.common import (
     add_0_rule,
     cast_cast_rule,
     div_by_1_rule,
-    dropout_inference_rule,
-    dropout_zero_rule,
     mul_by_1_rule,
     no_op_cast_rule,
     no_op_expand_rule,
@@ -22,10 +22,34 @@ from onnxscript.rewriter.rules.common import (
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import graph_stats
 from onnxslim.passes._rewrite import apply_rules
+from onnxslim.passes.cleanup.infer_shapes import infer_shapes
 
+
+
+class _InferenceDropout(RewriteRuleClassBase):
+    """Dropout is the identity unless training_mode is true (its default is false)."""
+
+    def pattern(self, op, x):
+        return op.Dropout(x, _allow_other_inputs=True, _outputs=["out"])
+
+    def check(self, context, x, out, **_) -> MatchResult:
+        result = MatchResult()
+        node = out.producer()
+        if len(node.outputs) > 1 and node.outputs[1].uses():
+            return result.fail("the dropout mask is read")
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            training = ir.convenience.get_const_tensor(node.inputs[2])
+            if training is None or bool(training.numpy()):
+                return result.fail("training_mode is not a constant false")
+        return result
+
+    def rewrite(self, op, x, **_):
+        return op.Identity(x)
+
+
+_MAX_ROUNDS = 4
 _RULES = (
-    dropout_inference_rule,
-    dropout_zero_rule,
+    _InferenceDropout.rule(),
     no_op_cast_rule,
     no_op_expand_rule,
     no_op_transpose_rule,
@@ -51,10 +75,12 @@ class RemoveNoops(Pass):
 
     def call(self, model: ir.Model) -> PassResult:
         before = graph_stats(model).nodes
-        modified = ir.passes.common.IdentityEliminationPass()(model).modified
-        result = apply_rules(model, _RULES)
-        return PassResult(
-            model,
-            modified=modified or result.modified,
-            stats={"nodes_removed": before - graph_stats(model).nodes},
-        )
+        infer_shapes(model)  # the rules decide on dtypes and shapes
+        modified = False
+        for _ in range(_MAX_ROUNDS):  # merged Transposes become Identity, which the next round removes
+            changed = ir.passes.common.IdentityEliminationPass()(model).modified
+            changed |= apply_rules(model, _RULES).modified
+            modified |= changed
+            if not changed:
+                break
+        return PassResult(model, modified=modified, stats={"nodes_removed": before - graph_stats(model).nodes})

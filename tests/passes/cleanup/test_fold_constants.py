@@ -1,0 +1,78 @@
+import numpy as np
+import onnx_ir as ir
+
+from onnxslim.passes.cleanup.fold_constants import FoldConstants
+from tests.helpers import assert_same_outputs, check_full, make_model, op_types, rng
+
+# A Paddle-style export: the weight reaches MatMul through Constant -> Cast -> Mul.
+CONSTANT_CHAIN = """
+<ir_version: 7, opset_import: ["" : 11]>
+g (float[N, 4] x) => (float[N, 3] y) {
+    w0 = Constant <value = float[4, 3] {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}> ()
+    two = Constant <value = double {2.0}> ()
+    two_f = Cast <to = 1> (two)
+    w = Mul (w0, two_f)
+    y = MatMul (x, w)
+}
+"""
+
+# Reshape target computed from a static dim; the batch dim stays symbolic.
+SHAPE_CHAIN = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[batch, 3, 4] x) => (float[batch, 12] y) {
+    s = Shape (x)
+    idx1 = Constant <value = int64[1] {1}> ()
+    idx2 = Constant <value = int64[1] {2}> ()
+    d1 = Gather <axis = 0> (s, idx1)
+    d2 = Gather <axis = 0> (s, idx2)
+    flat = Mul (d1, d2)
+    minus_one = Constant <value = int64[1] {-1}> ()
+    target = Concat <axis = 0> (minus_one, flat)
+    y = Reshape (x, target)
+}
+"""
+
+
+def test_constant_chain_folds_to_one_initializer():
+    model = make_model(CONSTANT_CHAIN)
+    original = model.clone()
+    result = FoldConstants()(model)
+    assert result.modified
+    assert op_types(result.model) == ["MatMul"]
+    (weight,) = result.model.graph.initializers.values()
+    np.testing.assert_array_equal(weight.const_value.numpy(), 2 * np.arange(1, 13, dtype=np.float32).reshape(4, 3))
+    assert result.model.opset_imports[""] == 11
+    check_full(result.model)
+    assert_same_outputs(original, result.model, {"x": rng().standard_normal((3, 4)).astype(np.float32)}, atol=0, rtol=0)
+
+
+def test_static_shape_arithmetic_folds_and_batch_stays_symbolic():
+    model = make_model(SHAPE_CHAIN)
+    original = model.clone()
+    result = FoldConstants()(model)
+    assert op_types(result.model) == ["Reshape"]
+    assert isinstance(result.model.graph.inputs[0].shape[0], ir.SymbolicDim)
+    assert result.model.graph.outputs[0].shape[0].value == "batch"
+    for batch in (1, 5):
+        feeds = {"x": rng().standard_normal((batch, 3, 4)).astype(np.float32)}
+        assert_same_outputs(original, result.model, feeds, atol=0, rtol=0)
+
+
+def test_second_run_is_unchanged():
+    model = make_model(SHAPE_CHAIN)
+    FoldConstants()(model)
+    assert not FoldConstants()(model).modified
+
+
+def test_output_size_limit_keeps_large_results_unmaterialized():
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 64] x) => (float[N, 64] y) {
+        shape = Constant <value = int64[2] {64, 64}> ()
+        big = ConstantOfShape <value = float[1] {1.0}> (shape)
+        y = MatMul (x, big)
+    }
+    """
+    model = make_model(text)
+    FoldConstants(FoldConstants.Config(output_size_limit=100))(model)
+    assert "ConstantOfShape" in op_types(model)
