@@ -38,7 +38,7 @@ def fix_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> 
             if len(value.shape) != len(dims):
                 raise ConfigError(f"--input-shape: input {name!r} has rank {len(value.shape)}, got {len(dims)} dims")
             for axis, (old, new) in enumerate(zip(value.shape, dims)):
-                if isinstance(old, int) and old != new:
+                if isinstance(old, int) and old >= 0 and old != new:
                     raise ConfigError(f"--input-shape: input {name!r} dim {axis} is fixed at {old}, got {new}")
         value.shape = ir.Shape(dims)
 
@@ -51,12 +51,12 @@ def resolve_shape(value: ir.Value, shapes: Mapping[str, tuple[int, ...]], *, def
         raise ConfigError(f"input {value.name!r} has no declared shape; give --input-shape {value.name}:D1,D2,...")
     dims = []
     for axis, dim in enumerate(value.shape):
-        if isinstance(dim, int):
+        if isinstance(dim, int) and dim >= 0:  # Paddle writes -1 for a dynamic dim
             dims.append(dim)
         elif axis == 0 and default_batch is not None:
             dims.append(default_batch)
         else:
-            label = dim.value or "?"
+            label = getattr(dim, "value", None) or "?"
             raise ConfigError(
                 f"input {value.name!r} dim {axis} ({label}) is dynamic; give --input-shape {value.name}:D1,D2,..."
             )

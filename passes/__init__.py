@@ -28,7 +28,6 @@ SIMPLIFY_PIPELINE = (
     "eliminate-common-subexpressions",
     "fold-constants",
     "remove-unused",
-    "infer-shapes",
 )
 
 __all__ = ["ALL_PASSES", "SIMPLIFY_PIPELINE"]

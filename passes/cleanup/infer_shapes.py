@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
@@ -10,8 +13,9 @@ from onnxslim.core.pass_base import Pass, PassResult
 class InferShapes(Pass):
     """Annotate intermediate values with the dtypes and shapes ONNX shape inference derives.
 
-    Symbolic input dims stay symbolic; downstream tools (ONNX Runtime, TensorRT, viewers) read
-    the annotations. Graph input and output declarations are left as they were.
+    Symbolic input dims stay symbolic; downstream tools (TensorRT, viewers) read the annotations.
+    Graph input and output declarations are left as they were. Not part of ``simplify``: the
+    annotations make the file larger and ONNX Runtime infers shapes itself.
     """
 
     name = "infer-shapes"
@@ -30,3 +34,15 @@ def infer_shapes(model: ir.Model) -> bool:
         if shape is not None:
             value.shape, value.type = shape, type_
     return modified
+
+
+@contextlib.contextmanager
+def inferred_shapes(model: ir.Model) -> Iterator[None]:
+    """Shapes and dtypes for the duration of a rewrite, without leaving annotations behind."""
+    saved = {value: (value.shape, value.type) for node in model.graph for value in node.outputs}
+    infer_shapes(model)
+    try:
+        yield
+    finally:
+        for value, (shape, type_) in saved.items():
+            value.shape, value.type = shape, type_

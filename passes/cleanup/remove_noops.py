@@ -22,7 +22,7 @@ from onnxscript.rewriter.rules.common import (
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import graph_stats
 from onnxslim.passes._rewrite import apply_rules
-from onnxslim.passes.cleanup.infer_shapes import infer_shapes
+from onnxslim.passes.cleanup.infer_shapes import inferred_shapes
 
 
 
@@ -75,12 +75,12 @@ class RemoveNoops(Pass):
 
     def call(self, model: ir.Model) -> PassResult:
         before = graph_stats(model).nodes
-        infer_shapes(model)  # the rules decide on dtypes and shapes
         modified = False
-        for _ in range(_MAX_ROUNDS):  # merged Transposes become Identity, which the next round removes
-            changed = ir.passes.common.IdentityEliminationPass()(model).modified
-            changed |= apply_rules(model, _RULES).modified
-            modified |= changed
-            if not changed:
-                break
+        with inferred_shapes(model):  # the rules decide on dtypes and shapes
+            for _ in range(_MAX_ROUNDS):  # merged Transposes become Identity, which the next round removes
+                changed = ir.passes.common.IdentityEliminationPass()(model).modified
+                changed |= apply_rules(model, _RULES).modified
+                modified |= changed
+                if not changed:
+                    break
         return PassResult(model, modified=modified, stats={"nodes_removed": before - graph_stats(model).nodes})

@@ -1,0 +1,86 @@
+import dataclasses
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from onnxslim.core.manager import APPLIED, ROLLED_BACK, UNCHANGED, PassManager
+from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.errors import PipelineFailed
+from onnxslim.passes.cleanup.remove_noops import RemoveNoops
+from tests.helpers import make_model, op_types
+
+MODEL = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4] x) => (float[N, 4] y) {
+    a = Identity (x)
+    y = Relu (a)
+}
+"""
+
+
+class BreakModel(Pass):
+    """Test-only: wires a node to a value that does not exist."""
+
+    name = "break-model"
+
+    def call(self, model):
+        node = model.graph.node(-1)
+        ghost = ir.Value(name="ghost")
+        node.replace_input_with(0, ghost)
+        return PassResult(model, modified=True)
+
+
+class RenameOutput(Pass):
+    """Test-only: changes the contract while staying a valid model."""
+
+    name = "rename-output"
+
+    def call(self, model):
+        model.graph.outputs[0].name = "renamed"
+        return PassResult(model, modified=True)
+
+
+class Crash(Pass):
+    name = "crash"
+
+    def call(self, model):
+        raise RuntimeError("boom\nsecond line")
+
+
+@pytest.mark.parametrize("bad_pass, reason", [
+    (BreakModel(), "onnx"),
+    (RenameOutput(), "inputs/outputs"),
+    (Crash(), "RuntimeError: boom"),
+])
+def test_failing_pass_is_rolled_back_and_later_passes_still_run(bad_pass, reason):
+    model = make_model(MODEL)
+    result_model, report = PassManager([bad_pass, RemoveNoops()]).run(model)
+    assert [r.status for r in report.records] == [ROLLED_BACK, APPLIED]
+    assert reason in report.records[0].reason and "\n" not in report.records[0].reason
+    assert not report.ok
+    assert op_types(result_model) == ["Relu"]
+    assert [o.name for o in result_model.graph.outputs] == ["y"]
+
+
+def test_strict_stops_at_the_failing_pass():
+    with pytest.raises(PipelineFailed, match="break-model"):
+        PassManager([BreakModel()], strict=True).run(make_model(MODEL))
+
+
+def test_input_model_is_not_modified_and_stats_are_recorded():
+    model = make_model(MODEL)
+    out, report = PassManager([RemoveNoops(), RemoveNoops()]).run(model)
+    assert op_types(model) == ["Identity", "Relu"]
+    assert op_types(out) == ["Relu"]
+    first, second = report.records
+    assert (first.status, first.before.nodes, first.after.nodes) == (APPLIED, 2, 1)
+    assert second.status == UNCHANGED
+    assert first.seconds >= 0 and report.ok
+    assert report.to_dict()["passes"][0]["stats"]["nodes_removed"] == 1
+
+
+def test_progress_callback_sees_every_pass():
+    seen = []
+    PassManager([RemoveNoops(), RemoveNoops()], progress=lambda name, i, n: seen.append((name, i, n))).run(make_model(MODEL))
+    assert seen == [("remove-noops", 0, 2), ("remove-noops", 1, 2), ("", 2, 2)]
