@@ -85,7 +85,7 @@ def run(
     model, pipeline = manager.run(model)
     report = None
     if options.get("validate", True):
-        checks = _validation_options(validation, options.get("validation", {}), data=data, atol=atol, rtol=rtol)
+        checks = _validation_options(options.get("validation"), validation, data=data, atol=atol, rtol=rtol)
         checks = dataclasses.replace(checks, input_shapes={**shapes, **checks.input_shapes}, lossy=bool(pipeline.lossy_passes))
         report = _auto_validate(original, model, checks, strict=options.get("strict", False))
     result = OptimizeResult(model, pipeline, report)
@@ -114,9 +114,20 @@ def validate(original: io.ModelSource, optimized: io.ModelSource, *, options: Va
              **settings: Any) -> ValidationReport:
     """Compares two models on ONNX Runtime; the result is truthy when they agree.
 
-    Settings are ValidationOptions fields (``data``, ``atol``, ``input_shapes``...).
+    Settings are ValidationOptions fields (``data``, ``atol``, ``providers``, ``input_shapes``...);
+    with ``html`` set, the HTML report is written there.
     """
-    return validate_models(io.load(original), io.load(optimized), _validation_options(options, settings))
+    checks = _validation_options(None, options, **settings)
+    report = validate_models(io.load(original), io.load(optimized), checks)
+    _write_html(report, checks)
+    return report
+
+
+def _write_html(report: ValidationReport, options: ValidationOptions) -> None:
+    if options.html:
+        from onnxslim.validation.html import write_html
+
+        write_html(report, options.html)
 
 
 def inspect(src: io.ModelSource, *, top: int = 10) -> dict[str, Any]:
@@ -146,32 +157,31 @@ def _steps(passes: Sequence[PassSpec]) -> list[Step]:
     return steps
 
 
-def _validation_options(base: ValidationOptions | Mapping[str, Any] | None, *overrides: Mapping[str, Any], **given: Any) -> ValidationOptions:
-    if isinstance(base, ValidationOptions):
-        options = base
-    else:
-        options = _build_validation_options(dict(base or {}))
-    for extra in (*overrides, given):
-        updates = {k: v for k, v in extra.items() if v is not None}
-        if updates:
-            options = dataclasses.replace(options, **_build_validation_options(updates, partial=True))
-    return options
-
-
-def _build_validation_options(settings: dict[str, Any], *, partial: bool = False) -> Any:
-    fields = {f.name for f in dataclasses.fields(ValidationOptions)}
-    unknown = sorted(set(settings) - fields)
+def _validation_options(recipe_settings: Mapping[str, Any] | None, given: ValidationOptions | Mapping[str, Any] | None,
+                        **shortcuts: Any) -> ValidationOptions:
+    """Recipe settings, overridden by what the caller set explicitly (fields left at their default don't count)."""
+    if isinstance(given, ValidationOptions):
+        defaults = ValidationOptions()
+        given = {f.name: getattr(given, f.name) for f in dataclasses.fields(given) if getattr(given, f.name) != getattr(defaults, f.name)}
+    settings = {**dict(recipe_settings or {}), **dict(given or {}), **{k: v for k, v in shortcuts.items() if v is not None}}
+    known = {f.name for f in dataclasses.fields(ValidationOptions)}
+    unknown = sorted(set(settings) - known)
     if unknown:
-        raise ConfigError(f"unknown validation setting(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
-    return settings if partial else ValidationOptions(**settings)
+        raise ConfigError(f"unknown validation setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    if settings.get("input_shapes"):
+        settings["input_shapes"] = {k: tuple(v) for k, v in settings["input_shapes"].items()}
+    return ValidationOptions(**settings)
 
 
 def _auto_validate(original: ir.Model, model: ir.Model, options: ValidationOptions, *, strict: bool) -> ValidationReport:
+    options = dataclasses.replace(options, strict=options.strict or strict)
     try:
-        return validate_models(original, model.clone(), options)  # the harness may annotate what it runs
+        report = validate_models(original, model.clone(), options)  # the harness may annotate what it runs
     except OnnxSlimError as exc:
         if options.data or strict:
             raise
         # Without data, a model with free dims cannot be run; say so instead of failing the run.
         logger.warning("validation skipped: %s", exc.message)
         return ValidationReport(passed=True, outputs=[], samples=0, skipped=exc.message)
+    _write_html(report, options)
+    return report
