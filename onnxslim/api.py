@@ -11,8 +11,10 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim import io
+from onnxslim.core.flags import family_steps, option_names
 from onnxslim.core.manager import PassManager, PipelineReport, ProgressCallback
-from onnxslim.core.pass_base import Pass
+from onnxslim.core.pass_base import Pass, PassContext
+from onnxslim.data import FirstSamples, Reader, open_reader
 from onnxslim.core.recipe import Step, build_passes, load_recipe, plan_steps
 from onnxslim.errors import ConfigError, OnnxSlimError
 from onnxslim.input_shapes import fix_input_shapes
@@ -46,7 +48,8 @@ class OptimizeResult:
         }
 
 
-_OPTION_NAMES = {"simplify", "validate", "strict", "input_shapes", "validation"}
+_OPTION_NAMES = {"simplify", "validate", "strict", "input_shapes", "validation",
+                 "calibration_data", "calibration_samples", "calibration_preprocess"}
 
 
 def run(
@@ -66,11 +69,21 @@ def run(
     rtol: float | None = None,
     overwrite_input: bool = False,
     external_data: bool | None = None,
+    calibration_data: str | Path | None = None,
+    calibration_samples: int | None = None,
+    calibration_preprocess: str | None = None,
     progress: ProgressCallback | None = None,
+    **family_options: Any,
 ) -> OptimizeResult:
-    """Load, run the pipeline, validate, save. Explicit arguments override the recipe's [options]."""
+    """Load, run the pipeline, validate, save. Explicit arguments override the recipe's [options].
+
+    ``family_options`` are the pass families' keywords (``onnxslim passes`` lists the families;
+    e.g. ``prune=0.3``, ``quantize="static"``): each adds its steps after the cleanup.
+    """
     loaded = load_recipe(recipe) if recipe else None
-    given = {"simplify": simplify, "validate": validate, "strict": strict, "input_shapes": input_shapes}
+    given = {"simplify": simplify, "validate": validate, "strict": strict, "input_shapes": input_shapes,
+             "calibration_data": calibration_data, "calibration_samples": calibration_samples,
+             "calibration_preprocess": calibration_preprocess, **family_options}
     options = _merge_options(loaded.options if loaded else {}, given, where=str(recipe) if recipe else None)
     src_path = Path(src) if isinstance(src, (str, Path)) else None
     if dst is not None:
@@ -80,8 +93,10 @@ def run(
     shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
     if shapes:
         fix_input_shapes(model, shapes)
-    steps = plan_steps([*(loaded.steps if loaded else []), *_steps(passes)], simplify=options.get("simplify", True))
-    manager = PassManager(build_passes(steps), strict=options.get("strict", False), check_runtime=check_runtime, progress=progress)
+    family = family_steps({k: v for k, v in options.items() if k in option_names()})
+    steps = plan_steps([*(loaded.steps if loaded else []), *_steps(passes), *family], simplify=options.get("simplify", True))
+    context = PassContext(calibration=_calibration_reader(original, options), original=original)
+    manager = PassManager(build_passes(steps, context), strict=options.get("strict", False), check_runtime=check_runtime, progress=progress)
     model, pipeline = manager.run(model)
     report = None
     if options.get("validate", True):
@@ -136,9 +151,13 @@ def inspect(src: io.ModelSource, *, top: int = 10) -> dict[str, Any]:
 
 
 def _merge_options(recipe_options: Mapping[str, Any], given: Mapping[str, Any], *, where: str | None) -> dict[str, Any]:
-    unknown = sorted(set(recipe_options) - _OPTION_NAMES)
+    known = _OPTION_NAMES | option_names()
+    unknown = sorted(set(recipe_options) - known)
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)} in [options]", path=where)
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     merged = dict(recipe_options)
     merged.update({k: v for k, v in given.items() if v is not None})
     return merged
@@ -171,6 +190,16 @@ def _validation_options(recipe_settings: Mapping[str, Any] | None, given: Valida
     if settings.get("input_shapes"):
         settings["input_shapes"] = {k: tuple(v) for k, v in settings["input_shapes"].items()}
     return ValidationOptions(**settings)
+
+
+def _calibration_reader(model: ir.Model, options: Mapping[str, Any]) -> Reader | None:
+    """The calibration data as a re-iterable reader, cut to ``calibration_samples`` if given."""
+    path = options.get("calibration_data")
+    if path is None:
+        return None
+    reader = open_reader(path, model, preprocess=options.get("calibration_preprocess"))
+    samples = options.get("calibration_samples")
+    return reader if samples is None else FirstSamples(reader, int(samples))
 
 
 def _auto_validate(original: ir.Model, model: ir.Model, options: ValidationOptions, *, strict: bool) -> ValidationReport:

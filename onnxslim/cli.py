@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from rich.console import Console
 
 from onnxslim import api, render
+from onnxslim.core.flags import add_family_arguments, family_values
 from onnxslim.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, OnnxSlimError, first_line
 from onnxslim.input_shapes import parse_input_shapes
 from onnxslim.validation import cli as validation_cli
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--report", metavar="FILE.json", help="write the JSON report here")
     opt.add_argument("--overwrite-input", action="store_true", help="allow OUTPUT to be the INPUT path")
     opt.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None, help="store weights in OUTPUT.data (default: only above 2 GB)")
+    calibration = opt.add_argument_group("calibration (data-aware passes)")
+    calibration.add_argument("--calibration-data", metavar="PATH", help=".npz, folder of .npz/.npy, or folder of images")
+    calibration.add_argument("--calibration-samples", type=int, metavar="N", help="use the first N samples")
+    calibration.add_argument("--calibration-preprocess", metavar="SPEC", help="preprocessing for a folder of images (as --preprocess)")
+    add_family_arguments(opt)
     validation_cli.add_arguments(opt)
     opt.add_argument("--no-validate", dest="validate", action="store_false", default=None, help="skip comparing outputs with the original")
 
@@ -105,7 +111,11 @@ def _optimize(args: argparse.Namespace, err: Console) -> int:
             strict=args.strict,
             overwrite_input=args.overwrite_input,
             external_data=args.external_data,
+            calibration_data=args.calibration_data,
+            calibration_samples=args.calibration_samples,
+            calibration_preprocess=args.calibration_preprocess,
             progress=progress,
+            **family_values(args),
         )
     finally:
         if progress:
@@ -125,7 +135,7 @@ def _optimize(args: argparse.Namespace, err: Console) -> int:
 
 def _validate(args: argparse.Namespace, err: Console) -> int:
     report = api.validate(args.original, args.optimized, options=validation_cli.options_from_args(args))
-    payload = {"schema": "onnxslim.validate/1", **report.to_dict()}
+    payload = report.to_dict()  # schema onnxslim.validate/1, docs/validation.md
     _write_report(args.report, payload)
     if args.json:
         print(json.dumps(payload, indent=2))

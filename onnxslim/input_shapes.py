@@ -27,20 +27,28 @@ def parse_input_shapes(texts: list[str] | None) -> dict[str, tuple[int, ...]]:
     return dict(parse_input_shape(t) for t in texts or [])
 
 
-def fix_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> None:
-    """Pins the named inputs' dims; static dims must agree, names and ranks must exist."""
+def check_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]], *, error: type = ConfigError) -> None:
+    """User-given shapes must name inputs and agree with their rank and static dims."""
     inputs = {v.name: v for v in model.graph.inputs}
     for name, dims in shapes.items():
         value = inputs.get(name)
         if value is None:
-            raise ConfigError(f"--input-shape: model has no input {name!r} (inputs: {', '.join(inputs)})")
-        if value.shape is not None:
-            if len(value.shape) != len(dims):
-                raise ConfigError(f"--input-shape: input {name!r} has rank {len(value.shape)}, got {len(dims)} dims")
-            for axis, (old, new) in enumerate(zip(value.shape, dims)):
-                if isinstance(old, int) and old >= 0 and old != new:
-                    raise ConfigError(f"--input-shape: input {name!r} dim {axis} is fixed at {old}, got {new}")
-        value.shape = ir.Shape(dims)
+            raise error(f"--input-shape: model has no input {name!r} (inputs: {', '.join(inputs)})")
+        if value.shape is None:
+            continue
+        if len(value.shape) != len(dims):
+            raise error(f"--input-shape: input {name!r} has rank {len(value.shape)}, got {len(dims)} dims")
+        for axis, (old, new) in enumerate(zip(value.shape, dims)):
+            if isinstance(old, int) and old >= 0 and old != new:  # Paddle writes -1 for a dynamic dim
+                raise error(f"--input-shape: input {name!r} dim {axis} is fixed at {old}, got {new}")
+
+
+def fix_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Pins the named inputs' dims (after checking them)."""
+    check_input_shapes(model, shapes)
+    inputs = {v.name: v for v in model.graph.inputs}
+    for name, dims in shapes.items():
+        inputs[name].shape = ir.Shape(dims)
 
 
 def resolve_shape(value: ir.Value, shapes: Mapping[str, tuple[int, ...]], *, default_batch: int | None = None) -> tuple[int, ...]:

@@ -128,13 +128,36 @@ def save(model: ir.Model, dst: str | os.PathLike, *, external_data: bool | None 
         if external_data:
             ir.save(model, tmp, external_data=data_name)
         else:
-            ir.save(model, tmp)
+            Path(tmp).write_bytes(_compact_proto(model).SerializeToString())
+        os.chmod(tmp, _file_mode(dst))  # mkstemp creates 0600; a model file is as readable as any other
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     logger.info("wrote %s", dst)
     return dst
+
+
+def _compact_proto(model: ir.Model) -> onnx.ModelProto:
+    """The model as a proto without what onnx-ir adds on top of the source: value_info
+    repeating each initializer's type, and an explicit empty opset domain."""
+    proto = ir.serde.serialize_model(model)
+    initializers = {t.name for t in proto.graph.initializer}
+    kept = [v for v in proto.graph.value_info if v.name not in initializers]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(kept)
+    for opset in proto.opset_import:
+        if not opset.domain:
+            opset.ClearField("domain")
+    return proto
+
+
+def _file_mode(dst: Path) -> int:
+    if dst.exists():
+        return dst.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def to_proto(model: ir.Model) -> onnx.ModelProto:

@@ -45,13 +45,9 @@ def pipeline_table(report: PipelineReport) -> Table:
 
 
 def validation_table(report: ValidationReport) -> Table:
-    table = Table(title=f"Validation ({report.samples} samples)", title_justify="left")
-    for column in ("output", "max abs", "mean abs", "cosine", "non-finite", "result"):
-        table.add_column(column, justify="left" if column == "output" else "right")
-    for out in report.outputs:
-        table.add_row(escape(out.name), f"{out.max_abs:.3g}", f"{out.mean_abs:.3g}", f"{out.cosine:.6f}", str(out.nonfinite),
-                      "ok" if out.passed else "FAIL", style=None if out.passed else "red")
-    return table
+    from onnxslim.validation.report import validation_table as table
+
+    return table(report)
 
 
 def _fmt(value: Any) -> str:
@@ -62,10 +58,9 @@ def print_result(console: Console, pipeline: PipelineReport | None, validation: 
     if pipeline is not None:
         console.print(pipeline_table(pipeline))
     if validation is not None:
-        if validation.skipped:
-            console.print(f"[yellow]validation skipped:[/] {escape(validation.skipped)}")
-        else:
-            console.print(validation_table(validation))
+        from onnxslim.validation.report import print_validation
+
+        print_validation(console, validation)
     console.print("[bold green]PASSED[/]" if passed else "[bold red]FAILED[/]")
 
 

@@ -29,6 +29,7 @@ class PassRecord:
     stats: dict[str, float] = dataclasses.field(default_factory=dict)
     reason: str | None = None
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    details: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,11 +115,12 @@ class PassManager:
         if problem is not None or result is None:
             return PassRecord(slim_pass.name, ROLLED_BACK, seconds, before, before, reason=problem, config=config), model
         stats = dict(result.stats) if isinstance(result, PassResult) else {}
+        details = list(result.details) if isinstance(result, PassResult) else []
         if slim_pass.lossy and result.modified:
             stats["lossy"] = 1
         after = graph_stats(result.model) if result.modified else before
         status = APPLIED if result.modified else UNCHANGED
-        return PassRecord(slim_pass.name, status, seconds, before, after, stats, config=config), result.model
+        return PassRecord(slim_pass.name, status, seconds, before, after, stats, config=config, details=details), result.model
 
     def _problem(self, result: ir.passes.PassResult, contract: list) -> str | None:
         if not result.modified:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 import onnx_ir as ir
 
 from onnxslim.core.config import build_config
+from onnxslim.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -15,6 +16,18 @@ class PassResult(ir.passes.PassResult):
     """onnx-ir's result plus what changed, as numbers the manager can report."""
 
     stats: dict[str, float] = dataclasses.field(default_factory=dict)
+    details: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Per-element rows for the report (one per pruned layer, split weight...); JSON-serializable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PassContext:
+    """What data-aware passes get besides the model; passes never open files themselves."""
+
+    calibration: Iterable[Any] | None = None
+    """Re-iterable batches (``onnxslim.data.Reader``: each item has ``.inputs``, a name -> array dict)."""
+    original: ir.Model | None = None
+    """The model before the pipeline ran, for passes that match its activations."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,18 +41,26 @@ class Pass(ir.passes.InPlacePass):
     Subclasses set ``name`` (kebab-case, used by the CLI and recipes), ``Config`` (a dataclass
     whose ``__post_init__`` validates values), and implement ``call(model) -> PassResult``.
     ``lossy`` tells the validation harness which tolerances to expect.
+
+    Passes mutate the graph in place but never the data of an existing tensor: the manager's
+    rollback copy shares tensors with the model (replace ``const_value`` instead).
     """
 
     name: ClassVar[str]
     Config: ClassVar[type] = NoConfig
     lossy: ClassVar[bool] = False
+    needs_calibration: ClassVar[bool] = False
+    """True when the pass cannot run without ``context.calibration`` (checked when the pipeline is built)."""
 
-    def __init__(self, config: Any | None = None):
+    def __init__(self, config: Any | None = None, *, context: PassContext | None = None):
         self.config = config if config is not None else self.Config()
+        self.context = context or PassContext()
+        if self.needs_calibration and self.context.calibration is None:
+            raise ConfigError("needs calibration data (--calibration-data)", where=f"pass {self.name}")
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> "Pass":
-        return cls(build_config(cls.Config, options, where=f"pass {cls.name}"))
+    def from_options(cls, options: Mapping[str, Any], context: PassContext | None = None) -> "Pass":
+        return cls(build_config(cls.Config, options, where=f"pass {cls.name}"), context=context)
 
     @classmethod
     def summary(cls) -> str:

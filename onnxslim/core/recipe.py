@@ -26,7 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from onnxslim.core.pass_base import Pass
+from onnxslim.core.pass_base import Pass, PassContext
 from onnxslim.core.registry import get_pass
 from onnxslim.errors import OnnxSlimError, RecipeError
 
@@ -107,5 +107,5 @@ def _expand(steps: Iterable[Step]) -> Iterable[Step]:
             yield step
 
 
-def build_passes(steps: Sequence[Step]) -> list[Pass]:
-    return [step.instance or get_pass(step.name).from_options(step.options) for step in _expand(steps)]
+def build_passes(steps: Sequence[Step], context: PassContext | None = None) -> list[Pass]:
+    return [step.instance or get_pass(step.name).from_options(step.options, context) for step in _expand(steps)]

@@ -1,5 +1,7 @@
 """Input data for validation and calibration, behind one reader interface."""
 
-from onnxslim.data.readers import load_samples, random_samples
+from onnxslim.data.images import Preprocess, parse_preprocess
+from onnxslim.data.readers import DataBatch, RandomReader, Reader, load_samples, open_reader, random_samples
+from onnxslim.data.subset import FirstSamples
 
-__all__ = ["load_samples", "random_samples"]
+__all__ = ["DataBatch", "FirstSamples", "Preprocess", "RandomReader", "Reader", "load_samples", "open_reader", "parse_preprocess", "random_samples"]

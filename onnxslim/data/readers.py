@@ -1,32 +1,58 @@
-"""Readers that turn a data source into batches of named input arrays."""
+"""One reader interface for validation and calibration data.
+
+A reader is a re-iterable source of ``DataBatch`` (``inputs``: {input name: array with samples
+along axis 0}, ``labels``: 1-D ints or None). Iterating streams batches: nothing is held
+beyond the current batch, so calibration can walk large data sets. ``open_reader`` picks the
+reader for a path; ``load_samples`` keeps the older list-returning call working.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping, NamedTuple
 
 import numpy as np
 import onnx_ir as ir
 
+from onnxslim.data.checks import LABELS, check_arrays, check_input_shapes, check_keys, check_labels
 from onnxslim.errors import DataError
 from onnxslim.input_shapes import resolve_shape
 
 Batch = dict[str, np.ndarray]
 
 
-def random_samples(model: ir.Model, count: int, *, seed: int = 0, input_shapes: Mapping[str, tuple] | None = None,
-                   batch: int = 1) -> list[Batch]:
-    """Seeded random inputs that respect each input's dtype and shape."""
-    rng = np.random.default_rng(seed)
-    shapes = {v.name: resolve_shape(v, input_shapes or {}, default_batch=batch) for v in model.graph.inputs}
-    batches = []
-    for _ in range(count):
-        sample = {}
-        for value in model.graph.inputs:
-            dtype = value.dtype.numpy() if value.dtype is not None else np.float32
-            sample[value.name] = _random_array(rng, shapes[value.name], dtype)
-        batches.append(sample)
-    return batches
+class DataBatch(NamedTuple):
+    inputs: Batch
+    labels: np.ndarray | None = None
+
+
+class Reader:
+    """Base: subclasses implement ``__iter__``; ``describe()`` says where the data comes from."""
+
+    source = "data"
+
+    def __iter__(self) -> Iterator[DataBatch]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.source
+
+
+class RandomReader(Reader):
+    """Seeded random inputs that respect each input's dtype and shape; the same batches each pass."""
+
+    def __init__(self, model: ir.Model, count: int, *, seed: int = 0, input_shapes: Mapping[str, tuple] | None = None,
+                 batch: int = 1):
+        check_input_shapes(model, input_shapes or {})
+        self.shapes = {v.name: resolve_shape(v, input_shapes or {}, default_batch=batch) for v in model.graph.inputs}
+        self.dtypes = {v.name: v.dtype.numpy() if v.dtype is not None else np.float32 for v in model.graph.inputs}
+        self.count, self.seed = count, seed
+        self.source = f"{count} random batch(es), seed {seed}"
+
+    def __iter__(self) -> Iterator[DataBatch]:
+        rng = np.random.default_rng(self.seed)
+        for _ in range(self.count):
+            yield DataBatch({name: _random_array(rng, self.shapes[name], self.dtypes[name]) for name in self.shapes})
 
 
 def _random_array(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
@@ -39,44 +65,63 @@ def _random_array(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np
     raise DataError(f"cannot make random inputs of dtype {dtype}")
 
 
-def load_samples(path: str | Path, model: ir.Model, *, batch_size: int = 32) -> tuple[list[Batch], np.ndarray | None]:
-    """Batches from a .npz whose keys are input names (samples along axis 0), plus ``labels`` if present."""
+class NpzReader(Reader):
+    """A .npz whose keys are input names (samples along axis 0), plus optional ``labels``."""
+
+    def __init__(self, path: Path, model: ir.Model, *, batch_size: int = 32):
+        self.path, self.batch_size = path, batch_size
+        self.arrays, self.labels = read_npz(path, model)
+        self.total = check_arrays(self.arrays, model, path)
+        self.labels = check_labels(self.labels, self.total, path)
+        self.source = str(path)
+
+    def __iter__(self) -> Iterator[DataBatch]:
+        for start in range(0, self.total, self.batch_size):
+            stop = start + self.batch_size
+            labels = None if self.labels is None else self.labels[start:stop]
+            yield DataBatch({k: v[start:stop] for k, v in self.arrays.items()}, labels)
+
+
+def read_npz(path: Path, model: ir.Model) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as exc:
+        raise DataError(f"cannot read as .npz: {exc}", path=path) from None
+    check_keys(list(arrays), model, path)
+    labels = arrays.pop(LABELS, None)
+    return arrays, labels
+
+
+def open_reader(path: str | Path, model: ir.Model, *, batch_size: int = 32, preprocess: str | None = None) -> Reader:
+    """The reader for ``path``: a .npz file, a folder of .npz/.npy, or a folder of images."""
+    from onnxslim.data.folder import ArrayFolderReader, folder_kind
+    from onnxslim.data.images import ImageFolderReader
+
     path = Path(path)
     if not path.exists():
         raise DataError("data file not found", path=path)
-    try:
-        archive = np.load(path, allow_pickle=False)
-        arrays = {key: archive[key] for key in archive.files}
-    except Exception as exc:
-        raise DataError(f"cannot read as .npz: {exc}", path=path) from None
-    labels = arrays.pop("labels", None)
-    names = [v.name for v in model.graph.inputs]
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise DataError(f"no array for input(s) {', '.join(missing)} (keys: {', '.join(arrays) or 'none'})", path=path)
-    extra = sorted(set(arrays) - set(names))
-    if extra:
-        raise DataError(f"key(s) {', '.join(extra)} match no model input (inputs: {', '.join(names)})", path=path)
-    _check_arrays(arrays, model, path)
-    total = len(next(iter(arrays.values())))
-    batches = [{k: v[i:i + batch_size] for k, v in arrays.items()} for i in range(0, total, batch_size)]
-    return batches, labels
+    if path.is_dir():
+        if preprocess is not None or folder_kind(path) == "images":
+            return ImageFolderReader(path, model, spec=preprocess, batch_size=batch_size)
+        return ArrayFolderReader(path, model)
+    if preprocess is not None:
+        raise DataError("--preprocess applies to a folder of images, not a file", path=path)
+    return NpzReader(path, model, batch_size=batch_size)
 
 
-def _check_arrays(arrays: Mapping[str, np.ndarray], model: ir.Model, path: Path) -> None:
-    counts = set()
-    for value in model.graph.inputs:
-        array = arrays[value.name]
-        counts.add(len(array))
-        expected = value.dtype.numpy() if value.dtype is not None else None
-        if expected is not None and array.dtype != expected:
-            raise DataError(f"input {value.name!r} is {array.dtype}, the model expects {np.dtype(expected)}", path=path)
-        if value.shape is not None:
-            if array.ndim != len(value.shape):
-                raise DataError(f"input {value.name!r} has rank {array.ndim}, the model expects {len(value.shape)}", path=path)
-            for axis, dim in enumerate(value.shape):
-                if axis and isinstance(dim, int) and array.shape[axis] != dim:
-                    raise DataError(f"input {value.name!r} dim {axis} is {array.shape[axis]}, the model expects {dim}", path=path)
-    if len(counts) > 1:
-        raise DataError(f"inputs have different sample counts {sorted(counts)}", path=path)
+def load_samples(path: str | Path, model: ir.Model, *, batch_size: int = 32,
+                 preprocess: str | None = None) -> tuple[list[Batch], np.ndarray | None]:
+    """All batches of ``path`` in memory, plus the labels if the data has them."""
+    batches, labels = [], []
+    for batch in open_reader(path, model, batch_size=batch_size, preprocess=preprocess):
+        batches.append(batch.inputs)
+        labels.append(batch.labels)
+    has_labels = bool(labels) and all(item is not None for item in labels)
+    return batches, np.concatenate(labels) if has_labels else None
 
+
+def random_samples(model: ir.Model, count: int, *, seed: int = 0, input_shapes: Mapping[str, tuple] | None = None,
+                   batch: int = 1) -> list[Batch]:
+    """Seeded random inputs that respect each input's dtype and shape."""
+    return [b.inputs for b in RandomReader(model, count, seed=seed, input_shapes=input_shapes, batch=batch)]

@@ -1,23 +1,76 @@
-"""One ONNX Runtime session at a time, created from an in-memory model."""
+"""ONNX Runtime sessions for onnx-ir models: one live session at a time, optional extra outputs."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Iterable, Sequence
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+from onnxslim.errors import first_line
+from onnxslim.runtime.providers import PROVIDERS, ProviderUnavailable, unavailable_reason
 
 
-def make_session(model: ir.Model, *, provider: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
+def model_bytes(model: ir.Model, extra_outputs: Iterable[str] = ()) -> bytes:
+    """The serialized model; ``extra_outputs`` (intermediate tensor names) become graph outputs too."""
+    return serialize(model, extra_outputs)[0]
+
+
+def serialize(model: ir.Model, extra_outputs: Iterable[str] = ()) -> tuple[bytes, int]:
+    """(serialized model with ``extra_outputs`` added, size in bytes of the model as saved without them)."""
+    data = ir.serde.serialize_model(model).SerializeToString()
+    names = list(extra_outputs)
+    if not names:
+        return data, len(data)
+    # Protobuf merges concatenated messages (repeated fields append): the 100 MB body is not re-encoded.
+    extra = onnx.ModelProto(graph=onnx.GraphProto(output=[onnx.ValueInfoProto(name=n) for n in names]))
+    return data + extra.SerializeToString(), len(data)
+
+
+def save_for_session(model: ir.Model, folder: Path, stem: str, extra_outputs: Iterable[str] = ()) -> tuple[str, int]:
+    """Writes ``model`` with its weights as external data (no protobuf re-encoding of large tensors).
+
+    Returns the path for make_session and the model's serialized size (graph + weights).
+    """
+    path = Path(folder) / f"{stem}.onnx"
+    ir.save(model, path, external_data=f"{stem}.onnx.data")
+    size = path.stat().st_size + sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    names = list(extra_outputs)
+    if names:
+        proto = onnx.load(str(path), load_external_data=False)
+        proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+        onnx.save(proto, str(path))
+    return str(path), size
+
+
+def make_session(model: ir.Model | bytes | str, *, provider: str = "cpu", threads: int | None = None,
+                 profile_prefix: str | None = None) -> ort.InferenceSession:
+    """A session on ``provider`` only; raises ProviderUnavailable rather than silently running on CPU."""
+    reason = unavailable_reason(provider)
+    if reason:
+        raise ProviderUnavailable(reason)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    data = ir.serde.serialize_model(model).SerializeToString()
-    return ort.InferenceSession(data, options, providers=[PROVIDERS[provider]])
+        options.inter_op_num_threads = 1
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    data = model if isinstance(model, (bytes, str)) else model_bytes(model)
+    wanted = PROVIDERS[provider]
+    try:
+        session = ort.InferenceSession(data, options, providers=[wanted])
+    except Exception as exc:
+        if provider == "cpu":
+            raise
+        raise ProviderUnavailable(f"{wanted} failed to start: {first_line(exc)}") from None
+    if wanted not in session.get_providers():
+        raise ProviderUnavailable(f"{wanted} failed to start (onnxruntime fell back to {session.get_providers()[0]})")
+    return session
 
 
 def run_model(model: ir.Model, batches: Sequence[dict[str, np.ndarray]], *, provider: str = "cpu") -> dict[str, np.ndarray]:
@@ -28,10 +81,10 @@ def run_model(model: ir.Model, batches: Sequence[dict[str, np.ndarray]], *, prov
     for batch in batches:
         for name, value in zip(names, session.run(names, batch)):
             results[name].append(value)
-    return {n: _join(v) for n, v in results.items()}
+    return {n: join(v) for n, v in results.items()}
 
 
-def _join(values: list[np.ndarray]) -> np.ndarray:
+def join(values: list[np.ndarray]) -> np.ndarray:
     if len(values) == 1:
         return values[0]
     try:

@@ -1,77 +1,152 @@
-"""Runs both models on the same inputs and compares every output."""
+"""Runs both models on the same inputs, per provider, and compares every output.
+
+One ONNX Runtime session is alive at a time: the original runs over all batches, then the
+optimized model, on each requested provider in turn.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import itertools
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.data import load_samples, random_samples
-from onnxslim.runtime import run_model
+from onnxslim.data import RandomReader, open_reader
+from onnxslim.data.readers import Reader
+from onnxslim.runtime import ProviderUnavailable, RunResult, parse_providers, run_batches, unavailable_reason
+from onnxslim.runtime.session import save_for_session
+from onnxslim.validation.compare import OutputComparison, Tolerances, accuracy, compare_arrays
+from onnxslim.validation.latency import measure_latency
+from onnxslim.validation.localize import capturable, localize
+from onnxslim.validation.options import ValidationOptions
+from onnxslim.validation.result import ProviderRun, ValidationReport
+
+__all__ = ["OutputComparison", "ValidationOptions", "ValidationReport", "validate_models"]
 
 
 @dataclasses.dataclass
-class ValidationOptions:
-    data: str | None = None
-    random_samples: int = 4
-    seed: int = 0
-    input_shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
-    atol: float | None = None
-    """None: the default for the pipeline (near-exact after lossless passes, looser after lossy ones)."""
-    rtol: float | None = None
-    lossy: bool = False
-    """Set by the pass manager's report: a lossy pass (quantization, pruning, low rank) ran."""
-
-    def tolerances(self) -> tuple[float, float]:
-        default = 1e-2 if self.lossy else 1e-4
-        return (default if self.atol is None else self.atol, default if self.rtol is None else self.rtol)
-
-
-@dataclasses.dataclass
-class OutputComparison:
-    name: str
-    max_abs: float
-    mean_abs: float
-    cosine: float
-    nonfinite: int
-    passed: bool
-
-
-@dataclasses.dataclass
-class ValidationReport:
-    passed: bool
-    outputs: list[OutputComparison]
-    samples: int
-    skipped: str | None = None
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+class _Prepared:
+    original: ir.Model
+    optimized: ir.Model
+    reader: Reader
+    tol: Tolerances
+    capture: list[str]
+    paths: dict[str, str]
+    """Models saved for the sessions, with the captured tensors as extra outputs when capture is 'always'."""
+    sizes: dict[str, int]
+    folder: Path
 
 
 def validate_models(original: ir.Model, optimized: ir.Model, options: ValidationOptions) -> ValidationReport:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="onnxslim-validate-") as folder:
+        prep = _prepare(original, optimized, options, Path(folder))
+        report = _validate(prep, options)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _validate(prep: _Prepared, options: ValidationOptions) -> ValidationReport:
+    report = ValidationReport(passed=True, outputs=[], samples=0, tolerances=prep.tol, data=prep.reader.describe(),
+                              sizes=prep.sizes)
+    results: dict[str, dict[str, RunResult]] = {}
+    for provider in parse_providers(options.providers):
+        outcome = _run_provider(prep, provider, options)
+        report.providers.append(outcome.record)
+        if outcome.results:
+            results[provider] = outcome.results
+            _attach_cross(outcome, results.get("cpu"), prep.tol)
+    ran = [p for p in report.providers if p.status == "ran"]
+    report.outputs = ran[0].outputs if ran else []
+    report.samples = ran[0].samples if ran else 0
+    report.skipped = None if ran else "no requested provider could run: " + "; ".join(p.reason or "" for p in report.providers)
+    report.accuracy = _accuracy(next(iter(results.values()))) if results else None
+    if ran and options.latency_runs:
+        report.latency = _latency(prep, ran[0].provider, options)
+    skipped = any(p.status == "skipped" for p in report.providers)
+    report.passed = all(p.passed for p in ran) and not (options.strict and skipped)
+    return report
+
+
+def _prepare(original: ir.Model, optimized: ir.Model, options: ValidationOptions, folder: Path) -> _Prepared:
+    """Checks the data, then writes both models (weights as external data) for the sessions to load."""
+    reader = _reader(original, options)
+    names = capturable(original, optimized) if options.capture == "always" else []
+    paths, sizes = {}, {}
+    for label, model in (("original", original), ("optimized", optimized)):
+        paths[label], sizes[label] = save_for_session(model, folder, label, names)
+    return _Prepared(original, optimized, reader, options.thresholds(), names, paths, sizes, folder)
+
+
+def _reader(model: ir.Model, options: ValidationOptions) -> Reader:
     if options.data:
-        batches, _ = load_samples(options.data, original)
-    else:
-        batches = random_samples(original, options.random_samples, seed=options.seed, input_shapes=options.input_shapes)
-    expected = run_model(original, batches)
-    actual = run_model(optimized, batches)
-    comparisons = [_compare(name, expected[name], actual[name], options) for name in expected]
-    return ValidationReport(all(c.passed for c in comparisons), comparisons, sum(len(next(iter(b.values()))) for b in batches))
+        return open_reader(options.data, model, batch_size=options.batch_size, preprocess=options.preprocess)
+    return RandomReader(model, options.random_samples, seed=options.seed, input_shapes=options.input_shapes)
 
 
-def _compare(name: str, ref: np.ndarray, got: np.ndarray, options: ValidationOptions) -> OutputComparison:
-    nonfinite = int((~np.isfinite(got)).sum()) if np.issubdtype(got.dtype, np.floating) else 0
-    if ref.shape != got.shape:
-        return OutputComparison(name, float("inf"), float("inf"), 0.0, nonfinite, False)
-    ref64, got64 = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
-    diff = np.abs(ref64 - got64)
-    denom = np.linalg.norm(ref64) * np.linalg.norm(got64)
-    cosine = float(ref64 @ got64 / denom) if denom else float(np.array_equal(ref64, got64))
-    atol, rtol = options.tolerances()
-    close = bool(np.all(diff <= atol + rtol * np.abs(ref64))) and nonfinite == 0
-    return OutputComparison(name, float(diff.max(initial=0.0)), float(diff.mean()) if diff.size else 0.0, cosine, nonfinite, close)
+@dataclasses.dataclass
+class _ProviderOutcome:
+    record: ProviderRun
+    results: dict[str, RunResult] | None = None
+
+
+def _run_provider(prep: _Prepared, provider: str, options: ValidationOptions) -> _ProviderOutcome:
+    reason = unavailable_reason(provider)
+    if reason:
+        return _ProviderOutcome(ProviderRun(provider, "skipped", reason=reason))
+    try:
+        results = {label: run_batches(prep.paths[label], prep.reader, provider=provider, capture=prep.capture)
+                   for label in ("original", "optimized")}
+    except ProviderUnavailable as exc:
+        return _ProviderOutcome(ProviderRun(provider, "skipped", reason=exc.message))
+    ref, got = results["original"], results["optimized"]
+    outputs = [compare_arrays(name, ref.outputs[name], got.outputs[name], prep.tol) for name in ref.outputs]
+    record = ProviderRun(provider, "ran", outputs=outputs, samples=ref.samples, cpu_nodes=got.cpu_nodes,
+                         seconds=ref.seconds + got.seconds)
+    if prep.capture:  # captured in the main run: the error along the graph comes for free
+        record.localization = localize(prep.original, prep.optimized, ref.captured, got.captured, prep.tol)
+    elif not record.passed and options.capture == "auto":
+        record.localization = localize(prep.original, prep.optimized, *_capture_first_batch(prep, provider), prep.tol)
+    return _ProviderOutcome(record, results)
+
+
+def _capture_first_batch(prep: _Prepared, provider: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Runs both models again on the first batch with every shared intermediate tensor as an output."""
+    names = capturable(prep.original, prep.optimized)
+    first = list(itertools.islice(iter(prep.reader), 1))
+    captured = [run_batches(save_for_session(m, prep.folder, f"{label}-capture", names)[0], first, provider=provider,
+                            capture=names).captured
+                for label, m in (("original", prep.original), ("optimized", prep.optimized))]
+    return captured[0], captured[1]
+
+
+def _attach_cross(outcome: _ProviderOutcome, cpu: dict[str, RunResult] | None, tol: Tolerances) -> None:
+    """Same model, this provider against CPU (informational: providers differ in float rounding)."""
+    if outcome.record.provider == "cpu" or not cpu:
+        return
+    for label, result in (outcome.results or {}).items():
+        for name, array in result.outputs.items():
+            outcome.record.cross.append(compare_arrays(f"{label}/{name}", cpu[label].outputs[name], array, tol))
+
+
+def _accuracy(results: dict[str, RunResult]) -> dict | None:
+    if not results:
+        return None
+    labels = results["original"].labels
+    found = {label: accuracy(r.outputs, labels) for label, r in results.items()}
+    if found["original"] is None or found["optimized"] is None:
+        return None
+    return {"output": found["original"][0], "samples": int(len(labels)), "original": found["original"][1],
+            "optimized": found["optimized"][1]}
+
+
+def _latency(prep: _Prepared, provider: str, options: ValidationOptions):
+    first = next(iter(prep.reader)).inputs
+    plain = prep.paths if not prep.capture else {
+        label: save_for_session(m, prep.folder, f"{label}-plain")[0] for label, m in (("original", prep.original), ("optimized", prep.optimized))}
+    return measure_latency(plain["original"], plain["optimized"], first, provider=provider, runs=options.latency_runs,
+                           warmup=options.latency_warmup, threads=options.threads)

@@ -1,0 +1,77 @@
+"""A folder of .npz/.npy files, each one sample or one batch, read one file at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxslim.data.checks import check_arrays, check_labels, input_names
+from onnxslim.data.readers import DataBatch, Reader, read_npz
+from onnxslim.errors import DataError
+
+ARRAY_SUFFIXES = {".npz", ".npy"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def list_files(folder: Path) -> list[Path]:
+    """Visible files, sorted by name (subfolders listed by the image reader itself)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files and not any(p.is_dir() for p in folder.iterdir()):
+        raise DataError("folder is empty (expected .npz/.npy files or images)", path=folder)
+    return files
+
+
+def folder_kind(folder: Path) -> str:
+    """'arrays' when every file is .npz/.npy, 'images' when the folder holds images or class subfolders."""
+    files = list_files(folder)
+    if not files:
+        return "images"  # only subfolders: one per class
+    suffixes = {p.suffix.lower() for p in files}
+    if suffixes <= ARRAY_SUFFIXES:
+        return "arrays"
+    if suffixes & ARRAY_SUFFIXES:
+        odd = next(p for p in files if p.suffix.lower() not in ARRAY_SUFFIXES)
+        raise DataError("not a .npz/.npy file in a folder of arrays", path=odd)
+    return "images"
+
+
+class ArrayFolderReader(Reader):
+    """Each file is one batch: an array of the input's rank, or one sample (rank - 1) that gets a batch axis."""
+
+    def __init__(self, folder: Path, model: ir.Model):
+        self.model, self.folder = model, folder
+        self.files = list_files(folder)
+        if not self.files:
+            raise DataError("folder has no .npz/.npy files", path=folder)
+        if any(p.suffix.lower() == ".npy" for p in self.files) and len(model.graph.inputs) != 1:
+            raise DataError(f".npy files need a single-input model; this one has {len(model.graph.inputs)} inputs "
+                            "(use .npz with one key per input)", path=folder)
+        self.source = f"{folder} ({len(self.files)} files)"
+
+    def __iter__(self) -> Iterator[DataBatch]:
+        for path in self.files:
+            yield self._read(path)
+
+    def _read(self, path: Path) -> DataBatch:
+        if path.suffix.lower() == ".npy":
+            try:
+                arrays, labels = {input_names(self.model)[0]: np.load(path, allow_pickle=False)}, None
+            except Exception as exc:
+                raise DataError(f"cannot read as .npy: {exc}", path=path) from None
+        else:
+            arrays, labels = read_npz(path, self.model)
+        single = self._is_single_sample(arrays)
+        if single:
+            arrays = {k: v[np.newaxis] for k, v in arrays.items()}
+            labels = None if labels is None else np.atleast_1d(labels)
+        count = check_arrays(arrays, self.model, path)
+        return DataBatch(arrays, check_labels(labels, count, path))
+
+    def _is_single_sample(self, arrays: dict[str, np.ndarray]) -> bool:
+        for value in self.model.graph.inputs:
+            if value.shape is not None and arrays[value.name].ndim == len(value.shape) - 1:
+                return True
+        return False

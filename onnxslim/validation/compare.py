@@ -1,0 +1,157 @@
+"""Per-output metrics and the tolerances that decide pass or fail.
+
+Default tolerances (docs/validation.md explains them):
+
+============  ===========================  =========================================
+check         lossless pipeline (cleanup)  a lossy pass ran (quantize, prune, lowrank)
+============  ===========================  =========================================
+atol, rtol    1e-4, 1e-4 (per element)     not checked (inf): judged by the rows below
+min cosine    0.9999                       0.99
+min SNR       40 dB                        20 dB
+min top-1     0.99                         0.90  (classifier-like outputs only)
+============  ===========================  =========================================
+
+A non-finite value (NaN, Inf) where the reference is finite, or the reverse, always fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerances:
+    atol: float
+    rtol: float
+    min_cosine: float
+    min_snr: float
+    min_top1: float
+
+
+LOSSLESS = Tolerances(atol=1e-4, rtol=1e-4, min_cosine=0.9999, min_snr=40.0, min_top1=0.99)
+LOSSY = Tolerances(atol=math.inf, rtol=math.inf, min_cosine=0.99, min_snr=20.0, min_top1=0.90)
+
+
+@dataclasses.dataclass
+class OutputComparison:
+    name: str
+    max_abs: float
+    mean_abs: float
+    cosine: float
+    nonfinite: int
+    """Non-finite values in the optimized model's output."""
+    passed: bool
+    rel_l2: float = 0.0
+    snr_db: float = math.inf
+    top1: float | None = None
+    top5: float | None = None
+    ref_nonfinite: int = 0
+    shape: list[int] = dataclasses.field(default_factory=list)
+    failures: list[str] = dataclasses.field(default_factory=list)
+    """Which checks failed, in words."""
+
+
+def is_classifier(array: np.ndarray) -> bool:
+    """2-D [N, C] float with C > 1: scores or logits per class."""
+    return array.ndim == 2 and array.shape[1] > 1 and np.issubdtype(array.dtype, np.floating)
+
+
+def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerances, *, classify: bool = True) -> OutputComparison:
+    """All metrics of ``got`` against the reference ``ref``; ``failures`` lists the checks it misses.
+
+    ``classify``: top-1/top-5 agreement for classifier-like arrays (off for intermediate tensors).
+    """
+    if ref.shape == got.shape and ref.dtype == got.dtype and np.array_equal(ref, got, equal_nan=_inexact(ref)):
+        top = (1.0, 1.0 if ref.shape[1] > 5 else None) if classify and is_classifier(ref) else (None, None)
+        return OutputComparison(name, 0.0, 0.0, 1.0, _nonfinite(got), True, 0.0, math.inf, *top,
+                                ref_nonfinite=_nonfinite(ref), shape=list(got.shape))
+    if ref.shape != got.shape:
+        return OutputComparison(name, math.inf, math.inf, 0.0, _nonfinite(got), False, math.inf, -math.inf,
+                                shape=list(got.shape), failures=[f"shape {list(got.shape)} != reference {list(ref.shape)}"])
+    ref_ok, got_ok = _finite(ref), _finite(got)
+    both = ref_ok & got_ok
+    r, g = ref[both].astype(np.float64), got[both].astype(np.float64)
+    diff = np.abs(r - g)
+    result = OutputComparison(
+        name, float(diff.max(initial=0.0)), float(diff.mean()) if diff.size else 0.0, _cosine(r, g),
+        int((~got_ok).sum()), True, _rel_l2(r, g), _snr_db(r, g),
+        ref_nonfinite=int((~ref_ok).sum()), shape=list(got.shape),
+    )
+    if classify and is_classifier(ref):
+        result.top1, result.top5 = _top_k_agreement(ref, got)
+    result.failures = _failures(result, diff, np.abs(r), int((ref_ok != got_ok).sum()), tol)
+    result.passed = not result.failures
+    return result
+
+
+def _failures(c: OutputComparison, diff: np.ndarray, ref_abs: np.ndarray, nonfinite_mismatch: int, tol: Tolerances) -> list[str]:
+    failures = []
+    if nonfinite_mismatch:
+        failures.append(f"{nonfinite_mismatch} value(s) NaN/Inf in one model but not the other")
+    beyond = int((diff > tol.atol + tol.rtol * ref_abs).sum())
+    if beyond:
+        failures.append(f"{beyond} element(s) beyond atol {tol.atol:g} + rtol {tol.rtol:g} x |ref| (max abs {c.max_abs:.3g})")
+    if c.cosine < tol.min_cosine:
+        failures.append(f"cosine {c.cosine:.6f} < {tol.min_cosine:g}")
+    if c.snr_db < tol.min_snr:
+        failures.append(f"SNR {c.snr_db:.1f} dB < {tol.min_snr:g} dB")
+    if c.top1 is not None and c.top1 < tol.min_top1:
+        failures.append(f"top-1 agreement {c.top1:.3f} < {tol.min_top1:g}")
+    return failures
+
+
+def _inexact(array: np.ndarray) -> bool:
+    return bool(np.issubdtype(array.dtype, np.inexact))
+
+
+def _finite(array: np.ndarray) -> np.ndarray:
+    return np.isfinite(array) if np.issubdtype(array.dtype, np.inexact) else np.ones(array.shape, bool)
+
+
+def _nonfinite(array: np.ndarray) -> int:
+    return int((~_finite(array)).sum())
+
+
+# Plain sums instead of np.linalg.norm / dot: BLAS threads on busy machines cost milliseconds per call.
+def _cosine(r: np.ndarray, g: np.ndarray) -> float:
+    norms = math.sqrt(float(np.sum(r * r)) * float(np.sum(g * g)))
+    if norms == 0.0:
+        return 1.0 if np.array_equal(r, g) else 0.0
+    return float(np.clip(float(np.sum(r * g)) / norms, -1.0, 1.0))
+
+
+def _rel_l2(r: np.ndarray, g: np.ndarray) -> float:
+    err, ref = math.sqrt(float(np.sum((r - g) ** 2))), math.sqrt(float(np.sum(r * r)))
+    if err == 0.0:
+        return 0.0
+    return err / ref if ref else math.inf
+
+
+def _snr_db(r: np.ndarray, g: np.ndarray) -> float:
+    noise, signal = float(np.sum((r - g) ** 2)), float(np.sum(r * r))
+    if noise == 0.0:
+        return math.inf
+    return 10.0 * math.log10(signal / noise) if signal else -math.inf
+
+
+def _top_k_agreement(ref: np.ndarray, got: np.ndarray) -> tuple[float, float | None]:
+    """Top-1: same argmax. Top-5: the reference's top class is among the optimized model's top 5."""
+    ref_top = np.argmax(np.nan_to_num(ref), axis=1)
+    top1 = float(np.mean(ref_top == np.argmax(np.nan_to_num(got), axis=1)))
+    if ref.shape[1] <= 5:
+        return top1, None
+    top5 = np.argsort(-np.nan_to_num(got), axis=1)[:, :5]
+    return top1, float(np.mean((top5 == ref_top[:, None]).any(axis=1)))
+
+
+def accuracy(outputs: dict[str, np.ndarray], labels: np.ndarray | None) -> tuple[str, float] | None:
+    """(output name, top-1 accuracy) for the first classifier-like output with one row per label."""
+    if labels is None:
+        return None
+    for name, array in outputs.items():
+        if is_classifier(array) and len(array) == len(labels):
+            return name, float(np.mean(np.argmax(array, axis=1) == labels))
+    return None

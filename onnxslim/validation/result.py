@@ -1,0 +1,78 @@
+"""The harness's result: per provider, per output, plus localization, accuracy, latency and sizes.
+
+``ValidationReport.to_dict()`` is the JSON report, schema ``onnxslim.validate/1`` (docs/validation.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from onnxslim.validation.compare import OutputComparison, Tolerances
+from onnxslim.validation.latency import LatencyReport
+from onnxslim.validation.localize import Localization
+
+SCHEMA = "onnxslim.validate/1"
+
+
+@dataclasses.dataclass
+class ProviderRun:
+    provider: str
+    status: str
+    """'ran' or 'skipped'."""
+    reason: str | None = None
+    outputs: list[OutputComparison] = dataclasses.field(default_factory=list)
+    samples: int = 0
+    cpu_nodes: list[str] = dataclasses.field(default_factory=list)
+    """Nodes this (non-CPU) provider handed back to the CPU, as 'OpType name'."""
+    cross: list[OutputComparison] = dataclasses.field(default_factory=list)
+    """Each model on this provider against itself on CPU ('original/NAME', 'optimized/NAME'); informational."""
+    localization: Localization | None = None
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "ran" and all(o.passed for o in self.outputs)
+
+
+@dataclasses.dataclass
+class ValidationReport:
+    passed: bool
+    outputs: list[OutputComparison]
+    """The first provider that ran (CPU unless only others were asked for)."""
+    samples: int
+    skipped: str | None = None
+    """Why nothing could be validated (then ``passed`` is True unless strict)."""
+    providers: list[ProviderRun] = dataclasses.field(default_factory=list)
+    tolerances: Tolerances | None = None
+    data: str = ""
+    accuracy: dict[str, Any] | None = None
+    latency: LatencyReport | None = None
+    sizes: dict[str, int] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def localization(self) -> Localization | None:
+        return next((p.localization for p in self.providers if p.localization is not None), None)
+
+    def failures(self) -> list[str]:
+        """One line per failed check (skipped providers are listed with their reason in ``providers``)."""
+        return [f"{p.provider}: {o.name}: {f}" for p in self.providers for o in p.outputs for f in o.failures]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, **_plain(dataclasses.asdict(self))}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: infinities and NaN become the strings 'inf', '-inf', 'nan'."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

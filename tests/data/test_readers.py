@@ -1,0 +1,112 @@
+"""Readers: .npz, folders of .npz/.npy, folders of images with a preprocessing spec, random."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxslim.data import RandomReader, load_samples, open_reader, parse_preprocess, random_samples
+from onnxslim.errors import DataError
+from tests.helpers import make_model
+
+
+
+@pytest.fixture(scope="module")
+def one_input():
+    return make_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 3, 4, 5] x) => (float[N, 3, 4, 5] y) { y = Relu(x) }""")
+
+
+@pytest.fixture(scope="module")
+def two_inputs():
+    return make_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 2] a, int64[N] b) => (float[N, 2] y) { y = Relu(a) }""")
+
+
+def _x(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 3, 4, 5)).astype(np.float32)
+
+
+def test_npz_streams_batches_with_labels(tmp_path, one_input):
+    x, labels = _x(70), np.arange(70)
+    np.savez(tmp_path / "d.npz", x=x, labels=labels)
+    reader = open_reader(tmp_path / "d.npz", one_input, batch_size=32)
+    batches = list(reader)
+    assert [len(b.inputs["x"]) for b in batches] == [32, 32, 6]
+    assert np.array_equal(np.concatenate([b.labels for b in batches]), labels)
+    assert len(list(reader)) == 3  # re-iterable: calibration and validation walk it more than once
+    inputs, got_labels = load_samples(tmp_path / "d.npz", one_input, batch_size=50)
+    assert np.array_equal(np.concatenate([b["x"] for b in inputs]), x) and np.array_equal(got_labels, labels)
+
+
+def test_folder_of_npy_single_samples_and_batches(tmp_path, one_input):
+    np.save(tmp_path / "a.npy", _x(1)[0])  # one sample: gets a batch axis
+    np.save(tmp_path / "b.npy", _x(4, 1))  # a batch
+    batches = list(open_reader(tmp_path, one_input))
+    assert [b.inputs["x"].shape for b in batches] == [(1, 3, 4, 5), (4, 3, 4, 5)]
+    assert np.array_equal(batches[1].inputs["x"], _x(4, 1)) and batches[0].labels is None
+
+
+def test_folder_of_npz_for_multi_input_models(tmp_path, two_inputs):
+    np.savez(tmp_path / "0.npz", a=np.ones((3, 2), np.float32), b=np.arange(3), labels=np.array([1, 0, 1]))
+    np.savez(tmp_path / "1.npz", a=np.ones((2,), np.float32), b=np.array(7), labels=np.array(2))
+    batches = list(open_reader(tmp_path, two_inputs))
+    assert [len(b.inputs["b"]) for b in batches] == [3, 1] and list(batches[1].labels) == [2]
+
+
+def test_npy_folder_needs_a_single_input_model(tmp_path, two_inputs):
+    np.save(tmp_path / "a.npy", np.ones((1, 2), np.float32))
+    with pytest.raises(DataError, match="single-input model"):
+        open_reader(tmp_path, two_inputs)
+
+
+def test_mixed_folder_names_the_odd_file(tmp_path, one_input):
+    np.save(tmp_path / "a.npy", _x(1))
+    (tmp_path / "b.png").write_bytes(b"")
+    with pytest.raises(DataError, match="b.png"):
+        open_reader(tmp_path, one_input)
+
+
+def test_random_reader_is_seeded_and_resolves_dynamic_batch(one_input):
+    first = [b.inputs["x"] for b in RandomReader(one_input, 3, seed=5)]
+    again = random_samples(one_input, 3, seed=5)
+    assert all(np.array_equal(a, b["x"]) for a, b in zip(first, again)) and first[0].shape == (1, 3, 4, 5)
+    assert not np.array_equal(first[0], random_samples(one_input, 1, seed=6)[0]["x"])
+    with pytest.raises(DataError, match="dim 1 is fixed at 3"):
+        RandomReader(one_input, 1, input_shapes={"x": (2, 4, 4, 5)})
+
+
+def test_preprocess_spec_parsing():
+    pre = parse_preprocess("size=6x4,mean=0.5;0.25;0,std=0.5;0.5;1,scale=1/255,layout=nhwc,color=BGR")
+    assert pre.size == (6, 4) and pre.mean == (0.5, 0.25, 0.0) and pre.layout == "NHWC" and pre.color == "BGR"
+    assert pre.scale == pytest.approx(1 / 255)
+    for bad in ("size=6", "layout=CHW", "zoom=2", "scale=1/0"):
+        with pytest.raises(DataError, match="--preprocess"):
+            parse_preprocess(bad)
+
+
+def test_image_folder_with_class_subfolders(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    model = make_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 3, 4, 6] x) => (float[N, 3, 4, 6] y) { y = Relu(x) }""")
+    for label, color in enumerate([(255, 0, 0), (0, 0, 255)]):
+        (tmp_path / f"class{label}").mkdir()
+        for i in range(3):
+            image.new("RGB", (10, 10), color).save(tmp_path / f"class{label}" / f"{i}.png")
+    spec = "mean=0.5;0.5;0.5,std=0.5;0.5;0.5"  # size and layout from the model: 6 wide, 4 high, NCHW
+    batches = list(open_reader(tmp_path, model, batch_size=4, preprocess=spec))
+    assert [b.inputs["x"].shape for b in batches] == [(4, 3, 4, 6), (2, 3, 4, 6)]
+    assert list(np.concatenate([b.labels for b in batches])) == [0, 0, 0, 1, 1, 1]
+    first = batches[0].inputs["x"][0]
+    assert np.allclose(first[0], 1.0) and np.allclose(first[1:], -1.0)  # red: (1 - .5) / .5 and (0 - .5) / .5
+    bgr = next(iter(open_reader(tmp_path, model, preprocess=spec + ",color=BGR"))).inputs["x"][0]
+    assert np.allclose(bgr[2], 1.0) and np.allclose(bgr[0], -1.0)
+
+
+def test_image_folder_nhwc_grayscale(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    model = make_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 5, 5, 1] x) => (float[N, 5, 5, 1] y) { y = Relu(x) }""")
+    image.new("L", (8, 8), 51).save(tmp_path / "a.png")
+    batch = next(iter(open_reader(tmp_path, model)))
+    assert batch.inputs["x"].shape == (1, 5, 5, 1) and np.allclose(batch.inputs["x"], 0.2)

@@ -1,0 +1,104 @@
+import numpy as np
+import onnx_ir as ir
+
+from onnxslim.passes.cleanup.fold_shape_chains import FoldShapeChains
+from tests.helpers import assert_same_outputs, check_full, make_model, op_types, rng
+
+# A ViT-style head split: the batch dim is dynamic, the rest is static.
+HEAD_SPLIT = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[batch, 17, 12] x) => (float[batch, 17, 3, 4] y) {
+    s = Shape (x)
+    i0 = Constant <value = int64 {0}> ()
+    i1 = Constant <value = int64 {1}> ()
+    b = Gather <axis = 0> (s, i0)
+    t = Gather <axis = 0> (s, i1)
+    zero = Constant <value = int64[1] {0}> ()
+    bu = Unsqueeze (b, zero)
+    tu = Unsqueeze (t, zero)
+    rest = Constant <value = int64[2] {3, 4}> ()
+    target = Concat <axis = 0> (bu, tu, rest)
+    y = Reshape (x, target)
+}
+"""
+
+# Paddle-style (opset 11): Cast to int32 and back, Slice, and Unsqueeze with an axes attribute.
+PADDLE_FLATTEN = """
+<ir_version: 7, opset_import: ["" : 11]>
+g (float[N, 8, 2, 2] x) => (float[N, 32] y) {
+    s = Shape (x)
+    s32 = Cast <to = 6> (s)
+    starts = Constant <value = int64[1] {0}> ()
+    ends = Constant <value = int64[1] {1}> ()
+    axes = Constant <value = int64[1] {0}> ()
+    n32 = Slice (s32, starts, ends, axes)
+    n = Cast <to = 7> (n32)
+    rest = Constant <value = int64[1] {32}> ()
+    target = Concat <axis = 0> (n, rest)
+    y = Reshape (x, target)
+}
+"""
+
+
+def _feeds(shape):
+    return {"x": rng().standard_normal(shape).astype(np.float32)}
+
+
+def test_single_dynamic_element_becomes_minus_one_and_static_dims_fold():
+    model = make_model(HEAD_SPLIT)
+    original = model.clone()
+    result = FoldShapeChains()(model)
+    assert result.modified and result.stats["reshape_targets"] == 1
+    assert op_types(result.model) == ["Reshape"]
+    target = result.model.graph.node(0).inputs[1].const_value.numpy()
+    np.testing.assert_array_equal(target, [-1, 17, 3, 4])
+    assert result.model.graph.inputs[0].shape[0].value == "batch"
+    check_full(result.model)
+    for batch in (1, 3):
+        assert_same_outputs(original, result.model, _feeds((batch, 17, 12)), atol=0, rtol=0)
+    assert not FoldShapeChains()(result.model).modified
+
+
+def test_paddle_opset11_chain_through_casts_and_slice():
+    model = make_model(PADDLE_FLATTEN)
+    original = model.clone()
+    result = FoldShapeChains()(model)
+    assert op_types(result.model) == ["Reshape"]
+    assert result.model.opset_imports[""] == 11
+    check_full(result.model)
+    assert_same_outputs(original, result.model, _feeds((2, 8, 2, 2)), atol=0, rtol=0)
+
+
+def test_two_dynamic_elements_are_left_alone():
+    text = HEAD_SPLIT.replace("float[batch, 17, 12] x", "float[batch, T, 12] x").replace("float[batch, 17, 3, 4] y", "float[batch, T, 3, 4] y")
+    model = make_model(text)
+    assert not FoldShapeChains()(model).modified
+    assert "Shape" in op_types(model)
+
+
+def test_known_part_of_a_dynamic_shape_feeds_other_ops_as_a_constant():
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[batch, 6] x) => (float[batch, 6] y) {
+        s = Shape (x)
+        i1 = Constant <value = int64 {1}> ()
+        c = Gather <axis = 0> (s, i1)
+        cf = Cast <to = 1> (c)
+        y = Div (x, cf)
+    }
+    """
+    model = make_model(text)
+    original = model.clone()
+    result = FoldShapeChains()(model)
+    assert result.stats["values_folded"] >= 1 and op_types(result.model) == ["Div"]
+    assert_same_outputs(original, result.model, _feeds((2, 6)), atol=0, rtol=0)
+
+
+def test_reshape_with_allowzero_and_zero_target_is_not_touched():
+    text = HEAD_SPLIT.replace("y = Reshape (x, target)", "y = Reshape <allowzero = 1> (x, target)").replace(
+        "rest = Constant <value = int64[2] {3, 4}> ()", "rest = Constant <value = int64[2] {0, 12}> ()").replace(
+        "float[batch, 17, 3, 4] y", "float[batch, 17, 0, 12] y").replace("opset_import: [\"\" : 13]", "opset_import: [\"\" : 14]")
+    model = make_model(text)
+    result = FoldShapeChains()(model)
+    assert result.stats["reshape_targets"] == 0
+    assert isinstance(result.model.graph.inputs[0].shape[0], ir.SymbolicDim)

@@ -1,0 +1,66 @@
+"""Per-output metrics and tolerances."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from onnxslim.validation import ValidationOptions
+from onnxslim.validation.compare import LOSSLESS, LOSSY, accuracy, compare_arrays
+
+RNG = np.random.default_rng(0)
+LOGITS = RNG.standard_normal((64, 10)).astype(np.float32)
+
+
+def test_identical_is_exact():
+    c = compare_arrays("y", LOGITS, LOGITS.copy(), LOSSLESS)
+    assert c.passed and c.max_abs == c.mean_abs == c.rel_l2 == 0.0 and c.cosine == 1.0 and c.snr_db == math.inf
+    assert c.top1 == 1.0 and c.top5 == 1.0 and c.failures == []
+
+
+def test_metrics_match_their_definitions():
+    noise = np.float32(0.01) * RNG.standard_normal(LOGITS.shape).astype(np.float32)
+    c = compare_arrays("y", LOGITS, LOGITS + noise, LOSSLESS)
+    r, g = LOGITS.astype(np.float64).ravel(), (LOGITS + noise).astype(np.float64).ravel()
+    assert c.max_abs == pytest.approx(np.abs(r - g).max())
+    assert c.rel_l2 == pytest.approx(np.linalg.norm(r - g) / np.linalg.norm(r))
+    assert c.snr_db == pytest.approx(10 * np.log10((r ** 2).sum() / ((r - g) ** 2).sum()))
+    assert c.cosine == pytest.approx(r @ g / np.linalg.norm(r) / np.linalg.norm(g))
+    assert not c.passed and any("atol" in f for f in c.failures)
+    assert compare_arrays("y", LOGITS, LOGITS + noise, LOSSY).passed  # 40 dB SNR, cosine 0.9999: fine when lossy
+
+
+def test_top1_agreement_counts_changed_argmax():
+    got = LOGITS.copy()
+    got[:8] = -got[:8]  # flips the argmax of 8 of 64 rows
+    c = compare_arrays("y", LOGITS, got, LOSSY)
+    assert c.top1 == pytest.approx(56 / 64) and not c.passed and any("top-1" in f for f in c.failures)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_fails_even_with_loose_tolerances(bad):
+    got = LOGITS.copy()
+    got[3, 4] = bad
+    c = compare_arrays("y", LOGITS, got, LOSSY)
+    assert c.nonfinite == 1 and not c.passed and "NaN/Inf" in c.failures[0]
+
+
+def test_shape_mismatch_fails():
+    c = compare_arrays("y", LOGITS, LOGITS[:, :5], LOSSLESS)
+    assert not c.passed and "shape" in c.failures[0]
+
+
+def test_thresholds_defaults_and_overrides():
+    assert ValidationOptions().thresholds() == LOSSLESS
+    assert ValidationOptions(lossy=True).thresholds() == LOSSY
+    assert ValidationOptions(lossy=True, atol=0.1).tolerances() == (0.1, 0.0)
+    assert ValidationOptions(min_snr=10).thresholds().min_snr == 10
+
+
+def test_accuracy_uses_labels():
+    labels = np.argmax(LOGITS, axis=1)
+    labels[:16] = (labels[:16] + 1) % 10
+    assert accuracy({"y": LOGITS}, labels) == ("y", pytest.approx(48 / 64))
+    assert accuracy({"y": LOGITS}, None) is None

@@ -1,0 +1,47 @@
+"""Latency: round-robin variants, the noise band from a repeat of the original, the 'slower' flag."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxslim.validation.latency import measure_latency
+
+INPUT = {"x": np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)}
+
+
+def _model(heavy_layers: int) -> bytes:
+    """y = Relu(x) (+ 0 * sum of a MatMul chain on x when heavy: same outputs, more work)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])
+    nodes, inits = [helper.make_node("Relu", ["x"], ["r"])], []
+    last = "x"
+    weight = np.random.default_rng(1).standard_normal((256, 256)).astype(np.float32) * np.float32(0.05)
+    inits.append(numpy_helper.from_array(weight, "w"))
+    for i in range(heavy_layers):
+        nodes.append(helper.make_node("MatMul", [last, "w"], [f"h{i}"]))
+        last = f"h{i}"
+    if heavy_layers:
+        inits.append(numpy_helper.from_array(np.zeros((1,), np.float32), "zero"))
+        nodes += [helper.make_node("ReduceSum", [last], ["s"], keepdims=1), helper.make_node("Mul", ["s", "zero"], ["z"]),
+                  helper.make_node("Add", ["r", "z"], ["y"])]
+    else:
+        nodes.append(helper.make_node("Identity", ["r"], ["y"]))
+    graph = helper.make_graph(nodes, "g", [x], [y], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10).SerializeToString()
+
+
+def test_same_model_is_within_the_noise_band():
+    light = _model(0)
+    report = measure_latency(light, light, INPUT, runs=30, warmup=3, threads=1)
+    assert [v.label for v in report.variants] == ["original", "optimized", "original (repeat)"]
+    assert all(v.runs == 30 and 0 < v.median_ms <= v.p90_ms for v in report.variants)
+    assert not report.slower and report.threads == 1
+
+
+def test_slower_optimized_model_is_flagged():
+    report = measure_latency(_model(0), _model(200), INPUT, runs=15, warmup=2, threads=1)
+    assert report.ratio > 3 and report.slower
+    report = measure_latency(_model(200), _model(0), INPUT, runs=15, warmup=2, threads=1)
+    assert report.ratio < 0.5 and not report.slower

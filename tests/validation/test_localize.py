@@ -1,0 +1,81 @@
+"""Localization along the graph, and bisection over the pass pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxslim import io
+from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.validation import ValidationOptions, bisect_passes, validate_models
+from onnxslim.validation.localize import capturable
+from tests.validation.conftest import DIGITS, DIGITS_DATA
+
+
+class Nothing(Pass):
+    """Test-only: changes nothing."""
+
+    name = "nothing"
+
+    def call(self, model):
+        return PassResult(model, modified=False)
+
+
+class ScaleWeight(Pass):
+    """Test-only: scales the second conv's weight by 1.05 (replacing the tensor, never mutating it)."""
+
+    name = "scale-weight"
+
+    def call(self, model):
+        value = model.graph.initializers["features.2.weight"]
+        value.const_value = ir.tensor(value.const_value.numpy() * np.float32(1.05), name=value.name)
+        return PassResult(model, modified=True)
+
+
+class RenameTensor(Pass):
+    """Test-only: renames an intermediate tensor (numerically harmless)."""
+
+    name = "rename-tensor"
+
+    def call(self, model):
+        model.graph.node(0).outputs[0].name = "renamed"
+        return PassResult(model, modified=True)
+
+
+def test_capturable_skips_renamed_and_output_tensors():
+    original = io.load(DIGITS)
+    renamed, _ = _run([RenameTensor()], original)
+    names = capturable(original, renamed)
+    assert "/features/features.0/Conv_output_0" not in names and "logits" not in names
+    assert names[0] == "/features/features.1/Relu_output_0" and len(names) == 10
+
+
+def test_bisect_finds_the_pass_that_breaks_outputs():
+    original = io.load(DIGITS)
+    passes = [Nothing(), RenameTensor(), Nothing(), ScaleWeight(), Nothing(), Nothing()]
+    options = ValidationOptions(data=str(DIGITS_DATA), capture="off")
+    result = bisect_passes(original, passes, lambda a, b: validate_models(a, b, options).passed)
+    assert result.pass_name == "scale-weight" and result.index == 3
+    assert len(result.checked) <= 4  # full pipeline, then log2(6) prefixes
+
+
+def test_bisect_reports_none_when_pipeline_agrees():
+    original = io.load(DIGITS)
+    result = bisect_passes(original, [Nothing(), RenameTensor()], lambda a, b: validate_models(a, b, ValidationOptions()).passed)
+    assert result.pass_name is None and result.checked == [2]
+
+
+def test_localization_after_a_pass_names_the_broken_layer():
+    original = io.load(DIGITS)
+    broken, _ = _run([RenameTensor(), ScaleWeight()], original)
+    report = validate_models(original, broken, ValidationOptions(data=str(DIGITS_DATA)))
+    assert not report.passed
+    loc = report.localization
+    assert loc.first.node == "/features/features.2/Conv" and loc.first.op_type == "Conv"
+    assert loc.curve[0].diverged is False and all(t.diverged for t in loc.curve[1:])
+
+
+def _run(passes, model):
+    from onnxslim.core.manager import PassManager
+
+    return PassManager(passes).run(model)
