@@ -5,6 +5,7 @@ from onnxslim.passes.cleanup.fold_constants import FoldConstants
 from onnxslim.passes.cleanup.fold_shape_chains import FoldShapeChains
 from onnxslim.passes.cleanup.fuse_batchnorm import FuseBatchNorm
 from onnxslim.passes.cleanup.fuse_conv_affine import FuseConvAffine
+from onnxslim.passes.cleanup.fuse_hard_activations import FuseHardActivations
 from onnxslim.passes.cleanup.fuse_matmul_add import FuseMatMulAdd
 from onnxslim.passes.cleanup.infer_shapes import InferShapes
 from onnxslim.passes.cleanup.remove_noops import RemoveNoops
@@ -16,6 +17,7 @@ ALL_PASSES = (
     RemoveNoops,
     FuseBatchNorm,
     FuseConvAffine,
+    FuseHardActivations,
     FuseMatMulAdd,
     EliminateCommonSubexpressions,
     RemoveUnused,
@@ -31,6 +33,7 @@ SIMPLIFY_PIPELINE = (
     "fuse-conv-affine",
     "fuse-batchnorm",
     "fuse-conv-affine",
+    "fuse-hard-activations",
     "fuse-matmul-add",
     "eliminate-common-subexpressions",
     "fold-constants",

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import MatchResult
 from onnxscript.rewriter._rewrite_rule import RewriteRuleClassBase
 from onnxscript.rewriter.rules.common import (
-    add_0_rule,
     cast_cast_rule,
-    div_by_1_rule,
-    mul_by_1_rule,
     no_op_cast_rule,
     no_op_expand_rule,
     no_op_transpose_rule,
     reshape_reshape_rule,
-    sub_0_rule,
     transpose_transpose_rule,
     unsqueeze_unsqueeze_rule,
 )
@@ -47,16 +44,40 @@ class _InferenceDropout(RewriteRuleClassBase):
         return op.Identity(x)
 
 
+class _NeutralOperand(RewriteRuleClassBase):
+    """``x * 1``, ``x / 1``, ``x + 0``, ``x - 0`` with a constant that cannot broadcast ``x`` to a larger shape."""
+
+    op_type = "Mul"
+    neutral = 1.0
+
+    def pattern(self, op, x, c):
+        return getattr(op, self.op_type)(x, c)
+
+    def check(self, context, x, c, **_) -> MatchResult:
+        result = MatchResult()
+        tensor = ir.convenience.get_const_tensor(c)
+        if tensor is None or x.shape is None or x.dtype != c.dtype:
+            return result.fail("operand not constant, or shape/dtype unknown")
+        array = tensor.numpy()
+        if array.ndim > len(x.shape) or any(d != 1 for d in array.shape) or not np.all(array == self.neutral):
+            return result.fail("not a neutral constant of broadcast-safe shape")
+        return result
+
+    def rewrite(self, op, x, **_):
+        return op.Identity(x)
+
+
+_NEUTRAL_RULES = tuple(
+    type(f"_{op}By{neutral:g}", (_NeutralOperand,), {"op_type": op, "neutral": neutral}).rule()
+    for op, neutral in (("Mul", 1.0), ("Div", 1.0), ("Add", 0.0), ("Sub", 0.0))
+)
+
 _MAX_ROUNDS = 4
 _RULES = (
     _InferenceDropout.rule(),
     no_op_cast_rule,
     no_op_expand_rule,
     no_op_transpose_rule,
-    add_0_rule,
-    sub_0_rule,
-    mul_by_1_rule,
-    div_by_1_rule,
     cast_cast_rule,
     reshape_reshape_rule,
     transpose_transpose_rule,
@@ -80,6 +101,7 @@ class RemoveNoops(Pass):
             for _ in range(_MAX_ROUNDS):  # merged Transposes become Identity, which the next round removes
                 changed = ir.passes.common.IdentityEliminationPass()(model).modified
                 changed |= apply_rules(model, _RULES).modified
+                changed |= apply_rules(model, _NEUTRAL_RULES, commute=True).modified
                 modified |= changed
                 if not changed:
                     break

@@ -69,11 +69,52 @@ def test_paddle_opset11_chain_through_casts_and_slice():
     assert_same_outputs(original, result.model, _feeds((2, 8, 2, 2)), atol=0, rtol=0)
 
 
-def test_two_dynamic_elements_are_left_alone():
+def test_two_dynamic_elements_are_rebuilt_shorter_and_stay_dynamic():
     text = HEAD_SPLIT.replace("float[batch, 17, 12] x", "float[batch, T, 12] x").replace("float[batch, 17, 3, 4] y", "float[batch, T, 3, 4] y")
     model = make_model(text)
-    assert not FoldShapeChains()(model).modified
-    assert "Shape" in op_types(model)
+    original = model.clone()
+    result = FoldShapeChains()(model)
+    assert result.stats["shapes_rebuilt"] == 1
+    assert op_types(result.model) == ["Shape", "Gather", "Concat", "Reshape"]
+    check_full(result.model)
+    for shape in ((1, 5, 12), (3, 2, 12)):
+        assert_same_outputs(original, result.model, _feeds(shape), atol=0, rtol=0)
+    assert not FoldShapeChains()(result.model).modified
+
+
+# torch's x.expand(B, -1, -1) for a class token: ConstantOfShape/Equal/Where around the batch dim.
+TORCH_EXPAND = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[batch, 16, 8] x, float[1, 1, 8] cls) => (float[batch, 17, 8] y) {
+    s = Shape (x)
+    i0 = Constant <value = int64 {0}> ()
+    b = Gather <axis = 0> (s, i0)
+    zero = Constant <value = int64[1] {0}> ()
+    bu = Unsqueeze (b, zero)
+    m1 = Constant <value = int64[1] {-1}> ()
+    target = Concat <axis = 0> (bu, m1, m1)
+    three = Constant <value = int64[1] {3}> ()
+    ones = ConstantOfShape <value = int64[1] {1}> (three)
+    minus = Constant <value = int64 {-1}> ()
+    neg = Mul (ones, minus)
+    eq = Equal (target, neg)
+    fixed = Where (eq, ones, target)
+    e = Expand (cls, fixed)
+    y = Concat <axis = 1> (e, x)
+}
+"""
+
+
+def test_torch_expand_chain_becomes_shape_gather_concat():
+    model = make_model(TORCH_EXPAND)
+    original = model.clone()
+    result = FoldShapeChains()(model)
+    assert op_types(result.model) == ["Shape", "Gather", "Concat", "Expand", "Concat"]
+    check_full(result.model)
+    for batch in (1, 4):
+        feeds = {**_feeds((batch, 16, 8)), "cls": rng(2).standard_normal((1, 1, 8)).astype(np.float32)}
+        assert_same_outputs(original, result.model, feeds, atol=0, rtol=0)
+    assert not FoldShapeChains()(result.model).modified
 
 
 def test_known_part_of_a_dynamic_shape_feeds_other_ops_as_a_constant():
@@ -101,4 +142,6 @@ def test_reshape_with_allowzero_and_zero_target_is_not_touched():
     model = make_model(text)
     result = FoldShapeChains()(model)
     assert result.stats["reshape_targets"] == 0
+    target = result.model.graph.node(-1).inputs[1]
+    assert target.const_value is None or -1 not in target.const_value.numpy()
     assert isinstance(result.model.graph.inputs[0].shape[0], ir.SymbolicDim)

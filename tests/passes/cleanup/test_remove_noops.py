@@ -47,3 +47,45 @@ def test_model_without_noops_is_unchanged():
     g (float[N, 8] x) => (float[N, 8] y) { y = Relu (x) }
     """)
     assert not RemoveNoops()(model).modified
+
+
+NEUTRAL = """
+<ir_version: 8, opset_import: ["" : 12]>
+g (float[N, 4, 3] x) => (float[N, 4, 3] y) {
+    a = Mul (x, one)
+    b = Add (zero, a)
+    c = Div (b, one)
+    y = Relu (c)
+}
+"""
+
+
+def test_neutral_constants_are_removed_in_either_operand_order():
+    weights = {"one": np.ones((1,), np.float32), "zero": np.zeros((1, 1, 1), np.float32)}
+    model = make_model(NEUTRAL, initializers=weights)
+    original = model.clone()
+    result = RemoveNoops()(model)
+    assert op_types(result.model) == ["Relu"]
+    assert_same_outputs(original, result.model, {"x": rng().standard_normal((2, 4, 3)).astype(np.float32)}, atol=0, rtol=0)
+
+
+def test_neutral_constant_that_broadcasts_to_a_bigger_shape_is_kept():
+    weights = {"one": np.ones((1, 1, 1, 1), np.float32), "zero": np.full((1,), 0.5, np.float32)}
+    text = NEUTRAL.replace("float[N, 4, 3] y", "float[1, N, 4, 3] y")
+    model = make_model(text, initializers=weights)
+    RemoveNoops()(model)
+    # Mul by a rank-4 one makes x rank 4 (kept); Add of 0.5 is not neutral; the Div by one is then neutral.
+    assert op_types(model) == ["Mul", "Add", "Relu"]
+
+
+def test_dropout_in_training_mode_is_kept():
+    model = make_model("""
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 8] x) => (float[N, 8] y) {
+        t = Constant <value = bool {1}> ()
+        r = Constant <value = float {0.5}> ()
+        y = Dropout (x, r, t)
+    }
+    """)
+    RemoveNoops()(model)
+    assert "Dropout" in op_types(model)
