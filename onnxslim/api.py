@@ -32,6 +32,8 @@ class OptimizeResult:
     pipeline: PipelineReport
     validation: ValidationReport | None
     output: Path | None = None
+    first_divergent_pass: str | None = None
+    """When validation failed: the first pass after which the outputs no longer agree."""
 
     @property
     def passed(self) -> bool:
@@ -45,6 +47,7 @@ class OptimizeResult:
             "output": str(self.output) if self.output else None,
             "pipeline": self.pipeline.to_dict(),
             "validation": self.validation.to_dict() if self.validation else None,
+            "first_divergent_pass": self.first_divergent_pass,
         }
 
 
@@ -85,29 +88,47 @@ def run(
              "calibration_data": calibration_data, "calibration_samples": calibration_samples,
              "calibration_preprocess": calibration_preprocess, **family_options}
     options = _merge_options(loaded.options if loaded else {}, given, where=str(recipe) if recipe else None)
-    src_path = Path(src) if isinstance(src, (str, Path)) else None
+    strict = bool(options.get("strict", False))
     if dst is not None:
-        io.check_output_path(Path(dst), src=src_path, overwrite_input=overwrite_input)
+        io.check_output_path(Path(dst), src=Path(src) if isinstance(src, (str, Path)) else None, overwrite_input=overwrite_input)
     original = io.load(src)
     model = original.clone()
     shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
     if shapes:
         fix_input_shapes(model, shapes)
-    family = family_steps({k: v for k, v in options.items() if k in option_names()})
-    steps = plan_steps([*(loaded.steps if loaded else []), *_steps(passes), *family], simplify=options.get("simplify", True))
-    context = PassContext(calibration=_calibration_reader(original, options), original=original)
-    manager = PassManager(build_passes(steps, context), strict=options.get("strict", False), check_runtime=check_runtime, progress=progress)
+    manager = PassManager(_pipeline(original, options, loaded, passes), strict=strict, check_runtime=check_runtime,
+                          progress=progress, keep_snapshots=bool(options.get("validate", True)))
     model, pipeline = manager.run(model)
-    report = None
+    result = OptimizeResult(model, pipeline, None)
     if options.get("validate", True):
         checks = _validation_options(options.get("validation"), validation, data=data, atol=atol, rtol=rtol)
         checks = dataclasses.replace(checks, input_shapes={**shapes, **checks.input_shapes}, lossy=bool(pipeline.lossy_passes))
-        report = _auto_validate(original, model, checks, strict=options.get("strict", False))
-    result = OptimizeResult(model, pipeline, report)
-    strict_failure = options.get("strict", False) and not result.passed
-    if dst is not None and not strict_failure:
+        result.validation = _auto_validate(original, model, checks, strict=strict)
+        if not result.validation.passed:
+            result.first_divergent_pass = _first_divergent_pass(original, manager.snapshots, checks)
+    if dst is not None and not (strict and not result.passed):
         result.output = io.save(model, dst, external_data=external_data)
     return result
+
+
+def _pipeline(original: ir.Model, options: Mapping[str, Any], recipe: Any, passes: Sequence[PassSpec]) -> list[Pass]:
+    family = family_steps({k: v for k, v in options.items() if k in option_names()})
+    steps = plan_steps([*(recipe.steps if recipe else []), *_steps(passes), *family], simplify=options.get("simplify", True))
+    context = PassContext(calibration=_calibration_reader(original, options), original=original)
+    return build_passes(steps, context)
+
+
+def _first_divergent_pass(original: ir.Model, snapshots: Sequence[tuple[str, ir.Model]], options: ValidationOptions) -> str | None:
+    """Binary search over the models after each applied pass for the first that fails validation."""
+    quick = dataclasses.replace(options, capture="off", latency_runs=0, html=None)
+    low, high = -1, len(snapshots) - 1  # snapshot `high` fails (it is the final model); `low` = the original passes
+    while high - low > 1:
+        middle = (low + high) // 2
+        if validate_models(original, snapshots[middle][1].clone(), quick).passed:
+            low = middle
+        else:
+            high = middle
+    return snapshots[high][0] if snapshots else None
 
 
 def optimize(src: io.ModelSource, dst: str | Path | None = None, **options: Any) -> onnx.ModelProto:

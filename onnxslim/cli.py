@@ -126,6 +126,8 @@ def _optimize(args: argparse.Namespace, err: Console) -> int:
         print(json.dumps(payload, indent=2))
     elif not args.quiet:
         render.print_result(err, result.pipeline, result.validation, result.passed)
+        if result.first_divergent_pass:
+            err.print(f"outputs first diverge after pass [bold]{result.first_divergent_pass}[/]")
         if result.output:
             err.print(f"wrote {result.output}")
         elif args.strict and not result.passed:

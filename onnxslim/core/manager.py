@@ -76,11 +76,17 @@ class PassManager:
         strict: bool = False,
         check_runtime: bool = True,
         progress: ProgressCallback | None = None,
+        keep_snapshots: bool = False,
     ):
         self.passes = list(passes)
         self.strict = strict
         self.check_runtime = check_runtime
         self.progress = progress
+        self.keep_snapshots = keep_snapshots
+        self.snapshots: list[tuple[str, ir.Model]] = []
+        """(pass name, model after it) for each applied pass, when ``keep_snapshots``: a failed
+        validation can then find the first pass that broke the outputs. Cheap: snapshots share
+        unchanged tensors."""
 
     def run(self, model: ir.Model) -> tuple[ir.Model, PipelineReport]:
         contract = io_contract(model)
@@ -97,6 +103,8 @@ class PassManager:
                     raise PipelineFailed(f"rolled back: {record.reason}", where=f"pass {slim_pass.name}")
                 continue
             model, current_stats = candidate, record.after
+            if self.keep_snapshots and record.status == APPLIED:
+                self.snapshots.append((slim_pass.name, model))  # never mutated later: each pass gets a clone
         if self.progress:
             self.progress("", len(self.passes), len(self.passes))
         return model, PipelineReport(records, start_stats, current_stats)

@@ -84,3 +84,27 @@ def test_progress_callback_sees_every_pass():
     seen = []
     PassManager([RemoveNoops(), RemoveNoops()], progress=lambda name, i, n: seen.append((name, i, n))).run(make_model(MODEL))
     assert seen == [("remove-noops", 0, 2), ("remove-noops", 1, 2), ("", 2, 2)]
+
+
+class PerturbWeight(Pass):
+    """Test-only: a valid model with different numbers (a lossless pass gone wrong)."""
+
+    name = "perturb-weight"
+
+    def call(self, model):
+        value = next(iter(model.graph.initializers.values()))
+        array = value.const_value.numpy().copy()
+        array.flat[0] += 5.0
+        value.const_value = ir.tensor(array, name=value.name)
+        return PassResult(model, modified=True)
+
+
+def test_failed_validation_names_the_first_divergent_pass():
+    import onnxslim
+    from tests.helpers import MODELS
+
+    result = onnxslim.run(MODELS / "digits_cnn.onnx", passes=[PerturbWeight(), RemoveNoops()],
+                          validation={"data": str(MODELS / "digits_eval.npz")})
+    assert not result.passed
+    assert result.first_divergent_pass == "perturb-weight"
+    assert result.to_dict()["first_divergent_pass"] == "perturb-weight"
