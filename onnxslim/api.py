@@ -96,9 +96,12 @@ def run(
     shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
     if shapes:
         fix_input_shapes(model, shapes)
-    manager = PassManager(_pipeline(original, options, loaded, passes), strict=strict, check_runtime=check_runtime,
+    context = PassContext(calibration=_calibration_reader(original, options), original=original,
+                          calibration_cache=_load_cache(options.get("calibration_cache")))
+    manager = PassManager(_pipeline(options, loaded, passes, context), strict=strict, check_runtime=check_runtime,
                           progress=progress, keep_snapshots=bool(options.get("validate", True)))
     model, pipeline = manager.run(model)
+    _save_cache(context.calibration_cache, options.get("calibration_cache"))
     result = OptimizeResult(model, pipeline, None)
     if options.get("validate", True):
         checks = _validation_options(options.get("validation"), validation, data=data, atol=atol, rtol=rtol)
@@ -111,11 +114,25 @@ def run(
     return result
 
 
-def _pipeline(original: ir.Model, options: Mapping[str, Any], recipe: Any, passes: Sequence[PassSpec]) -> list[Pass]:
+def _pipeline(options: Mapping[str, Any], recipe: Any, passes: Sequence[PassSpec], context: PassContext) -> list[Pass]:
     family = family_steps({k: v for k, v in options.items() if k in option_names()})
     steps = plan_steps([*(recipe.steps if recipe else []), *_steps(passes), *family], simplify=options.get("simplify", True))
-    context = PassContext(calibration=_calibration_reader(original, options), original=original)
     return build_passes(steps, context)
+
+
+def _load_cache(path: str | None) -> Any:
+    if not path:
+        return None
+    from onnxslim.passes.quantization.cache import load_calibration_cache
+
+    return load_calibration_cache(path)
+
+
+def _save_cache(cache: Any, path: str | None) -> None:
+    if path and cache is not None and cache.modified:
+        from onnxslim.passes.quantization.cache import save_calibration_cache
+
+        save_calibration_cache(cache, path)
 
 
 def _first_divergent_pass(original: ir.Model, snapshots: Sequence[tuple[str, ir.Model]], options: ValidationOptions) -> str | None:

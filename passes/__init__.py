@@ -10,6 +10,15 @@ from onnxslim.passes.cleanup.fuse_matmul_add import FuseMatMulAdd
 from onnxslim.passes.cleanup.infer_shapes import InferShapes
 from onnxslim.passes.cleanup.remove_noops import RemoveNoops
 from onnxslim.passes.cleanup.remove_unused import RemoveUnused
+from onnxslim.passes.lowrank.flags import LOWRANK_FLAGS
+from onnxslim.passes.lowrank.split_lowrank import SplitLowRank
+from onnxslim.passes.pruning.flags import PRUNING_FLAGS
+from onnxslim.passes.pruning.prune_channels import PruneChannels
+from onnxslim.passes.pruning.prune_magnitude import PruneMagnitude
+from onnxslim.passes.pruning.prune_nm import PruneNM
+from onnxslim.passes.quantization.flags import QUANTIZATION_FLAGS
+from onnxslim.passes.quantization.quantize_dynamic import QuantizeDynamic
+from onnxslim.passes.quantization.quantize_static import QuantizeStatic
 
 ALL_PASSES = (
     FoldConstants,
@@ -22,6 +31,12 @@ ALL_PASSES = (
     EliminateCommonSubexpressions,
     RemoveUnused,
     InferShapes,
+    PruneMagnitude,
+    PruneNM,
+    PruneChannels,
+    SplitLowRank,
+    QuantizeStatic,
+    QuantizeDynamic,
 )
 
 # What `simplify` (on by default) runs, in order. Folding runs again after the fusions,
@@ -42,6 +57,6 @@ SIMPLIFY_PIPELINE = (
 
 # Families whose CLI flags / API keywords append steps after the cleanup, in this order
 # (pruning before low rank before quantization: each works on the previous one's weights).
-FLAG_GROUPS = ()
+FLAG_GROUPS = (PRUNING_FLAGS, LOWRANK_FLAGS, QUANTIZATION_FLAGS)
 
 __all__ = ["ALL_PASSES", "FLAG_GROUPS", "SIMPLIFY_PIPELINE"]

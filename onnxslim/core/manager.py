@@ -12,7 +12,7 @@ import onnx_ir as ir
 from onnxslim.core.checks import ModelCheckError, check_model, contract_violations, io_contract
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import GraphStats, graph_stats
-from onnxslim.errors import PipelineFailed, first_line
+from onnxslim.errors import OnnxSlimError, PipelineFailed, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,8 @@ class PassManager:
         try:
             result = slim_pass(candidate)
             problem = self._problem(result, contract)
+        except OnnxSlimError:
+            raise  # the user's input is wrong (bad calibration data...): report it, don't hide it as a rollback
         except Exception as exc:  # a pass bug must not take the user's run down with it
             logger.debug("pass %s raised", slim_pass.name, exc_info=True)
             result, problem = None, f"{type(exc).__name__}: {first_line(exc)}"

@@ -28,6 +28,9 @@ class PassContext:
     """Re-iterable batches (``onnxslim.data.Reader``: each item has ``.inputs``, a name -> array dict)."""
     original: ir.Model | None = None
     """The model before the pipeline ran, for passes that match its activations."""
+    calibration_cache: Any = None
+    """Statistics from an earlier calibration (``--calibration-cache``), read and filled by passes;
+    the API loads it before and saves it after the pipeline."""
 
 
 @dataclasses.dataclass(frozen=True)

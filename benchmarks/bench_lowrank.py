@@ -1,0 +1,151 @@
+"""split-lowrank on MiniLM (sentence embeddings) and the bundled ViT: parameters, size, latency, cosine.
+
+    python benchmarks/bench_lowrank.py [--runs 20] [--skip-minilm] [--vit-base]
+
+MiniLM comes from ``python models/make_minilm.py`` (models/.real/); it is skipped when absent.
+Ratios are against the unsplit model measured in the same run; latencies are ORT CPU medians
+over ``--runs`` batches, variants timed round-robin (the 2-core machine is shared: treat
+differences below ~10% as noise). ``--vit-base`` also times the factorization of ViT-Base-sized
+weights (12 blocks of 4x 768x768 + 768x3072 + 3072x768, random values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from onnxslim.core.pass_base import PassContext  # noqa: E402
+from onnxslim.data import open_reader  # noqa: E402
+from onnxslim.passes.lowrank import factorize  # noqa: E402
+from onnxslim.passes.lowrank.split_lowrank import Config, SplitLowRank  # noqa: E402
+
+MODELS = {
+    "minilm": (REPO / "models/.real/minilm.onnx", REPO / "models/.real/minilm_calib.npz", REPO / "models/.real/minilm_eval.npz"),
+    "vit_tiny": (REPO / "models/vit_tiny.onnx", REPO / "models/digits_calib.npz", REPO / "models/digits_eval.npz"),
+}
+
+
+def variants(name: str) -> list[tuple[str, dict]]:
+    floor = 0.97 if name == "minilm" else 0.99
+    out = [(f"{m} energy {e}", {"energy": e, "method": m}) for m in ("plain", "whitened") for e in (0.8, 0.9, 0.95, 0.99)]
+    out += [(f"{m} params {p} ({a})", {"params": p, "method": m, "allocation": a})
+            for p in (0.85, 0.7) for m, a in (("plain", "error"), ("plain", "sensitivity"), ("whitened", "sensitivity"))]
+    out.append((f"auto cosine>={floor}", {"min_cosine": floor}))
+    return out
+
+
+def session(model: ir.Model) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.log_severity_level = 2, 3
+    return ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+
+
+def bench(name: str, runs: int, console: Console) -> None:
+    path, calib_path, eval_path = MODELS[name]
+    if not path.exists():
+        console.print(f"[yellow]{name}: {path} missing (python models/make_minilm.py); skipped")
+        return
+    base = ir.load(path)
+    data = dict(np.load(eval_path))
+    labels = data.pop("labels", None)
+    calibration = open_reader(calib_path, base)
+    rows = {"original": (base, None, 0.0)}
+    for label, settings in variants(name):
+        model = ir.load(path)
+        started = time.perf_counter()
+        result = SplitLowRank(Config(**settings), context=PassContext(calibration=calibration))(model)
+        rows[label] = (model, result, time.perf_counter() - started)
+    sessions = {label: session(model) for label, (model, _, _) in rows.items()}
+    outputs = {label: s.run(None, data)[0] for label, s in sessions.items()}
+    latency = {label: [] for label in rows}
+    for _ in range(runs):  # round-robin
+        for label, s in sessions.items():
+            started = time.perf_counter()
+            s.run(None, data)
+            latency[label].append(time.perf_counter() - started)
+    _table(name, rows, outputs, latency, labels, console)
+
+
+def _table(name, rows, outputs, latency, labels, console) -> None:
+    base_model = rows["original"][0]
+    matmul = _matmul_params(base_model)
+    base_params, base_size = _params(base_model), _size(base_model)
+    base_ms = statistics.median(latency["original"]) * 1e3
+    table = Table(title=f"split-lowrank on {name} (MatMul/Gemm weight params: {matmul:,})")
+    for column in ("variant", "split", "weight params kept", "model params", "size MB", "latency ms (x)", "cosine", "top-1", "pass s"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    reference = outputs["original"]
+    for label, (model, result, seconds) in rows.items():
+        saved = result.stats["params_saved"] if result else 0
+        ms = statistics.median(latency[label]) * 1e3
+        top1 = f"{(outputs[label].argmax(1) == labels).mean():.3f}" if labels is not None else "-"
+        extra = f" (cal {result.stats['calibration_cosine']:.4f})" if result and "calibration_cosine" in result.stats else ""
+        table.add_row(label, str(result.stats["weights_split"]) if result else "-", f"{1 - saved / matmul:.3f}",
+                      f"{_params(model) / base_params:.3f}", f"{_size(model) / 1e6:.1f}", f"{ms:.1f} ({ms / base_ms:.2f})",
+                      f"{cosine(outputs[label], reference):.4f}{extra}", top1, f"{seconds:.1f}")
+    console.print(table)
+
+
+def _matmul_params(model: ir.Model) -> int:
+    total = 0
+    for node in model.graph:
+        if node.op_type in ("MatMul", "Gemm"):
+            for value in node.inputs[:2]:
+                if value is not None and value.const_value is not None and len(value.const_value.shape) == 2:
+                    total += value.const_value.size
+    return total
+
+
+def _params(model: ir.Model) -> int:
+    return sum(v.const_value.size for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def _size(model: ir.Model) -> int:
+    return ir.serde.serialize_model(model).ByteSize()
+
+
+def vit_base_timing(console: Console) -> None:
+    rng = np.random.default_rng(0)
+    shapes = [(768, 768)] * 4 + [(768, 3072), (3072, 768)]
+    weights = [rng.standard_normal(s).astype(np.float32) for _ in range(12) for s in shapes]
+    count = sum(w.size for w in weights)
+    for label, call in (("full SVD (energy/budget modes)", lambda w: factorize.plain(w)),
+                        ("randomized SVD, rank 96", lambda w: factorize.plain(w, rank=96, randomized=True))):
+        started = time.perf_counter()
+        for w in weights:
+            call(w)
+        console.print(f"ViT-Base-sized weights ({count / 1e6:.1f}M params, 72 matrices): {label}: {time.perf_counter() - started:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--vit-base", action="store_true")
+    args = parser.parse_args()
+    console = Console(width=160)
+    for name in MODELS:
+        if not (name == "minilm" and args.skip_minilm):
+            bench(name, args.runs, console)
+    if args.vit_base:
+        vit_base_timing(console)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Calibration statistics for low-rank splitting, collected with ONNX Runtime.
+
+``input_covariances`` streams the calibration batches once and keeps only ``X^T X`` per
+weight (K x K), never the activations themselves. ``Probe`` runs the model with chosen
+weights swapped for their low-rank approximations (the weights become overridable inputs of
+one session), to measure each layer's sensitivity and the output cosine of a whole split.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+
+from onnxslim.runtime import make_session, model_bytes
+from onnxslim.passes.lowrank.sites import Group, activation_rows
+
+
+def _inputs(batch) -> dict[str, np.ndarray]:
+    return dict(batch.inputs) if hasattr(batch, "inputs") else dict(batch)
+
+
+def input_covariances(model: ir.Model, groups: list[Group], batches: Iterable) -> dict[str, np.ndarray]:
+    """``X^T X`` (K x K, float64) over all calibration rows, per group, summed over its uses."""
+    graph_inputs = {v.name for v in model.graph.inputs}
+    outputs = {v.name for v in model.graph.outputs}
+    wanted = sorted({use.activation.name for g in groups for use in g.uses} - graph_inputs)
+    session = make_session(model_bytes(model, [n for n in wanted if n not in outputs]))
+    sums = {g.name: np.zeros((g.shape[0], g.shape[0])) for g in groups}
+    for batch in batches:
+        feeds = _inputs(batch)
+        values = {**feeds, **dict(zip(wanted, session.run(wanted, feeds)))}
+        for group in groups:
+            for use in group.uses:
+                rows = activation_rows(use, values[use.activation.name])
+                sums[group.name] += rows.T @ rows
+    return sums
+
+
+class Probe:
+    """One session over the calibration data in which the groups' weights can be replaced."""
+
+    def __init__(self, model: ir.Model, groups: list[Group], batches: Iterable):
+        proto = ir.serde.serialize_model(model)
+        self.overridable = {g.name for g in groups if g.weight.is_initializer()}
+        for group in groups:
+            if group.name in self.overridable:
+                dtype = onnx.helper.np_dtype_to_tensor_dtype(group.array.dtype)
+                proto.graph.input.append(onnx.helper.make_tensor_value_info(group.name, dtype, group.array.shape))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.batches = batches
+        self.names = [o.name for o in model.graph.outputs]
+        self.reference = [self.session.run(self.names, _inputs(b)) for b in batches]
+
+    def cosine(self, replaced: Mapping[str, np.ndarray]) -> float:
+        """Mean cosine similarity, per sample and float output, of the model with ``replaced`` weights vs as-is."""
+        extra = {k: v for k, v in replaced.items() if k in self.overridable}
+        scores = []
+        for batch, expected in zip(self.batches, self.reference):
+            actual = self.session.run(self.names, {**_inputs(batch), **extra})
+            scores.extend(_cosines(e, a) for e, a in zip(expected, actual) if np.issubdtype(e.dtype, np.floating))
+        return float(np.mean(np.concatenate(scores))) if scores else 1.0
+
+
+def _cosines(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    rows = expected.shape[0] if expected.ndim >= 2 else 1
+    e = expected.reshape(rows, -1).astype(np.float64)
+    a = actual.reshape(rows, -1).astype(np.float64)
+    norms = np.linalg.norm(e, axis=1) * np.linalg.norm(a, axis=1)
+    dots = np.sum(e * a, axis=1)
+    return np.where(norms > 0, dots / np.maximum(norms, 1e-30), 1.0)

@@ -1,0 +1,182 @@
+"""Constant MatMul/Gemm/1x1-Conv weights split into two thin factors."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Literal
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxslim.core.pass_base import Pass, PassContext, PassResult
+from onnxslim.errors import ConfigError
+from onnxslim.passes.lowrank import factorize, plan
+from onnxslim.passes.lowrank.allocate import Layer, max_rank
+from onnxslim.passes.lowrank.calibration import Probe, input_covariances
+from onnxslim.passes.lowrank.rewrite import Names, split_group
+from onnxslim.passes.lowrank.sites import Group, find_groups
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENERGY = 0.95
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    energy: float | None = None
+    """Keep this fraction of each layer's singular-value energy (the default mode, 0.95)."""
+    rank: int | None = None
+    """The same rank for every layer."""
+    params: float | None = None
+    """Keep this fraction of the splittable weights' parameters, allocated over the layers."""
+    min_cosine: float | None = None
+    """Largest cut whose mean output cosine on the calibration data stays >= this (needs calibration)."""
+    method: Literal["auto", "plain", "whitened"] = "auto"
+    """``whitened``: activation-aware (needs calibration); ``auto``: whitened when calibration is given."""
+    allocation: Literal["auto", "sensitivity", "error"] = "auto"
+    """Budget cost per layer: measured cosine sensitivity (needs calibration) or relative error alone."""
+    margin: float = 0.2
+    """Split only where r * (K + N) <= (1 - margin) * K * N."""
+    min_params: int = 4096
+    rank_multiple: int = 8
+    """Ranks chosen by energy or budget are multiples of this (friendlier GEMM shapes)."""
+    ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
+    damping: float = 0.01
+    """Added to the activation covariance's diagonal, as a fraction of its mean, before whitening."""
+    randomized: bool = True
+    """Fixed-rank plain mode: randomized SVD when the rank is at most a quarter of min(K, N)."""
+
+    def __post_init__(self):
+        modes = [n for n in ("energy", "rank", "params", "min_cosine") if getattr(self, n) is not None]
+        if len(modes) > 1:
+            raise ValueError(f"give one of energy, rank, params, min_cosine (got {', '.join(modes)})")
+        for name in ("energy", "params", "min_cosine"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
+        if self.rank is not None and self.rank < 1:
+            raise ValueError(f"rank must be >= 1, got {self.rank}")
+        if not 0.0 <= self.margin < 1.0:
+            raise ValueError(f"margin must be in [0, 1), got {self.margin}")
+        if self.rank_multiple < 1 or self.min_params < 0 or self.damping < 0:
+            raise ValueError("rank_multiple must be >= 1, min_params and damping >= 0")
+        unknown = set(self.ops) - {"MatMul", "Gemm", "Conv"}
+        if unknown:
+            raise ValueError(f"ops must be among MatMul, Gemm, Conv (got {', '.join(sorted(unknown))})")
+
+    @property
+    def needs_data(self) -> bool:
+        return self.min_cosine is not None or self.method == "whitened" or self.allocation == "sensitivity"
+
+
+class SplitLowRank(Pass):
+    """Split constant weights into two thin factors: ``X @ W`` -> ``(X @ U) @ V``.
+
+    W (K x N) read by MatMul (either side, any batch dims), Gemm (B input; transA/transB,
+    alpha/beta and bias kept) or a 1x1 Conv (group 1) becomes U (K x r) and V (r x N) when
+    ``r * (K + N)`` saves the margin. Ranks come from energy, a fixed rank, a parameter budget or
+    a cosine floor; with calibration data the factorization is whitened by the input covariance
+    (minimizes the layer's output error) and budgets follow measured per-layer sensitivity.
+    An initializer read by several nodes is split once; nodes inside subgraphs are not touched.
+    """
+
+    name = "split-lowrank"
+    Config = Config
+    lossy = True
+
+    def __init__(self, config: Config | None = None, *, context: PassContext | None = None):
+        super().__init__(config, context=context)
+        if self.config.needs_data and self.context.calibration is None:
+            raise ConfigError("min_cosine, method=whitened and allocation=sensitivity need calibration data "
+                              "(--calibration-data)", where=f"pass {self.name}")
+
+    def call(self, model: ir.Model) -> PassResult:
+        cfg = self.config
+        opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+        groups, skipped = find_groups(model.graph, ops=tuple(cfg.ops), opset=opset, min_params=cfg.min_params)
+        covariances = self._covariances(model, groups)
+        whiten = cfg.method == "whitened" or (cfg.method == "auto" and bool(covariances))
+        if whiten or cfg.min_cosine is not None or self._sensitivity:
+            skipped += [{"weight": g.name, "reason": "weight is not an initializer (run fold-constants first)"}
+                        for g in groups if not g.weight.is_initializer()]
+            groups = [g for g in groups if g.weight.is_initializer()]
+        layers = [self._layer(g, covariances.get(g.name) if whiten else None) for g in groups]
+        chosen = self._plan(model, groups, layers)
+        return self._apply(model, groups, layers, chosen, covariances, whiten, skipped)
+
+    @property
+    def _sensitivity(self) -> bool:
+        cfg = self.config
+        wants = cfg.params is not None or cfg.min_cosine is not None
+        return wants and (cfg.allocation == "sensitivity" or (cfg.allocation == "auto" and self.context.calibration is not None))
+
+    def _covariances(self, model: ir.Model, groups: list[Group]) -> dict[str, np.ndarray]:
+        if self.context.calibration is None or not groups:
+            return {}
+        return input_covariances(model, groups, self.context.calibration)
+
+    def _layer(self, group: Group, covariance: np.ndarray | None) -> Layer:
+        cfg, (k, n) = self.config, group.shape
+        if covariance is not None:
+            fact = factorize.whitened(group.matrix, covariance, damping=cfg.damping)
+        else:
+            fast = cfg.rank is not None and cfg.randomized and cfg.rank * 4 <= min(k, n)
+            fact = factorize.plain(group.matrix, rank=cfg.rank, randomized=fast)
+        return Layer(k, n, fact, max_rank(k, n, cfg.margin))
+
+    def _plan(self, model: ir.Model, groups: list[Group], layers: list[Layer]) -> plan.Plan:
+        cfg = self.config
+        if cfg.rank is not None:
+            return plan.by_rank(layers, cfg.rank)
+        if cfg.params is None and cfg.min_cosine is None:
+            return plan.by_energy(layers, cfg.energy or DEFAULT_ENERGY, cfg.rank_multiple)
+        probe = Probe(model, groups, self.context.calibration) if self._sensitivity or cfg.min_cosine else None
+        drops = plan.measure_sensitivity(groups, layers, probe, cfg.rank_multiple) if self._sensitivity else None
+        if cfg.min_cosine is not None:
+            chosen = plan.by_cosine(groups, layers, probe, cfg.min_cosine, cfg.rank_multiple)
+        else:
+            chosen = plan.by_budget(layers, cfg.params, cfg.rank_multiple)
+        chosen.drops = drops
+        return chosen
+
+    def _apply(self, model, groups, layers, chosen, covariances, whiten, skipped) -> PassResult:
+        names, details = Names(model.graph), []
+        before = after = 0
+        for index, (group, layer, rank) in enumerate(zip(groups, layers, chosen.ranks)):
+            if rank is None:
+                skipped.append({"weight": group.name, "reason": chosen.reasons[index]})
+                continue
+            u, v = layer.factorization.factors(rank, group.array.dtype)
+            split_group(model.graph, group, u, v, names)
+            row = _row(group, layer, rank, covariances.get(group.name), whiten)
+            if chosen.drops:
+                row["sensitivity_drop"] = round(chosen.drops[index], 6)
+            details.append(row)
+            before, after = before + row["params_before"], after + row["params_after"]
+        if details:
+            ir.passes.common.RemoveUnusedNodesPass()(model)
+        itemsize = {row["weight"]: g.array.itemsize for g in groups for row in details if row["weight"] == g.name}
+        saved_bytes = sum(row["params_saved"] * itemsize[row["weight"]] for row in details)
+        stats = {"weights_split": len(details), "candidates": len(groups), "params_before": before,
+                 "params_after": after, "params_saved": before - after, "bytes_saved": saved_bytes, **chosen.stats}
+        details += [{**row, "split": False} for row in skipped]
+        return PassResult(model, modified=bool(stats["weights_split"]), stats=stats, details=details)
+
+
+def _row(group: Group, layer: Layer, rank: int, covariance: np.ndarray | None, whiten: bool) -> dict:
+    """Report row for one split weight; errors are relative, on calibration outputs when data was given."""
+    k, n = group.shape
+    row = {"weight": group.name, "split": True, "op": "+".join(sorted({u.node.op_type for u in group.uses})),
+           "uses": len(group.uses), "K": k, "N": n, "rank": rank, "params_before": k * n,
+           "params_after": rank * (k + n), "params_saved": k * n - rank * (k + n),
+           "method": "whitened" if whiten else "plain"}
+    if covariance is None:
+        row["weight_error"] = round(layer.factorization.relative_error(rank), 6)
+        return row
+    u, v = layer.factorization.factors(rank, np.float64)
+    row["output_error"] = round(factorize.output_error(group.matrix, u @ v, covariance), 6)
+    if whiten:
+        pu, pv = factorize.plain(group.matrix).factors(rank, np.float64)
+        row["plain_output_error"] = round(factorize.output_error(group.matrix, pu @ pv, covariance), 6)
+    return row

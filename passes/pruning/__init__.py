@@ -1,0 +1,1 @@
+"""Weight pruning: unstructured magnitude, N:M semi-structured and structured channel pruning."""

@@ -1,0 +1,118 @@
+"""Which channel components to remove: dependency groups, importance, per-group amounts."""
+
+from __future__ import annotations
+
+import collections
+from typing import Mapping
+
+import numpy as np
+
+from onnxslim.passes.pruning._channel_graph import BLOCKED, ChannelGraph
+
+
+def dependency_groups(g: ChannelGraph) -> list[tuple[list[str], set[int]]]:
+    """[(producer output names, component roots)]: producers that share any component form one group."""
+    parent = {name: name for name in g.producers}
+
+    def find(name):
+        while parent[name] != name:
+            name = parent[name]
+        return name
+
+    owner: dict[int, str] = {}
+    for name in g.producers:
+        for unit in g.tracks[name].units:
+            root = g.find(unit)
+            if root == BLOCKED:
+                continue
+            if root in owner:
+                parent[find(name)] = find(owner[root])
+            else:
+                owner[root] = name
+    members = collections.defaultdict(list)
+    for name in g.producers:
+        members[find(name)].append(name)
+    return [(names, {g.find(u) for n in names for u in g.tracks[n].units}) for names in members.values()]
+
+
+def magnitude_scores(g: ChannelGraph) -> dict[int, float]:
+    """Per component: the sum over its producers of the output row's L2 norm / that layer's mean row norm."""
+    scores: dict[int, float] = collections.defaultdict(float)
+    for name, layer in g.producers.items():
+        norms = np.linalg.norm(layer.rows().astype(np.float64), axis=1)
+        mean = float(norms.mean()) or 1.0
+        for unit, value in zip(g.tracks[name].units, norms / mean):
+            scores[g.find(unit)] += float(value)
+    return scores
+
+
+def activation_scores(g: ChannelGraph, energies: Mapping[str, np.ndarray]) -> dict[int, float]:
+    """Per component: sum over consumers of E[x_c^2] * ||W[:, c]||^2 (the output energy the channel carries)."""
+    scores: dict[int, float] = collections.defaultdict(float)
+    for layer, name in g.consumers:
+        if layer.group != 1 or name not in energies:
+            continue
+        w = layer.array().astype(np.float64)
+        columns = (w**2).sum(axis=tuple(i for i in range(w.ndim) if i != 1)) if layer.kind == "conv" else (layer.rows()**2).sum(0)
+        contribution = energies[name] * columns
+        mean = float(contribution.mean()) or 1.0
+        for unit, value in zip(g.tracks[name].units, contribution / mean):
+            scores[g.find(unit)] += float(value)
+    return scores
+
+
+def select(g: ChannelGraph, groups, scores: Mapping[int, float], amounts: Mapping[str, float]) -> tuple[set[int], list[dict]]:
+    """Roots to remove, and one report row per group."""
+    removed: set[int] = set()
+    rows = []
+    for names, roots in groups:
+        layers = sorted({g.producers[n].name for n in names})
+        free = sorted((r for r in roots if r != BLOCKED), key=lambda r: (scores.get(r, 0.0), r))
+        amount = min(amounts[n] for n in names)
+        row = {"group": layers, "channels": max(len(g.tracks[n].units) for n in names), "amount": amount}
+        if not free:
+            rows.append({**row, "skipped": _reason(g, names)})
+            continue
+        count = min(int(amount * len(free)), len(free) - 1)
+        chosen, problem = _choose(g, names, free, count)
+        if problem:
+            rows.append({**row, "skipped": problem})
+            continue
+        removed |= chosen
+        rows.append({**row, "removed": len(chosen), "blocked": BLOCKED in roots})
+    return removed, rows
+
+
+def _reason(g: ChannelGraph, names: list[str]) -> str:
+    """Why a group's channels are blocked: the first reason recorded for one of its units."""
+    for name in names:
+        for unit in g.tracks[name].units:
+            if unit in g.reasons:
+                return g.reasons[unit]
+    return "channels coupled to a blocked tensor"
+
+
+def _choose(g: ChannelGraph, names: list[str], free: list[int], count: int) -> tuple[set[int], str | None]:
+    mine = set(free)
+    constraints = [(v, n) for v, n in g.constraints if any(g.find(u) in mine for u in g.tracks[v].units)]
+    if not constraints:
+        chosen = set(free[:count])
+    else:
+        value, parts = constraints[0]
+        units = [g.find(u) for u in g.tracks[value].units]
+        size = len(units) // parts
+        rank = {r: i for i, r in enumerate(free)}
+        chosen = set()
+        for part in range(parts):
+            segment = sorted({u for u in units[part * size:(part + 1) * size] if u in mine}, key=rank.get)
+            chosen |= set(segment[:count // parts])
+    for value, parts in constraints:
+        units = [g.find(u) for u in g.tracks[value].units]
+        size = len(units) // parts
+        per_part = {sum(u in chosen for u in units[p * size:(p + 1) * size]) for p in range(parts)}
+        if len(per_part) > 1:
+            return set(), f"grouped convolution ({parts} groups) cannot lose the same number of channels per group"
+    for name, track in g.tracks.items():
+        if track.units and all(g.find(u) in chosen for u in track.units):
+            return set(), f"would remove every channel of {name}"
+    return chosen, None

@@ -1,0 +1,104 @@
+"""Structured channel pruning: remove whole output channels and the inputs that read them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.core.stats import graph_stats
+from onnxslim.passes.pruning._calib import channel_energy, stream_captures
+from onnxslim.passes.pruning._channel_apply import apply_removal, kept_positions
+from onnxslim.passes.pruning._channel_graph import ChannelGraph
+from onnxslim.passes.pruning._channel_select import activation_scores, dependency_groups, magnitude_scores, select
+from onnxslim.passes.pruning._common import PruneConfig, check_data_needs, uses_activations
+from onnxslim.passes.pruning._layers import find_layers, plan_amounts
+from onnxslim.passes.pruning._refit import RefitTarget, refit_layers
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneChannelsConfig(PruneConfig):
+    amount: float = 0.3
+    """Fraction of the removable channels of each dependency group to remove."""
+
+
+class PruneChannels(Pass):
+    """Remove the least important output channels of Conv/Gemm/MatMul layers, shrinking the tensors.
+
+    Before: ``Conv(W[64, C]) -> BN -> Relu -> Conv(V[O, 64])``. After: ``Conv(W[45, C]) -> BN(45) ->
+    Relu -> Conv(V[O, 45])``: the producer's rows, the per-channel parameters on the way (bias,
+    BatchNormalization, depthwise Conv, per-channel Add/Mul constants) and the consumers' input
+    columns go together. Channels coupled through residual Add/Mul, Concat, Split, depthwise and
+    grouped Conv, and Flatten/Reshape into a Gemm form dependency groups that are pruned as one;
+    channels that reach a graph output or an op the analysis does not understand are kept, and a
+    group with no removable channel is reported with the reason. Importance: weight magnitude, or
+    activation-weighted with calibration data; ``reconstruct`` refits the consumers by least squares.
+    """
+
+    name = "prune-channels"
+    Config = PruneChannelsConfig
+    lossy = True
+
+    def __init__(self, config=None, *, context=None):
+        super().__init__(config, context=context)
+        check_data_needs(self.config, self.context, f"pass {self.name}")
+
+    def call(self, model: ir.Model) -> PassResult:
+        before = graph_stats(model)
+        layers, details = find_layers(model)
+        amounts, skipped = plan_amounts(layers, amount=self.config.amount, skip=self.config.skip,
+                                        skip_first_last=self.config.skip_first_last, overrides=self.config.amounts)
+        graph = ChannelGraph(model, prunable=lambda layer: layer.name in amounts)
+        scores = self._scores(model, graph)
+        by_output = {out: amounts[layer.name] for out, layer in graph.producers.items()}
+        removed, group_rows = select(graph, dependency_groups(graph), scores, by_output)
+        kept = kept_positions(graph, removed)
+        layer_rows = _layer_rows(graph, kept)
+        stats = {"groups_pruned": sum(1 for r in group_rows if r.get("removed")),
+                 "groups_skipped": sum(1 for r in group_rows if "skipped" in r),
+                 "channels_removed": sum(r.get("removed", 0) for r in group_rows)}
+        if not kept:
+            return PassResult(model, modified=False, stats=stats, details=group_rows + details + skipped)
+        reference = model.clone() if self.config.reconstruct else None
+        apply_removal(graph, kept)
+        ir.passes.common.RemoveUnusedNodesPass()(model)
+        if reference is not None:
+            refit = refit_layers(model, reference, _refit_targets(graph, kept), self.context.calibration,
+                                 damping=self.config.damping, max_rows=self.config.max_rows)
+            layer_rows += refit
+            stats["layers_refit"] = sum(1 for r in refit if r["refit"] == "done")
+        after = graph_stats(model)
+        stats.update(params_removed=before.params - after.params, bytes_saved=before.param_bytes - after.param_bytes)
+        return PassResult(model, modified=True, stats=stats, details=group_rows + layer_rows + details + skipped)
+
+    def _scores(self, model: ir.Model, graph: ChannelGraph) -> dict[int, float]:
+        if not graph.producers or not uses_activations(self.config, self.context):
+            return magnitude_scores(graph)
+        names = sorted({name for _, name in graph.consumers})
+        energies: dict[str, np.ndarray] = {}
+        for values in stream_captures(model, names, self.context.calibration):
+            for name in names:
+                energies[name] = energies.get(name, 0) + channel_energy(values[name], graph.tracks[name].axis)
+        return activation_scores(graph, energies)
+
+
+def _layer_rows(graph: ChannelGraph, kept: dict[str, np.ndarray]) -> list[dict]:
+    rows: dict[str, dict] = {}
+    for out, layer in graph.producers.items():
+        if out in kept:
+            rows.setdefault(layer.name, {"layer": layer.name, "op": layer.node.op_type})["out_channels"] = [
+                len(graph.tracks[out].units), len(kept[out])]
+    for layer, source in graph.consumers:
+        if source in kept:
+            rows.setdefault(layer.name, {"layer": layer.name, "op": layer.node.op_type})["in_channels"] = [
+                len(graph.tracks[source].units), len(kept[source])]
+    return list(rows.values())
+
+
+def _refit_targets(graph: ChannelGraph, kept: dict[str, np.ndarray]) -> list[RefitTarget]:
+    """Consumers that lost inputs, in graph order; their surviving outputs are the targets."""
+    sliced = {layer.node.outputs[0].name for layer, source in graph.consumers if source in kept}
+    order = [node.outputs[0].name for node in graph.model.graph if node.outputs and node.outputs[0].name in sliced]
+    return [RefitTarget(name, kept_out=kept.get(name)) for name in order]

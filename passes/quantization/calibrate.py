@@ -1,0 +1,63 @@
+"""Streamed calibration: one ONNX Runtime session whose extra outputs are the tensors to range.
+
+Each batch updates per-tensor statistics and is dropped, so memory does not grow with the
+number of samples. Bad data stops the run with one DataError: no samples, NaN/inf inputs,
+or a batch the model rejects.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxslim.errors import DataError, first_line
+from onnxslim.passes.quantization.statistics import TensorStats
+from onnxslim.runtime.session import make_session, model_bytes
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+
+
+def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str], *,
+                       progress: Progress | None = None) -> tuple[dict[str, TensorStats], int]:
+    """Statistics of ``tensors`` (graph inputs or intermediate values) over all batches; (stats, samples)."""
+    outputs = {v.name for v in model.graph.outputs}
+    extra = [t for t in dict.fromkeys(tensors) if t not in outputs]
+    session = make_session(model_bytes(model, [t for t in extra if not _is_input(model, t)]))
+    fetched = [t for t in dict.fromkeys(tensors) if not _is_input(model, t)]
+    inputs = [t for t in dict.fromkeys(tensors) if _is_input(model, t)]
+    stats = {t: TensorStats() for t in dict.fromkeys(tensors)}
+    samples = 0
+    for batch in batches:
+        feeds = batch.inputs if hasattr(batch, "inputs") else batch
+        _check_finite(feeds)
+        try:
+            values = session.run(fetched, feeds) if fetched else []
+        except Exception as exc:
+            raise DataError(f"calibration batch rejected by the model: {first_line(exc)}") from None
+        for name, value in zip(fetched, values):
+            stats[name].update(np.asarray(value, dtype=np.float32))
+        for name in inputs:
+            stats[name].update(np.asarray(feeds[name], dtype=np.float32))
+        samples += len(next(iter(feeds.values()))) if feeds else 0
+        if progress:
+            progress(samples)
+    if samples == 0:
+        raise DataError("calibration data has no samples")
+    logger.info("calibrated %d tensors on %d samples", len(stats), samples)
+    return stats, samples
+
+
+def _is_input(model: ir.Model, name: str) -> bool:
+    return any(v.name == name for v in model.graph.inputs)
+
+
+def _check_finite(feeds) -> None:
+    for name, array in feeds.items():
+        array = np.asarray(array)
+        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+            raise DataError(f"calibration input {name!r} contains NaN or infinite values")

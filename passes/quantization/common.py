@@ -1,0 +1,38 @@
+"""Helpers shared by the quantization passes: element types of every tensor, models we refuse."""
+
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                 "MatMulInteger", "ConvInteger", "MatMulNBits", "DynamicQuantizeMatMul", "QGemm"}
+
+
+def refusal(model: ir.Model) -> str | None:
+    """Why the model must not be quantized again, or None."""
+    found = sorted({n.op_type for n in model.graph.all_nodes() if n.op_type in QUANTIZED_OPS})
+    if found:
+        return f"model is already quantized (has {', '.join(found)})"
+    return None
+
+
+def tensor_dtypes(model: ir.Model) -> dict[str, ir.DataType]:
+    """Element type of every named tensor, from onnx's type inference on a copy of the model."""
+    proto = ir.serde.serialize_model(model)
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # inference is best effort; unknown types are simply not quantized
+        pass
+    graph = proto.graph
+    types = {}
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        if info.type.HasField("tensor_type") and info.type.tensor_type.elem_type:
+            types[info.name] = ir.DataType(info.type.tensor_type.elem_type)
+    for init in graph.initializer:
+        types[init.name] = ir.DataType(init.data_type)
+    for node in model.graph:
+        for value in node.outputs:
+            if value.dtype is not None:
+                types.setdefault(value.name, value.dtype)
+    return types

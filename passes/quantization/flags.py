@@ -1,0 +1,58 @@
+"""The quantization family's options: ``--quantize dynamic|static`` and its settings."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Mapping
+
+from onnxslim.core.flags import FlagGroup
+from onnxslim.core.recipe import Step
+from onnxslim.errors import ConfigError
+
+NAMES = ("quantize", "calibration_method", "quantize_per_tensor", "quantize_activations", "quantize_include",
+         "quantize_exclude", "calibration_cache")
+
+
+def _add_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--quantize", choices=("dynamic", "static"), default=None,
+                       help="int8: 'static' (QDQ, needs --calibration-data) or 'dynamic' (MatMul/Gemm weights only)")
+    group.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy", "mse"), default=None,
+                       help="how static activation ranges are chosen (default percentile)")
+    group.add_argument("--quantize-per-tensor", action="store_const", const=True, default=None,
+                       help="one scale per weight tensor instead of per output channel")
+    group.add_argument("--quantize-activations", choices=("uint8", "int8"), default=None,
+                       help="static activation type (default uint8: fastest on x86 ONNX Runtime)")
+    group.add_argument("--quantize-include", metavar="NAMES", default=None,
+                       help="comma-separated node names / op types: quantize only these")
+    group.add_argument("--quantize-exclude", metavar="NAMES", default=None,
+                       help="comma-separated node names / op types to keep float")
+    group.add_argument("--calibration-cache", metavar="FILE", default=None,
+                       help="read/write calibration statistics here (reused when the data is the same)")
+
+
+def _to_steps(options: Mapping[str, Any]) -> list[Step]:
+    mode = options.get("quantize")
+    if mode is None:
+        given = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise ConfigError(f"{given} given without --quantize static|dynamic")
+    if mode not in ("static", "dynamic"):
+        raise ConfigError(f"--quantize: expected 'static' or 'dynamic', got {mode!r}")
+    settings: dict[str, Any] = {}
+    if options.get("quantize_per_tensor"):
+        settings["per_channel"] = False
+    for option, key in (("quantize_include", "include"), ("quantize_exclude", "exclude")):
+        if options.get(option):
+            settings[key] = options[option]
+    if mode == "dynamic":
+        static_only = [k for k in ("calibration_method", "quantize_activations") if options.get(k)]
+        if static_only:
+            raise ConfigError(f"--{static_only[0].replace('_', '-')} applies to --quantize static only")
+        return [Step("quantize-dynamic", settings)]
+    if options.get("calibration_method"):
+        settings["method"] = options["calibration_method"]
+    if options.get("quantize_activations"):
+        settings["activations"] = options["quantize_activations"]
+    return [Step("quantize-static", settings)]
+
+
+QUANTIZATION_FLAGS = FlagGroup(title="quantization", names=NAMES, add_arguments=_add_arguments, to_steps=_to_steps)

@@ -1,0 +1,154 @@
+"""Which nodes run in int8, chosen to match ONNX Runtime's CPU QDQ fusions, and why others stay float.
+
+Rules (ORT groups ``DequantizeLinear -> op -> QuantizeLinear`` into one integer kernel):
+- compute ops (Conv, MatMul, Gemm) with float32 inputs are quantized; their constant weight
+  becomes int8. Conv also needs its output quantized, so a Conv producing a graph output stays float;
+- follower ops (Add, Mul, Concat, pools, Sigmoid, LeakyRelu, Resize, reshape-like) are
+  quantized only when every activation input already is: otherwise the Q/DQ would cost more
+  than the integer kernel saves;
+- shape-only ops (MaxPool, Reshape, Transpose, Resize, Split...) reuse their input's scale,
+  as ORT drops their Q/DQ only then;
+- Relu and Clip(0, x) after a quantized op are absorbed into its output QuantizeLinear;
+- Softmax, normalizations, and the post-processing after the last weighted layer (detection
+  heads: box decode, DFL, score/coordinate concat) stay float, and the report says why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import onnx_ir as ir
+
+COMPUTE = {"Conv", "MatMul", "Gemm"}
+BINARY = {"Add", "Mul"}
+OWN_RANGE = {"AveragePool", "GlobalAveragePool", "Sigmoid", "LeakyRelu", "Concat"}
+SHARED = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Resize", "Split"}
+ACTIVATIONS = {"Relu", "Clip"}
+SENSITIVE = {"Softmax", "LayerNormalization", "InstanceNormalization", "GroupNormalization", "LogSoftmax", "TopK", "NonMaxSuppression"}
+FLOAT32 = ir.DataType.FLOAT
+
+
+@dataclasses.dataclass
+class Plan:
+    quantized: list[ir.Node] = dataclasses.field(default_factory=list)
+    absorbed: dict[ir.Node, ir.Node] = dataclasses.field(default_factory=dict)
+    """Relu/Clip node -> the quantized producer whose output QuantizeLinear takes its place."""
+    kept_float: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    """(node name, why it stays float), only for nodes a user might expect to be quantized."""
+
+
+def is_constant(value: ir.Value | None) -> bool:
+    return value is not None and ir.convenience.get_const_tensor(value) is not None
+
+
+def activation_inputs(node: ir.Node) -> list[ir.Value]:
+    """Non-constant float inputs that carry data (not shapes, scales or axes)."""
+    count = {"Resize": 1, "Reshape": 1, "Squeeze": 1, "Unsqueeze": 1, "Split": 1, "Clip": 1}.get(node.op_type, len(node.inputs))
+    if node.op_type in COMPUTE:
+        count = 2
+    return [v for v in node.inputs[:count] if v is not None and not is_constant(v)]
+
+
+def make_plan(graph: ir.Graph, dtypes: dict[str, ir.DataType], *, include: tuple[str, ...] = (),
+              exclude: tuple[str, ...] = (), absorb: bool = True) -> Plan:
+    plan = Plan()
+    tail = post_processing(graph)
+    quantized_tensors: set[ir.Value] = set()
+    for node in graph:
+        reason = _float_reason(node, tail, dtypes, include, exclude, quantized_tensors)
+        if node.op_type in ACTIVATIONS and reason is None and absorb:
+            producer = node.inputs[0].producer()
+            plan.absorbed[node] = producer
+            quantized_tensors.update(node.outputs)
+            continue
+        if reason is not None:
+            if node.op_type in COMPUTE | BINARY | OWN_RANGE | SHARED | SENSITIVE | ACTIVATIONS and reason != "-":
+                plan.kept_float.append((node.name or f"{node.op_type} (unnamed)", reason))
+            continue
+        plan.quantized.append(node)
+        quantized_tensors.update(activation_inputs(node))
+        quantized_tensors.update(v for v in node.outputs if not v.is_graph_output())
+    return plan
+
+
+def _matches(node: ir.Node, names: tuple[str, ...]) -> bool:
+    return node.op_type in names or bool(node.name and node.name in names)
+
+
+def _float_reason(node, tail, dtypes, include, exclude, quantized) -> str | None:
+    """None when ``node`` is quantized; ``"-"`` for ops that never are (not worth a report row)."""
+    op = node.op_type
+    if op in SENSITIVE:
+        return "numerically sensitive op (Softmax/normalization) kept float"
+    if op not in COMPUTE | BINARY | OWN_RANGE | SHARED | ACTIVATIONS:
+        return "-"
+    if _matches(node, exclude):
+        return "excluded by --quantize-exclude"
+    if include and not _matches(node, include) and op not in ACTIVATIONS:
+        return "not in --quantize-include"
+    if node in tail:
+        return "post-processing after the last weighted layer (detection head / decode) kept float"
+    inputs = activation_inputs(node)
+    if not inputs or any(dtypes.get(v.name) != FLOAT32 for v in inputs):
+        floating = any(dtypes.get(v.name) in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE) for v in inputs)
+        return f"input is {dtypes.get(inputs[0].name)}, not float32" if floating else "-"
+    if op in COMPUTE:
+        return _compute_reason(node)
+    if any(v.is_graph_output() for v in node.outputs):
+        return "output is a graph output (kept float to keep the output exact)"
+    if op in BINARY and len(inputs) < 2:
+        return "has a constant operand"
+    if not all(v in quantized for v in inputs):
+        return "-" if op not in ACTIVATIONS else "-"
+    if op in ACTIVATIONS:
+        return _activation_reason(node)
+    return None
+
+
+def _compute_reason(node: ir.Node) -> str | None:
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    if node.op_type == "Conv":
+        if weight is None or not is_constant(weight):
+            return "Conv weight is not a constant"
+        if node.outputs[0].is_graph_output():
+            return "Conv output is a graph output (ORT needs it quantized to fuse)"
+    if node.op_type == "Gemm":
+        attrs = {k: a.value for k, a in node.attributes.items()}
+        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            return "Gemm with transA/alpha/beta is not fused by ORT"
+        if not is_constant(weight):
+            return "Gemm weight is not a constant"
+    return None
+
+
+def _activation_reason(node: ir.Node) -> str | None:
+    producer = node.inputs[0].producer()
+    if producer is None or producer.op_type not in COMPUTE | BINARY | OWN_RANGE or len(node.inputs[0].uses()) != 1:
+        return "-"
+    if node.op_type == "Clip":
+        low = ir.convenience.get_const_tensor(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else None
+        if low is None or float(low.numpy()) != 0.0:
+            return "-"
+    return None
+
+
+def post_processing(graph: ir.Graph) -> set[ir.Node]:
+    """Nodes with no feature layer (weighted Conv/MatMul/Gemm) after them, and not one themselves.
+
+    A Conv fed by a Softmax through shape-only ops (YOLO's DFL expectation) counts as decode math.
+    """
+    nodes = list(graph)
+    feature_below: dict[ir.Node, bool] = {}
+    for node in reversed(nodes):
+        consumers = {c for v in node.outputs for c in v.consumers()}
+        feature_below[node] = any(_is_feature(c) or feature_below.get(c, False) for c in consumers)
+    return {n for n in nodes if not feature_below[n] and not _is_feature(n)}
+
+
+def _is_feature(node: ir.Node) -> bool:
+    if node.op_type not in COMPUTE or len(node.inputs) < 2 or not is_constant(node.inputs[1]):
+        return False
+    source = node.inputs[0].producer()
+    while source is not None and source.op_type in {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"}:
+        source = source.inputs[0].producer()
+    return source is None or source.op_type != "Softmax"

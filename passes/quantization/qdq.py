@@ -1,0 +1,108 @@
+"""Graph edits for QDQ quantization: QuantizeLinear/DequantizeLinear pairs, int8 weights, int32 biases."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+INT_RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
+NUMPY = {"uint8": np.uint8, "int8": np.int8}
+
+
+def activation_params(low: float, high: float, dtype: str, *, symmetric: bool = False) -> tuple[np.float32, np.ndarray]:
+    """(scale, zero point) of an affine grid covering ``[low, high]`` (widened to include 0)."""
+    qmin, qmax = INT_RANGES[dtype]
+    low, high = min(float(low), 0.0), max(float(high), 0.0)
+    if symmetric:
+        bound = max(-low, high)
+        scale = bound / ((qmax - qmin) / 2) if bound > 0 else 1.0
+        zero = (qmin + qmax + 1) // 2
+    else:
+        scale = (high - low) / (qmax - qmin) if high > low else 1.0
+        zero = int(np.clip(round(qmin - low / scale), qmin, qmax))
+    return np.float32(scale), np.array(zero, dtype=NUMPY[dtype])
+
+
+def weight_params(weight: np.ndarray, axis: int | None) -> np.ndarray:
+    """Symmetric int8 scales, one per slice along ``axis`` (or one for the tensor)."""
+    magnitude = np.abs(weight.astype(np.float32))
+    if axis is None:
+        peak = np.array(magnitude.max() if magnitude.size else 0.0)
+    else:
+        peak = np.moveaxis(magnitude, axis, 0).reshape(weight.shape[axis], -1).max(axis=1)
+    return np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+
+
+def _constant(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+    graph.register_initializer(value)
+    return value
+
+
+def unique_name(graph: ir.Graph, base: str) -> str:
+    taken = graph.meta.setdefault("onnxslim.quantization.names", set())
+    if not taken:
+        taken.update(graph.initializers)
+        taken.update(v.name for n in graph for v in n.outputs if v.name)
+        taken.update(v.name for v in graph.inputs)
+    name, index = base, 1
+    while name in taken:
+        name, index = f"{base}_{index}", index + 1
+    taken.add(name)
+    return name
+
+
+def insert_qdq(graph: ir.Graph, value: ir.Value, scale: np.float32, zero: np.ndarray) -> ir.Value:
+    """``value -> QuantizeLinear -> DequantizeLinear``; every reader of ``value`` now reads the DQ output."""
+    base = value.name or "tensor"
+    uses = list(value.uses())
+    scale_v = _constant(graph, unique_name(graph, f"{base}_scale"), np.asarray(scale, np.float32))
+    zero_v = _constant(graph, unique_name(graph, f"{base}_zero_point"), zero)
+    q = ir.node("QuantizeLinear", [value, scale_v, zero_v], name=unique_name(graph, f"{base}_QuantizeLinear"))
+    q.outputs[0].name = unique_name(graph, f"{base}_quantized")
+    dq = ir.node("DequantizeLinear", [q.outputs[0], scale_v, zero_v], name=unique_name(graph, f"{base}_DequantizeLinear"))
+    dq.outputs[0].name = unique_name(graph, f"{base}_dequantized")
+    dq.outputs[0].dtype, dq.outputs[0].shape = ir.DataType.FLOAT, value.shape
+    producer = value.producer()
+    if producer is None:
+        graph.insert_before(graph.node(0), [q, dq])
+    else:
+        graph.insert_after(producer, [q, dq])
+    for user, index in uses:
+        user.replace_input_with(index, dq.outputs[0])
+    return dq.outputs[0]
+
+
+def quantize_weight(graph: ir.Graph, node: ir.Node, index: int, axis: int | None) -> np.ndarray:
+    """Replaces input ``index`` of ``node`` by ``DequantizeLinear(int8 weight)``; returns the scales."""
+    source = node.inputs[index]
+    weight = ir.convenience.get_const_tensor(source).numpy().astype(np.float32)
+    scales = weight_params(weight, axis)
+    shape = [1] * weight.ndim
+    if axis is not None:
+        shape[axis] = -1
+    quantized = np.clip(np.round(weight / scales.reshape(shape)), -127, 127).astype(np.int8)
+    _dequantize_into(graph, node, index, quantized, scales, np.zeros(scales.shape, np.int8), axis)
+    return scales
+
+
+def quantize_bias(graph: ir.Graph, node: ir.Node, index: int, input_scale: float, weight_scales: np.ndarray) -> None:
+    """Bias as int32 at scale ``input_scale * weight_scale`` (what ORT's integer kernels add)."""
+    bias = ir.convenience.get_const_tensor(node.inputs[index]).numpy().astype(np.float64)
+    scales = (np.float64(input_scale) * weight_scales.astype(np.float64)).astype(np.float32)
+    scales = np.broadcast_to(scales, bias.shape).copy() if weight_scales.size > 1 else scales.reshape(())
+    quantized = np.clip(np.round(bias / scales), -(2**31), 2**31 - 1).astype(np.int32)
+    axis = 0 if scales.ndim else None
+    _dequantize_into(graph, node, index, quantized, scales, np.zeros(scales.shape, np.int32), axis)
+
+
+def _dequantize_into(graph, node, index, quantized, scales, zeros, axis) -> None:
+    base = node.inputs[index].name or f"{node.name}_input{index}"
+    data = _constant(graph, unique_name(graph, f"{base}_quantized"), quantized)
+    scale_v = _constant(graph, unique_name(graph, f"{base}_scale"), scales)
+    zero_v = _constant(graph, unique_name(graph, f"{base}_zero_point"), zeros)
+    attributes = {"axis": axis} if axis is not None and scales.ndim else {}
+    dq = ir.node("DequantizeLinear", [data, scale_v, zero_v], attributes, name=unique_name(graph, f"{base}_DequantizeLinear"))
+    dq.outputs[0].name = unique_name(graph, f"{base}_dequantized")
+    graph.insert_before(node, [dq])
+    node.replace_input_with(index, dq.outputs[0])

@@ -1,0 +1,125 @@
+"""Dynamic int8 quantization of MatMul/Gemm: int8 weights, activations quantized at run time."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.passes.quantization.common import refusal, tensor_dtypes
+from onnxslim.passes.quantization.plan import is_constant
+from onnxslim.passes.quantization.qdq import unique_name, weight_params
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeDynamicConfig:
+    per_channel: bool = True
+    """One int8 scale per output column of the weight (else one per tensor)."""
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    min_elements: int = 0
+    """Weights with fewer elements stay float (tiny layers gain nothing)."""
+
+    def __post_init__(self):
+        if self.min_elements < 0:
+            raise ValueError("min_elements must be >= 0")
+
+
+class QuantizeDynamic(Pass):
+    """Replace float MatMul/Gemm with a constant 2-D weight by integer MatMul on run-time-quantized inputs.
+
+    Before: ``y = MatMul(x, W) (+ B)``. After: ``xq, xs, xz = DynamicQuantizeLinear(x)``;
+    ``y = Cast(MatMulInteger(xq, Wq int8, xz)) * (xs * w_scale) (+ B)``, which ONNX Runtime's CPU EP
+    fuses into one DynamicQuantizeMatMul kernel. Conv is left float: ORT's ConvInteger runs
+    slower than float Conv on CPU. Gemm applies when transA=0 and alpha=beta=1.
+    """
+
+    name = "quantize-dynamic"
+    Config = QuantizeDynamicConfig
+    lossy = True
+
+    def call(self, model: ir.Model) -> PassResult:
+        reason = refusal(model)
+        if reason:
+            logger.warning("quantize-dynamic: %s; model left unchanged", reason)
+            return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": reason}])
+        dtypes = tensor_dtypes(model)
+        rows = []
+        for node in list(model.graph):
+            why = self._reason(node, dtypes)
+            if why is None:
+                rows.append(_rewrite(model.graph, node, self.config.per_channel))
+            elif node.op_type in ("MatMul", "Gemm", "Conv"):
+                rows.append({"node": node.name, "op": node.op_type, "kept_float": why})
+        done = [r for r in rows if "kept_float" not in r]
+        if done:
+            ir.passes.common.RemoveUnusedNodesPass()(model)
+        saved = sum(r["weight_elements"] * 3 for r in done)
+        return PassResult(model, modified=bool(done), details=rows,
+                          stats={"nodes_quantized": len(done), "bytes_saved": saved, "kept_float": len(rows) - len(done)})
+
+    def _reason(self, node: ir.Node, dtypes) -> str | None:
+        config = self.config
+        if node.op_type == "Conv":
+            return "Conv: ORT's ConvInteger is slower than float Conv on CPU; use --quantize static"
+        if node.op_type not in ("MatMul", "Gemm"):
+            return "-"
+        if node.op_type in config.exclude or node.name in config.exclude:
+            return "excluded by --quantize-exclude"
+        if config.include and node.op_type not in config.include and node.name not in config.include:
+            return "not in --quantize-include"
+        if dtypes.get(node.inputs[0].name) != ir.DataType.FLOAT:
+            return "input is not float32"
+        weight = ir.convenience.get_const_tensor(node.inputs[1]) if is_constant(node.inputs[1]) else None
+        if weight is None or len(weight.shape) != 2:
+            return "weight is not a constant 2-D tensor"
+        if np.prod(weight.shape) < config.min_elements:
+            return f"weight has fewer than {config.min_elements} elements"
+        attrs = {k: a.value for k, a in node.attributes.items()}
+        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            return "Gemm with transA/alpha/beta"
+        return None
+
+
+def _rewrite(graph: ir.Graph, node: ir.Node, per_channel: bool) -> dict:
+    weight = ir.convenience.get_const_tensor(node.inputs[1]).numpy().astype(np.float32)
+    transposed = node.attributes.get("transB") is not None and node.attributes["transB"].value
+    if transposed:
+        weight = weight.T
+    scales = weight_params(weight, 1 if per_channel else None)
+    quantized = np.clip(np.round(weight / scales), -127, 127).astype(np.int8)
+    base = node.name or "matmul"
+
+    def constant(suffix: str, array: np.ndarray) -> ir.Value:
+        name = unique_name(graph, f"{base}_{suffix}")
+        value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+        graph.register_initializer(value)
+        return value
+
+    def add(op: str, inputs, outputs: int = 1, **attributes) -> ir.Node:
+        new = ir.node(op, inputs, attributes or None, num_outputs=outputs, name=unique_name(graph, f"{base}_{op}"))
+        graph.insert_before(node, [new])
+        return new
+
+    dq = add("DynamicQuantizeLinear", [node.inputs[0]], outputs=3)
+    product = add("MatMulInteger", [dq.outputs[0], constant("weight_quantized", quantized), dq.outputs[2]])
+    as_float = add("Cast", [product.outputs[0]], to=ir.DataType.FLOAT)
+    scale = add("Mul", [dq.outputs[1], constant("weight_scale", scales)])
+    result = add("Mul", [as_float.outputs[0], scale.outputs[0]])
+    output = result.outputs[0]
+    if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] is not None:
+        output = add("Add", [output, node.inputs[2]]).outputs[0]
+    old = node.outputs[0]
+    name = old.name
+    if old.dtype is not None:
+        output.dtype, output.shape = old.dtype, old.shape
+    old.replace_all_uses_with(output, replace_graph_outputs=True)
+    graph.remove(node, safe=True)
+    old.name, output.name = None, name  # the graph output keeps its name
+    return {"node": base, "op": node.op_type, "weight": "per-channel" if per_channel else "per-tensor",
+            "weight_elements": int(weight.size)}

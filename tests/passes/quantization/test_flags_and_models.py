@@ -1,0 +1,77 @@
+"""The --quantize flags through the CLI/API, bad data exit codes, and the bundled trained models."""
+
+import numpy as np
+import pytest
+
+from onnxslim import api
+from onnxslim.cli import main
+from onnxslim.core.flags import family_steps
+from onnxslim.errors import ConfigError
+from tests.helpers import MODELS
+from tests.passes.quantization.util import fused_ops
+
+
+def test_flags_become_steps():
+    (step,) = family_steps({"quantize": "static", "calibration_method": "mse", "quantize_per_tensor": True,
+                            "quantize_activations": "int8", "quantize_exclude": "Softmax,head"})
+    assert step.name == "quantize-static"
+    assert step.options == {"method": "mse", "per_channel": False, "activations": "int8", "exclude": "Softmax,head"}
+    (step,) = family_steps({"quantize": "dynamic"})
+    assert step.name == "quantize-dynamic"
+    with pytest.raises(ConfigError, match="without --quantize"):
+        family_steps({"calibration_method": "mse"})
+    with pytest.raises(ConfigError, match="static only"):
+        family_steps({"quantize": "dynamic", "calibration_method": "mse"})
+
+
+def _accuracy(model, data):
+    import onnxruntime as ort
+    import onnx_ir as ir
+
+    session = ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    return float((session.run(None, {"input": data["input"]})[0].argmax(1) == data["labels"]).mean())
+
+
+def test_static_on_the_trained_resnet_keeps_accuracy_and_runs_integer_kernels():
+    result = api.run(MODELS / "resnet_mini.onnx", quantize="static", calibration_data=MODELS / "digits16_calib.npz",
+                     calibration_samples=64, validate=False)
+    record = result.pipeline.records[-1]
+    assert record.name == "quantize-static" and record.status == "applied"
+    data = np.load(MODELS / "digits16_eval.npz")
+    assert _accuracy(result.model, data) >= _accuracy(api.io.load(MODELS / "resnet_mini.onnx"), data) - 0.01
+    fused = fused_ops(result.model)
+    assert fused["QLinearConv"] == 10 and fused["Conv"] == 0
+
+
+def test_dynamic_on_the_trained_vit_keeps_accuracy():
+    result = api.run(MODELS / "vit_tiny.onnx", quantize="dynamic", validate=False)
+    data = np.load(MODELS / "digits_eval.npz")
+    assert _accuracy(result.model, data) >= _accuracy(api.io.load(MODELS / "vit_tiny.onnx"), data) - 0.01
+    assert fused_ops(result.model)["DynamicQuantizeMatMul"] >= 8
+
+
+@pytest.mark.parametrize("bad", ["nan", "empty"])
+def test_bad_calibration_data_exits_2_with_one_line(tmp_path, capsys, bad):
+    inputs = np.load(MODELS / "digits_calib.npz")["input"][:8].copy()
+    if bad == "nan":
+        inputs[3, 0, 2, 2] = np.nan
+    else:
+        inputs = inputs[:0]
+    np.savez(tmp_path / "calib.npz", input=inputs)
+    code = main([str(MODELS / "digits_cnn.onnx"), str(tmp_path / "out.onnx"), "--quantize", "static",
+                 "--calibration-data", str(tmp_path / "calib.npz")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and ("NaN" in err or "no samples" in err)
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_calibration_cache_is_written_and_reused(tmp_path):
+    cache = tmp_path / "ranges.npz"
+    calib = str(MODELS / "digits_calib.npz")
+    first = api.run(MODELS / "digits_cnn.onnx", quantize="static", calibration_data=calib, calibration_cache=str(cache), validate=False)
+    assert cache.exists()
+    stamp = cache.stat().st_mtime_ns
+    second = api.run(MODELS / "digits_cnn.onnx", quantize="static", calibration_data=calib, calibration_cache=str(cache),
+                     calibration_method="minmax", validate=False)
+    assert cache.stat().st_mtime_ns == stamp  # nothing new to store: every range came from the cache
+    assert first.pipeline.records[-1].status == second.pipeline.records[-1].status == "applied"

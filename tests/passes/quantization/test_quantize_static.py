@@ -1,0 +1,232 @@
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from onnxslim.errors import DataError
+from onnxslim.passes.quantization.cache import CalibrationCache, load_calibration_cache, save_calibration_cache
+from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
+from onnxslim.core.pass_base import PassContext
+from onnxslim.data import DataBatch
+from tests.helpers import check_full, make_model, rng
+from tests.passes.quantization.util import REL_L2_BOUND, batches, context, fused_ops, ops, rel_l2
+
+CONV_CHAIN = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, 8, 8] x) => (float[N, 5] y) {
+    c1 = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+    r1 = Relu (c1)
+    p1 = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (r1)
+    c2 = Conv <pads = [1, 1, 1, 1]> (p1, w2, b2)
+    r2 = Relu (c2)
+    c3 = Conv (p1, w3)
+    s = Add (r2, c3)
+    a = Relu (s)
+    g = GlobalAveragePool (a)
+    f = Flatten (g)
+    y = Gemm <transB = 1> (f, w4, b4)
+}
+"""
+
+
+def _conv_weights(seed=0):
+    r = rng(seed)
+    return {"w1": r.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3, "b1": r.standard_normal(8).astype(np.float32),
+            "w2": r.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2, "b2": r.standard_normal(8).astype(np.float32),
+            "w3": r.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.3,
+            "w4": r.standard_normal((5, 8)).astype(np.float32), "b4": r.standard_normal(5).astype(np.float32)}
+
+
+def _conv_model():
+    return _named(make_model(CONV_CHAIN, initializers=_conv_weights()))
+
+
+def _named(model):
+    for index, node in enumerate(model.graph):
+        node.name = f"{node.op_type}_{index}"
+    return model
+
+
+def _quantize(model, shapes, count=4, **config):
+    return QuantizeStatic(QuantizeStaticConfig(**config), context=context(shapes, count=count))(model)
+
+
+def test_conv_relu_pool_add_become_integer_kernels_in_ort():
+    model = _conv_model()
+    original = model.clone()
+    result = _quantize(model, {"x": (4, 3, 8, 8)})
+    assert result.modified
+    assert result.stats["nodes_quantized"] == 8  # 3 Conv, MaxPool, Add, GlobalAveragePool, Flatten, Gemm
+    assert result.stats["activations_absorbed"] == 3  # every Relu folds into the uint8 Q before it
+    counts = ops(result.model)
+    assert counts["Relu"] == 0 and counts["Conv"] == 3
+    check_full(result.model)
+    # Weights int8 per output channel, biases int32 at input_scale * weight_scale.
+    weights = [n for n in result.model.graph if n.op_type == "DequantizeLinear" and n.inputs[0].const_value is not None]
+    dtypes = sorted(n.inputs[0].const_value.dtype.name for n in weights)
+    assert dtypes == ["INT32", "INT32", "INT32", "INT8", "INT8", "INT8", "INT8"]
+    assert all(n.attributes["axis"].value == 0 for n in weights)
+    fused = fused_ops(result.model)
+    assert fused["QLinearConv"] == 3 and fused["QLinearAdd"] == 1 and fused["QLinearGlobalAveragePool"] == 1
+    assert fused["QGemm"] == 1 and fused["Conv"] == 0 and fused["Gemm"] == 0
+    feeds = {"x": rng(5).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    assert rel_l2(original, result.model, feeds) < REL_L2_BOUND
+
+
+def test_int8_activations_and_per_tensor_weights():
+    model = _conv_model()
+    original = model.clone()
+    result = _quantize(model, {"x": (4, 3, 8, 8)}, activations="int8", per_channel=False)
+    assert result.stats["activations_absorbed"] == 3  # zero point -128 clamps like Relu
+    zero_points = {n.inputs[2].const_value.dtype.name for n in result.model.graph if n.op_type == "QuantizeLinear"}
+    assert zero_points == {"INT8"}
+    assert not any("axis" in n.attributes for n in result.model.graph if n.op_type == "DequantizeLinear")
+    # ORT's x86 build allows int8-activation (S8S8) QDQ fusions only in a few places
+    # (QDQIsInt8Allowed() is false off ARM): the reason uint8 is the default here.
+    assert fused_ops(result.model)["QLinearConv"] < fused_ops(_quantize(_conv_model(), {"x": (4, 3, 8, 8)}).model)["QLinearConv"]
+    feeds = {"x": rng(5).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    assert rel_l2(original, result.model, feeds) < REL_L2_BOUND
+
+
+MATMUL_GEMM = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 16] x) => (float[N, 4] y) {
+    h = MatMul (x, w1)
+    r = Relu (h)
+    y = Gemm <transB = 1> (r, w2, b2)
+}
+"""
+
+
+def test_matmul_and_gemm_fuse_and_the_graph_output_stays_float():
+    r = rng(1)
+    model = make_model(MATMUL_GEMM, initializers={"w1": r.standard_normal((16, 32)).astype(np.float32),
+                                                  "w2": r.standard_normal((4, 32)).astype(np.float32),
+                                                  "b2": r.standard_normal(4).astype(np.float32)})
+    original = model.clone()
+    result = _quantize(model, {"x": (8, 16)}, count=32)
+    assert result.model.graph.outputs[0].producer().op_type == "Gemm"  # no Q/DQ on the output
+    fused = fused_ops(result.model)
+    assert fused["QGemm"] == 1 and (fused["QLinearMatMul"] + fused["MatMulIntegerToFloat"]) == 1
+    assert rel_l2(original, result.model, {"x": rng(3).standard_normal((5, 16)).astype(np.float32)}) < REL_L2_BOUND
+
+
+SOFTMAX_HEAD = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, 8, 8] x) => (float[N, 4, 64] y) {
+    c = Conv <pads = [1, 1, 1, 1]> (x, w)
+    s = Sigmoid (c)
+    shape = Constant <value = int64[3] {0, 4, 64}> ()
+    flat = Reshape (s, shape)
+    sm = Softmax <axis = 2> (flat)
+    y = Mul (sm, flat)
+}
+"""
+
+
+def test_softmax_and_post_processing_stay_float_with_reasons():
+    model = _named(make_model(SOFTMAX_HEAD, initializers={"w": rng(2).standard_normal((4, 3, 3, 3)).astype(np.float32)}))
+    result = _quantize(model, {"x": (2, 3, 8, 8)})
+    assert result.stats["nodes_quantized"] == 1  # the Conv only
+    reasons = {row["kept_float"]: row["nodes"] for row in result.details if "kept_float" in row}
+    sensitive = [r for r in reasons if "Softmax" in r]
+    head = [r for r in reasons if "post-processing" in r]
+    assert sensitive and head
+    assert sorted(reasons[head[0]]) == sorted(n.name for n in model.graph if n.op_type in ("Sigmoid", "Reshape", "Mul"))
+    assert ops(result.model)["Sigmoid"] == 1 and ops(result.model)["Softmax"] == 1
+
+
+def test_exclude_and_include_by_op_type_or_name():
+    model = _conv_model()
+    names = [n.name for n in model.graph if n.op_type == "Conv"]
+    excluded = _quantize(model.clone(), {"x": (2, 3, 8, 8)}, exclude=("Add", names[0]))
+    (row,) = [r for r in excluded.details if r.get("kept_float") == "excluded by --quantize-exclude"]
+    assert names[0] in row["nodes"] and row["count"] == 2
+    assert fused_ops(excluded.model)["QLinearAdd"] == 0 and fused_ops(excluded.model)["QLinearConv"] == 2
+    included = _quantize(model.clone(), {"x": (2, 3, 8, 8)}, include=("Conv",))
+    assert included.stats["nodes_quantized"] == 3 and fused_ops(included.model)["QLinearConv"] == 3
+
+
+def test_graph_without_quantizable_ops_is_unchanged():
+    model = make_model("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 4] x) => (float[N, 4] y) {
+    y = Softmax (x)
+}
+""")
+    result = _quantize(model, {"x": (2, 4)})
+    assert not result.modified and ops(result.model) == {"Softmax": 1}
+
+
+def test_already_quantized_model_is_left_alone_with_a_reason():
+    model = _conv_model()
+    first = _quantize(model, {"x": (2, 3, 8, 8)})
+    before = ops(first.model)
+    second = _quantize(first.model, {"x": (2, 3, 8, 8)})
+    assert not second.modified and ops(second.model) == before
+    assert "already quantized" in second.details[0]["skipped"]
+
+
+def test_if_subgraph_model_quantizes_the_main_graph_only():
+    text = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, 8, 8] x, bool flag) => (float[N, 4, 8, 8] y) {
+    c = Conv <pads = [1, 1, 1, 1]> (x, w)
+    r = Relu (c)
+    y = If (flag) <
+        then_branch = t () => (float[N, 4, 8, 8] a) { a = Identity (r) },
+        else_branch = e () => (float[N, 4, 8, 8] b) { b = Neg (r) }
+    >
+}
+"""
+    model = make_model(text, initializers={"w": rng(4).standard_normal((4, 3, 3, 3)).astype(np.float32)})
+    original = model.clone()
+    calibration = [DataBatch({"x": b.inputs["x"], "flag": np.array(True)}) for b in batches({"x": (2, 3, 8, 8)})]
+    result = QuantizeStatic(context=PassContext(calibration=calibration))(model)
+    assert result.modified and ops(result.model)["If"] == 1
+    check_full(result.model)
+    feeds = {"x": rng(6).standard_normal((2, 3, 8, 8)).astype(np.float32), "flag": np.array(False)}
+    assert rel_l2(original, result.model, feeds) < REL_L2_BOUND
+
+
+def test_float16_input_is_kept_float_with_a_reason():
+    text = CONV_CHAIN.split("    c2")[0].replace("float[N, 3, 8, 8] x", "float16[N, 3, 8, 8] x") + "    y = Cast <to = 1> (p1)\n}\n"
+    text = text.replace("(float[N, 5] y)", "(float[N, 8, 4, 4] y)")
+    weights = {k: v.astype(np.float16) for k, v in _conv_weights().items() if k in ("w1", "b1")}
+    model = make_model(text, initializers=weights)
+    calibration = [DataBatch({"x": b.inputs["x"].astype(np.float16)}) for b in batches({"x": (2, 3, 8, 8)})]
+    result = QuantizeStatic(context=PassContext(calibration=calibration))(model)
+    assert not result.modified
+    assert any("FLOAT16" in row["kept_float"] for row in result.details)
+
+
+@pytest.mark.parametrize("bad, message", [("nan", "NaN"), ("empty", "no samples")])
+def test_bad_calibration_data_is_one_clear_error(bad, message):
+    data = batches({"x": (2, 3, 8, 8)})
+    if bad == "nan":
+        data[1].inputs["x"][0, 0, 0, 0] = np.nan
+    else:
+        data = []
+    with pytest.raises(DataError, match=message):
+        QuantizeStatic(context=PassContext(calibration=data))(_conv_model())
+
+
+def test_cache_round_trip_skips_the_second_calibration(tmp_path):
+    cache = CalibrationCache()
+    data = batches({"x": (2, 3, 8, 8)})
+    first = QuantizeStatic(context=_CachedContext(calibration=data, calibration_cache=cache))(_conv_model())
+    assert cache.modified and cache.stats
+    save_calibration_cache(cache, tmp_path / "calib.npz")
+    loaded = load_calibration_cache(tmp_path / "calib.npz")
+    poisoned = [DataBatch({"x": np.full((2, 3, 8, 8), np.nan, np.float32)})]  # would fail if calibration ran again
+    loaded.source = "list"
+    second = QuantizeStatic(QuantizeStaticConfig(method="mse"),
+                            context=_CachedContext(calibration=poisoned, calibration_cache=loaded))(_conv_model())
+    assert second.modified and second.stats["tensors_quantized"] == first.stats["tensors_quantized"]
+
+
+class _CachedContext(PassContext):
+    """PassContext plus the cache object the API hands to quantize-static."""
+
+    def __init__(self, *, calibration, calibration_cache):
+        super().__init__(calibration=calibration)
+        object.__setattr__(self, "calibration_cache", calibration_cache)
