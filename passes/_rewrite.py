@@ -8,12 +8,12 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
 from onnxslim.core.pass_base import PassResult
-from onnxslim.core.stats import graph_stats
+from onnxslim.core.stats import count_nodes
 
 
 def apply_rules(model: ir.Model, rules: Sequence[pattern.RewriteRule], *, commute: bool = False) -> PassResult:
     """Applies ``rules`` until none matches; stats count rewrites and removed nodes."""
-    nodes_before = graph_stats(model).nodes
+    nodes_before = count_nodes(model)
     rewrites = pattern.RewriteRuleSet(list(rules), commute=commute).apply_to_model(model)
     if rewrites:
         # Rules leave replaced initializers behind; drop what no node reads any more.
@@ -21,5 +21,5 @@ def apply_rules(model: ir.Model, rules: Sequence[pattern.RewriteRule], *, commut
     return PassResult(
         model,
         modified=bool(rewrites),
-        stats={"rewrites": rewrites, "nodes_removed": nodes_before - graph_stats(model).nodes},
+        stats={"rewrites": rewrites, "nodes_removed": nodes_before - count_nodes(model)},
     )

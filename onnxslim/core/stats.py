@@ -33,6 +33,10 @@ def iter_weights(model: ir.Model) -> Iterator[tuple[str, ir.TensorProtocol]]:
                 yield node.outputs[0].name or node.name or "", attr.value
 
 
+def count_nodes(model: ir.Model) -> int:
+    return sum(1 for _ in iter_nodes(model.graph))
+
+
 def graph_stats(model: ir.Model) -> GraphStats:
     params = nbytes = 0
     for _, tensor in iter_weights(model):

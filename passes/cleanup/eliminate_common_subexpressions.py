@@ -7,7 +7,7 @@ import dataclasses
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
-from onnxslim.core.stats import graph_stats
+from onnxslim.core.stats import count_nodes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,7 @@ class EliminateCommonSubexpressions(Pass):
     Config = EliminateCommonSubexpressionsConfig
 
     def call(self, model: ir.Model) -> PassResult:
-        before = graph_stats(model).nodes
+        before = count_nodes(model)
         modified = ir.passes.common.CommonSubexpressionEliminationPass(size_limit=self.config.size_limit)(model).modified
         modified |= ir.passes.common.RemoveUnusedNodesPass()(model).modified
-        return PassResult(model, modified=modified, stats={"nodes_removed": before - graph_stats(model).nodes})
+        return PassResult(model, modified=modified, stats={"nodes_removed": before - count_nodes(model)})

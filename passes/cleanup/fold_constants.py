@@ -8,7 +8,7 @@ import onnx_ir as ir
 from onnxscript.optimizer import fold_constants_ir
 
 from onnxslim.core.pass_base import Pass, PassResult
-from onnxslim.core.stats import graph_stats
+from onnxslim.core.stats import count_nodes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +37,7 @@ class FoldConstants(Pass):
     Config = FoldConstantsConfig
 
     def call(self, model: ir.Model) -> PassResult:
-        before = graph_stats(model).nodes
+        before = count_nodes(model)
         result = fold_constants_ir(
             model,
             input_size_limit=self.config.input_size_limit,
@@ -47,4 +47,4 @@ class FoldConstants(Pass):
         if self.config.lift_constants:
             modified |= ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model).modified
         modified |= ir.passes.common.RemoveUnusedNodesPass()(model).modified
-        return PassResult(model, modified=modified, stats={"nodes_removed": before - graph_stats(model).nodes})
+        return PassResult(model, modified=modified, stats={"nodes_removed": before - count_nodes(model)})

@@ -8,7 +8,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
-from onnxslim.core.stats import graph_stats
+from onnxslim.core.stats import count_nodes
 from onnxslim.passes.cleanup import shape_values as sv
 from onnxslim.passes.cleanup.infer_shapes import inferred_shapes
 
@@ -32,7 +32,7 @@ class FoldShapeChains(Pass):
     name = "fold-shape-chains"
 
     def call(self, model: ir.Model) -> PassResult:
-        before = graph_stats(model).nodes
+        before = count_nodes(model)
         with inferred_shapes(model):  # dims and dtypes come from inference
             values = sv.evaluate(model.graph)
             # Whole-chain rewrites first: they make the intermediate values dead instead of folded.
@@ -44,7 +44,7 @@ class FoldShapeChains(Pass):
         if modified:
             ir.passes.common.RemoveUnusedNodesPass()(model)
         stats = {"values_folded": folded, "reshape_targets": reshapes, "shapes_rebuilt": rebuilt,
-                 "nodes_removed": before - graph_stats(model).nodes}
+                 "nodes_removed": before - count_nodes(model)}
         return PassResult(model, modified=modified, stats=stats)
 
 

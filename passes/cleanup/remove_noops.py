@@ -17,7 +17,7 @@ from onnxscript.rewriter.rules.common import (
 )
 
 from onnxslim.core.pass_base import Pass, PassResult
-from onnxslim.core.stats import graph_stats
+from onnxslim.core.stats import count_nodes
 from onnxslim.passes._rewrite import apply_rules
 from onnxslim.passes.cleanup.infer_shapes import inferred_shapes
 
@@ -95,7 +95,7 @@ class RemoveNoops(Pass):
     name = "remove-noops"
 
     def call(self, model: ir.Model) -> PassResult:
-        before = graph_stats(model).nodes
+        before = count_nodes(model)
         modified = False
         with inferred_shapes(model):  # the rules decide on dtypes and shapes
             for _ in range(_MAX_ROUNDS):  # merged Transposes become Identity, which the next round removes
@@ -105,4 +105,4 @@ class RemoveNoops(Pass):
                 modified |= changed
                 if not changed:
                     break
-        return PassResult(model, modified=modified, stats={"nodes_removed": before - graph_stats(model).nodes})
+        return PassResult(model, modified=modified, stats={"nodes_removed": before - count_nodes(model)})
