@@ -61,8 +61,8 @@ def line_chart(title: str, labels: Sequence[str], values: Sequence[float], flags
     parts = [f'<svg class="plot" role="img" width="{WIDTH}" height="{PLOT_H + 60}" viewBox="0 0 {WIDTH} {PLOT_H + 60}">',
              f'<text x="0" y="16" class="title">{escape(title)}</text>',
              f'<text x="0" y="{30 + PLOT_H / 2}" class="axis">log10</text>',
-             f'<text x="{x0 - 6}" y="36" text-anchor="end">{high:.0f}</text>',
-             f'<text x="{x0 - 6}" y="{30 + PLOT_H}" text-anchor="end">{low:.0f}</text>',
+             f'<text x="{x0 - 6}" y="36" text-anchor="end">{round(high)}</text>',
+             f'<text x="{x0 - 6}" y="{30 + PLOT_H}" text-anchor="end">{round(low)}</text>',
              f'<line x1="{x0}" y1="{30 + PLOT_H}" x2="{x0 + width}" y2="{30 + PLOT_H}" stroke="#999"/>']
     points = " ".join(f"{x:.1f},{y:.1f}" for x, y in map(xy, range(len(values))))
     parts.append(f'<polyline points="{points}" fill="none" stroke="#4477aa" stroke-width="1.5"/>')
