@@ -61,7 +61,8 @@ def activation_scores(g: ChannelGraph, energies: Mapping[str, np.ndarray]) -> di
     return scores
 
 
-def select(g: ChannelGraph, groups, scores: Mapping[int, float], amounts: Mapping[str, float]) -> tuple[set[int], list[dict]]:
+def select(g: ChannelGraph, groups, scores: Mapping[int, float], amounts: Mapping[str, float],
+           round_to: int = 1) -> tuple[set[int], list[dict]]:
     """Roots to remove, and one report row per group."""
     removed: set[int] = set()
     rows = []
@@ -73,7 +74,7 @@ def select(g: ChannelGraph, groups, scores: Mapping[int, float], amounts: Mappin
         if not free:
             rows.append({**row, "skipped": _reason(g, names)})
             continue
-        count = min(int(amount * len(free)), len(free) - 1)
+        count = _rounded(len(free), min(int(amount * len(free)), len(free) - 1), round_to)
         chosen, problem = _choose(g, names, free, count)
         if problem:
             rows.append({**row, "skipped": problem})
@@ -81,6 +82,12 @@ def select(g: ChannelGraph, groups, scores: Mapping[int, float], amounts: Mappin
         removed |= chosen
         rows.append({**row, "removed": len(chosen), "blocked": BLOCKED in roots})
     return removed, rows
+
+
+def _rounded(free: int, count: int, round_to: int) -> int:
+    """``count`` lowered so that the channels kept are a multiple of ``round_to`` (when that keeps any)."""
+    kept = -(-(free - count) // round_to) * round_to
+    return max(free - kept, 0) if kept < free else count if round_to == 1 else 0
 
 
 def _reason(g: ChannelGraph, names: list[str]) -> str:

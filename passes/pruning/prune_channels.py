@@ -22,6 +22,15 @@ from onnxslim.passes.pruning._refit import RefitTarget, refit_layers
 class PruneChannelsConfig(PruneConfig):
     amount: float = 0.3
     """Fraction of the removable channels of each dependency group to remove."""
+    round_to: int = 8
+    """Keep a multiple of this many channels per group, never removing more than ``amount``: ONNX Runtime's
+    blocked CPU convolutions are slower on odd counts (ResNet-mini, 30%: 45/90 channels ran 1.04x the
+    original's time, 48/96 ran 0.72x). 1 disables the rounding."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.round_to < 1:
+            raise ValueError(f"round_to must be >= 1, got {self.round_to}")
 
 
 class PruneChannels(Pass):
@@ -53,7 +62,7 @@ class PruneChannels(Pass):
         graph = ChannelGraph(model, prunable=lambda layer: layer.name in amounts)
         scores = self._scores(model, graph)
         by_output = {out: amounts[layer.name] for out, layer in graph.producers.items()}
-        removed, group_rows = select(graph, dependency_groups(graph), scores, by_output)
+        removed, group_rows = select(graph, dependency_groups(graph), scores, by_output, self.config.round_to)
         kept = kept_positions(graph, removed)
         layer_rows = _layer_rows(graph, kept)
         stats = {"groups_pruned": sum(1 for r in group_rows if r.get("removed")),

@@ -51,9 +51,9 @@ def test_resnet_channel_pruning_shrinks_every_coupled_group():
     result = onnxslim.api.run(MODELS / "resnet_mini.onnx", validate=False, prune=0.3, prune_method="channel")
     record = result.pipeline.records[-1]
     assert record.status == "applied", record.reason
-    assert record.after.params < 0.7 * record.before.params
+    assert record.after.params < 0.75 * record.before.params
     residual = [row for row in record.details if row.get("removed") and len(row["group"]) == 3]
-    assert residual and residual[0]["removed"] == 38  # the 128-wide stage: 2 convs + projection, coupled by Adds
+    assert residual and residual[0]["removed"] == 32  # 128-wide stage (2 convs + projection, coupled by Adds): 96 kept
     skipped = [row["skipped"] for row in record.details if "skipped" in row and "group" in row]
     assert any("whose channels are kept" in reason for reason in skipped)  # stage 1 is tied to the skipped stem
     check_full(result.model)

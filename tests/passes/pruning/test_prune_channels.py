@@ -17,7 +17,7 @@ HEAD = '<ir_version: 8, opset_import: ["" : 17]>\n'
 
 
 def prune(model, amount, **settings):
-    config = PruneChannelsConfig(amount=amount, skip_first_last=False, importance="magnitude", **settings)
+    config = PruneChannelsConfig(amount=amount, skip_first_last=False, importance="magnitude", round_to=1, **settings)
     return PruneChannels(config)(model)
 
 
@@ -212,3 +212,17 @@ def test_no_prunable_layer_leaves_model_unchanged():
     }"""
     result = prune(make_model(HEAD + text), 0.5)
     assert not result.modified and op_types(result.model) == ["Relu"]
+
+
+def test_round_to_keeps_a_multiple_of_channels():
+    r = rng(10)
+    w = {"wa": conv_weights(r, 24, 3), "wc": conv_weights(r, 4, 24)}
+    text = """g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
+        a = Conv <pads = [1, 1, 1, 1]> (x, wa)
+        y = Conv <pads = [1, 1, 1, 1]> (a, wc)
+    }"""
+    model = make_model(HEAD + text, initializers=w)
+    config = PruneChannelsConfig(amount=0.4, skip_first_last=False, importance="magnitude", round_to=8)
+    PruneChannels(config)(model)
+    assert shape_of(model, "wa") == (16, 3, 3, 3)  # 24 * 0.6 = 14.4 kept -> 16
+    check_full(model)
