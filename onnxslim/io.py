@@ -43,12 +43,30 @@ def _load_path(path: Path) -> ir.Model:
     _require_graph(proto, path)
     _check_external_locations(proto, path)
     try:
-        onnx.checker.check_model(str(path))
+        onnx.checker.check_model(_skeleton(proto))
     except Exception as exc:
         raise ModelLoadError(f"model is malformed: {first_line(exc)}", path=path) from None
     model = ir.serde.deserialize_model(proto)
     ir.external_data.set_base_dir(model.graph, str(path.parent))
     return model
+
+
+def _skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with every initializer emptied: what the structural checker needs, without
+    copying or re-reading the weights (they were checked for location above; ONNX Runtime
+    checks their sizes when it loads the model)."""
+    skeleton = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(skeleton, field, getattr(proto, field))
+    skeleton.opset_import.extend(proto.opset_import)
+    skeleton.functions.extend(proto.functions)
+    graph, source = skeleton.graph, proto.graph
+    graph.name = source.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(graph, field).extend(getattr(source, field))
+    for tensor in source.initializer:
+        graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=[0])
+    return skeleton
 
 
 def _require_graph(proto: onnx.ModelProto, path: object) -> None:
