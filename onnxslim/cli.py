@@ -15,12 +15,12 @@ from rich.console import Console
 
 from onnxslim import api, render
 from onnxslim.core.flags import add_family_arguments, family_values
-from onnxslim.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, OnnxSlimError, first_line
+from onnxslim.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, OnnxSlimError, first_line
 from onnxslim.input_shapes import parse_input_shapes
 from onnxslim.validation import cli as validation_cli
 
 EXIT_INTERNAL = 3
-COMMANDS = ("optimize", "validate", "inspect", "passes")
+COMMANDS = ("optimize", "validate", "inspect", "passes", "scan-prune")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--top", type=int, default=10, help="how many of the largest initializers to list")
 
     sub.add_parser("passes", help="list the available passes and their settings")
+    _add_scan_prune(sub)
 
-    for p in (opt, val, ins, *(sub.choices[c] for c in ("passes",))):
+    for p in (opt, val, ins, *(sub.choices[c] for c in ("passes", "scan-prune"))):
         p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
         p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
         p.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
@@ -172,18 +173,65 @@ def _passes(args: argparse.Namespace, err: Console) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"optimize": _optimize, "validate": _validate, "inspect": _inspect, "passes": _passes}
+def _add_scan_prune(sub) -> None:
+    scan = sub.add_parser("scan-prune", help="pruning sensitivity per layer/group, and proposed per-layer amounts")
+    scan.add_argument("input", help="model to scan (the cleanup pipeline runs first, as for pruning)")
+    scan.add_argument("--calibration-data", required=True, metavar="PATH", help=".npz, folder of .npz/.npy, or images")
+    scan.add_argument("--calibration-samples", type=int, metavar="N", help="use the first N samples")
+    scan.add_argument("--calibration-preprocess", metavar="SPEC", help="preprocessing for a folder of images")
+    scan.add_argument("--prune-method", choices=("channel", "magnitude"), default="channel")
+    scan.add_argument("--amounts", default="0.1,0.3,0.5,0.7", help="amounts to try per layer (default 0.1,0.3,0.5,0.7)")
+    scan.add_argument("--target-reduction", type=float, help="parameter fraction to remove in the proposal")
+    scan.add_argument("--max-cosine-loss", type=float, default=0.01, help="output cosine the proposal may lose (default 0.01)")
+    scan.add_argument("--prune-skip", metavar="NAMES", help="comma-separated node names never pruned")
+    scan.add_argument("--prune-first-last", action="store_true", help="allow pruning the first and last layers")
+    scan.add_argument("--html", metavar="FILE.html", help="write the sensitivity plots here")
+
+
+def _scan_prune(args: argparse.Namespace, err: Console) -> int:
+    from onnxslim.data import FirstSamples, open_reader
+    from onnxslim.passes.pruning.scan import scan_prune
+    from onnxslim.passes.pruning.scan_report import scan_html, scan_table
+
+    model = api.run(args.input, validate=False).model  # prune as the pass would see the model: after cleanup
+    reader = open_reader(args.calibration_data, model, preprocess=args.calibration_preprocess)
+    if args.calibration_samples:
+        reader = FirstSamples(reader, args.calibration_samples)
+    try:
+        amounts = [float(a) for a in args.amounts.split(",") if a.strip()]
+        skip = tuple(s.strip() for s in (args.prune_skip or "").split(",") if s.strip())
+        result = scan_prune(model, reader, method=args.prune_method, amounts=amounts, target_reduction=args.target_reduction,
+                            max_cosine_loss=args.max_cosine_loss, skip=skip, skip_first_last=not args.prune_first_last)
+    except ValueError as exc:
+        raise ConfigError(f"scan-prune: {first_line(exc)}") from None
+    payload = result.to_dict()
+    if args.html:
+        _write_text(args.html, scan_html(payload, title=f"Pruning sensitivity: {Path(args.input).name}"))
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+    elif not args.quiet:
+        _console().print(scan_table(payload))
+        if args.html:
+            err.print(f"wrote {args.html}")
+    return EXIT_OK
+
+
+_COMMANDS = {"optimize": _optimize, "validate": _validate, "inspect": _inspect, "passes": _passes, "scan-prune": _scan_prune}
 
 
 def _write_report(path: str | None, payload: dict[str, Any]) -> None:
-    if not path:
-        return
+    if path:
+        _write_text(path, json.dumps(payload, indent=2, default=str))
+
+
+def _write_text(path: str, text: str) -> None:
+    """Atomic: a temporary file in the same folder, then a rename."""
     target = Path(path)
     if not target.parent.exists():
         raise OnnxSlimError("report folder does not exist", path=target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, default=str)
+        handle.write(text)
     os.replace(tmp, target)
 
 

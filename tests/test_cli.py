@@ -181,3 +181,19 @@ def test_python_module_entry_point(tmp_path, model_copy):
 
     result = subprocess.run([sys.executable, "-m", "onnxslim", "inspect", str(model_copy), "--json"], capture_output=True, text=True)
     assert result.returncode == 0 and json.loads(result.stdout)["outputs"][0]["name"] == "logits"
+
+
+def test_scan_prune_reports_sensitivity_and_a_proposal(tmp_path, capsys):
+    html = tmp_path / "scan.html"
+    code = cli.main(["scan-prune", str(DIGITS), "--calibration-data", str(MODELS / "digits_calib.npz"),
+                     "--calibration-samples", "64", "--amounts", "0.3,0.7", "--json", "--html", str(html)])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and html.read_text().count("<svg") >= 1
+    text = json.dumps(data)
+    assert "cosine" in text and "0.7" in text
+
+
+def test_scan_prune_without_matching_data_is_a_usage_error(tmp_path, capsys):
+    np.savez(tmp_path / "wrong.npz", images=np.zeros((4, 1, 8, 8), np.float32))
+    code = cli.main(["scan-prune", str(DIGITS), "--calibration-data", str(tmp_path / "wrong.npz")])
+    assert code == 2 and "onnxslim: error:" in capsys.readouterr().err

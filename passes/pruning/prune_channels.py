@@ -14,7 +14,7 @@ from onnxslim.passes.pruning._channel_apply import apply_removal, kept_positions
 from onnxslim.passes.pruning._channel_graph import ChannelGraph
 from onnxslim.passes.pruning._channel_select import activation_scores, dependency_groups, magnitude_scores, select
 from onnxslim.passes.pruning._common import PruneConfig, check_data_needs, uses_activations
-from onnxslim.passes.pruning._layers import find_layers, plan_amounts
+from onnxslim.passes.pruning._layers import find_layers, matches, plan_amounts
 from onnxslim.passes.pruning._refit import RefitTarget, refit_layers
 
 
@@ -58,11 +58,17 @@ class PruneChannels(Pass):
         before = graph_stats(model)
         layers, details = find_layers(model)
         amounts, skipped = plan_amounts(layers, amount=self.config.amount, skip=self.config.skip,
-                                        skip_first_last=self.config.skip_first_last, overrides=self.config.amounts)
+                                        skip_first_last=False, overrides=self.config.amounts)
+        first, last = edge_layers(layers, self.config)
+        if last is not None:
+            del amounts[last]
+            skipped.append({"layer": last, "op": layers[-1].node.op_type, "skipped": "first or last layer"})
         graph = ChannelGraph(model, prunable=lambda layer: layer.name in amounts)
         scores = self._scores(model, graph)
         by_output = {out: amounts[layer.name] for out, layer in graph.producers.items()}
-        removed, group_rows = select(graph, dependency_groups(graph), scores, by_output, self.config.round_to)
+        groups, first_rows = spare_uncoupled_first(graph, dependency_groups(graph), first)
+        removed, group_rows = select(graph, groups, scores, by_output, self.config.round_to)
+        group_rows += first_rows
         kept = kept_positions(graph, removed)
         layer_rows = _layer_rows(graph, kept)
         stats = {"groups_pruned": sum(1 for r in group_rows if r.get("removed")),
@@ -93,6 +99,37 @@ class PruneChannels(Pass):
         return activation_scores(graph, energies)
 
 
+def edge_layers(layers, config: PruneChannelsConfig) -> tuple[str | None, str | None]:
+    """Names of the first and last layers that ``skip_first_last`` protects (an override or --prune-first-last lifts it)."""
+    if not config.skip_first_last or not layers:
+        return None, None
+    protect = lambda layer: None if matches(layer.name, config.amounts) or matches(layer.name, config.skip) else layer.name  # noqa: E731
+    last = protect(layers[-1]) if len(layers) > 1 else None
+    return protect(layers[0]), last
+
+
+def spare_uncoupled_first(graph: ChannelGraph, groups, first: str | None):
+    """Drops the first layer's dependency group when that layer is its only producer.
+
+    The first layer's *input* channels are the network input and are never removed anyway. Its
+    *output* channels are spared when they feed only its own consumers (a plain stem: few weights,
+    much sensitivity). When residual Adds tie them to later layers, the group is the whole stage:
+    sparing it would freeze every layer of that stage, so it is pruned like any other group (what
+    Torch-Pruning does by default; NNCF's ``prune_first_conv=False`` freezes the stage instead).
+    """
+    if first is None:
+        return groups, []
+    kept, rows = [], []
+    for names, roots in groups:
+        layers = {graph.producers[n].name for n in names}
+        if layers == {first}:
+            rows.append({"group": [first], "channels": max(len(graph.tracks[n].units) for n in names),
+                         "skipped": "first layer, not coupled to other layers"})
+        else:
+            kept.append((names, roots))
+    return kept, rows
+
+
 def _layer_rows(graph: ChannelGraph, kept: dict[str, np.ndarray]) -> list[dict]:
     rows: dict[str, dict] = {}
     for out, layer in graph.producers.items():
@@ -107,7 +144,9 @@ def _layer_rows(graph: ChannelGraph, kept: dict[str, np.ndarray]) -> list[dict]:
 
 
 def _refit_targets(graph: ChannelGraph, kept: dict[str, np.ndarray]) -> list[RefitTarget]:
-    """Consumers that lost inputs, in graph order; their surviving outputs are the targets."""
+    """Consumers that lost inputs and depthwise Convs that lost channels, in graph order; their surviving
+    outputs are the targets (a depthwise refit absorbs part of the error of the layer feeding it)."""
     sliced = {layer.node.outputs[0].name for layer, source in graph.consumers if source in kept}
+    sliced |= {edit.node.outputs[0].name for edit in graph.edits if edit.kind == "group" and edit.sources[0] in kept}
     order = [node.outputs[0].name for node in graph.model.graph if node.outputs and node.outputs[0].name in sliced]
     return [RefitTarget(name, kept_out=kept.get(name)) for name in order]

@@ -226,3 +226,25 @@ def test_round_to_keeps_a_multiple_of_channels():
     PruneChannels(config)(model)
     assert shape_of(model, "wa") == (16, 3, 3, 3)  # 24 * 0.6 = 14.4 kept -> 16
     check_full(model)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_first_layer_is_spared_only_when_not_coupled(residual):
+    r = rng(11)
+    w = {"wa": conv_weights(r, 8, 3), "wb": conv_weights(r, 8, 8), "wc": conv_weights(r, 4, 8)}
+    add = "s = Add (b, a)" if residual else "s = Relu (b)"
+    text = f"""g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {{
+        a = Conv <pads = [1, 1, 1, 1]> (x, wa)
+        b = Conv <pads = [1, 1, 1, 1]> (a, wb)
+        {add}
+        y = Conv <pads = [1, 1, 1, 1]> (s, wc)
+    }}"""
+    model = make_model(HEAD + text, initializers=w)
+    result = PruneChannels(PruneChannelsConfig(amount=0.5, importance="magnitude", round_to=1))(model)
+    check_full(model)
+    assert shape_of(model, "wc")[0] == 4  # the last layer's outputs (here a graph output) are never pruned
+    if residual:  # a and b are one group: pruned together, stem included
+        assert shape_of(model, "wa") == (4, 3, 3, 3) and shape_of(model, "wb") == (4, 4, 3, 3)
+    else:  # a alone is spared; b is pruned
+        assert shape_of(model, "wa") == (8, 3, 3, 3) and shape_of(model, "wb") == (4, 8, 3, 3)
+        assert {"group": ["a"], "channels": 8, "skipped": "first layer, not coupled to other layers"} in result.details
