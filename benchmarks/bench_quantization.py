@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/bench_quantization.py [--models digits_cnn resnet_mini mobilenet_mini vit_tiny yolov8n]
-        [--methods minmax percentile entropy] [--samples 32 256] [--rounds 30] [--json FILE]
+        [--methods minmax percentile entropy mse] [--extras ours+bc ours+mp] [--min-cosine 0.99995]
+        [--samples 32 256] [--rounds 30] [--json FILE]
 
 Each quantization runs in its own subprocess (peak RSS is that process's ru_maxrss; ORT's
 quantizer also runs chdir'ed into a temp dir, since it writes files to the working folder).
@@ -12,14 +13,17 @@ samples in batches of 8, QDQ format, per-channel int8 weights, uint8 activations
 same calibration method. "floor" is the time of plain float forward passes over the same
 samples. Latency: ORT CPU, batch 1, 2 threads, variants timed round-robin (median).
 Data: digits models use models/digits*_calib.npz (tiled with noise to 256 samples) and
-their eval split; YOLOv8n uses 320x320 crops of scikit-learn's two sample photos (no
-dataset download needed), detection agreement = F1 of boxes (score >= 0.05, IoU >= 0.5,
-same class) against the float model.
+their eval split; YOLOv8n uses 320x320 crops of 14 photos shipped in scikit-image's wheel and
+scikit-learn (benchmarks/quant_detection.py; calibration seed 1, 320 evaluation images seed 2),
+detection agreement = F1 of boxes (score >= 0.05 and >= 0.25, IoU >= 0.5, same class) against
+the float model. Rows "ours+bc" (bias correction) and "ours+mp" (mixed precision,
+``--min-cosine``) use the default mse method; their time includes those steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -31,9 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quant_detection import detection_f1, detection_images  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 ORT_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+YOLO_EVAL = 320
 DATA = {"digits_cnn": "digits", "vit_tiny": "digits", "resnet_mini": "digits16", "mobilenet_mini": "digits16"}
 
 
@@ -41,33 +49,23 @@ def model_path(name: str) -> Path:
     return MODELS / ".real" / "320n.onnx" if name == "yolov8n" else MODELS / f"{name}.onnx"
 
 
-def yolo_images(count: int, seed: int) -> np.ndarray:
-    from sklearn.datasets import load_sample_images
-
-    photos = load_sample_images().images
-    rng, out = np.random.default_rng(seed), []
-    for i in range(count):
-        photo = photos[i % 2].astype(np.float32) / 255
-        size = int(rng.integers(200, 427))
-        y, x = int(rng.integers(0, 427 - size + 1)), int(rng.integers(0, 640 - size + 1))
-        index = (np.arange(320) * size / 320).astype(int)
-        crop = photo[y:y + size, x:x + size][index][:, index]
-        out.append((crop[:, ::-1] if rng.random() < 0.5 else crop).transpose(2, 0, 1))
-    return np.ascontiguousarray(np.stack(out), dtype=np.float32)
-
-
 def calibration(name: str, samples: int) -> dict[str, np.ndarray]:
     if name == "yolov8n":
-        return {"images": yolo_images(samples, 1)}
+        return {"images": detection_images(samples, 1)}
     base = np.load(MODELS / f"{DATA[name]}_calib.npz")["input"]
     tiles = [base] + [np.clip(base + np.random.default_rng(i).normal(0, 0.05, base.shape), 0, 1).astype(np.float32)
                       for i in range(1, samples // len(base) + 1)]
     return {"input": np.concatenate(tiles)[:samples]}
 
 
+@functools.lru_cache(maxsize=1)
+def _yolo_eval() -> np.ndarray:
+    return detection_images(YOLO_EVAL, 2)
+
+
 def evaluation(name: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     if name == "yolov8n":
-        return {"images": yolo_images(32, 2)}, None
+        return {"images": _yolo_eval()}, None
     data = np.load(MODELS / f"{DATA[name]}_eval.npz")
     return {"input": data["input"]}, data["labels"]
 
@@ -107,7 +105,8 @@ def _ours(job: dict, batches: list):
             result = QuantizeDynamic()(model)
         else:
             context = PassContext(calibration=[DataBatch(b) for b in batches])
-            result = QuantizeStatic(QuantizeStaticConfig(method=job["method"]), context=context)(model)
+            config = QuantizeStaticConfig(method=job["method"], **job.get("extra", {}))
+            result = QuantizeStatic(config, context=context)(model)
         io.save(result.model, job["dst"])
 
     return work
@@ -171,55 +170,30 @@ def latencies(paths: dict[str, str], feeds: dict[str, np.ndarray], rounds: int) 
     return {k: float(np.median(v) * 1000) for k, v in times.items()}
 
 
+@functools.lru_cache(maxsize=4)
+def _reference(float_path: str) -> np.ndarray:
+    feeds = evaluation(Path(float_path).name.split("_float")[0])[0]
+    return _run(float_path, feeds)
+
+
+def _run(path: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    s = session(path)
+    first = next(iter(feeds.values()))
+    return np.concatenate([s.run(None, {k: v[i:i + 16] for k, v in feeds.items()})[0] for i in range(0, len(first), 16)])
+
+
 def quality(name: str, float_path: str, path: str) -> str:
     feeds, labels = evaluation(name)
-    reference = session(float_path).run(None, feeds)[0]
-    output = session(path).run(None, feeds)[0]
+    output = _run(path, feeds)
     if labels is not None:
         return f"acc {100 * (output.argmax(1) == labels).mean():.1f}%"
-    return f"F1 {detection_f1(reference, output):.3f} cos {cosine(reference, output):.4f}"
+    reference = _reference(float_path)
+    return (f"F1@.05 {detection_f1(reference, output):.3f} F1@.25 {detection_f1(reference, output, 0.25):.3f} "
+            f"cos {cosine(reference, output):.4f}")
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def detections(output: np.ndarray, threshold: float = 0.05) -> list[np.ndarray]:
-    """Per image: rows (class, score, x1, y1, x2, y2) after class-wise greedy NMS (IoU 0.5)."""
-    result = []
-    for image in output:
-        boxes, scores = image[:4].T, image[4:].T
-        cls, best = scores.argmax(1), scores.max(1)
-        keep = best >= threshold
-        xyxy = np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], 1)[keep]
-        rows = np.column_stack([cls[keep], best[keep], xyxy])
-        rows = rows[np.argsort(-rows[:, 1])]
-        kept: list[np.ndarray] = []
-        for row in rows:
-            if all(k[0] != row[0] or iou(k[2:], row[2:]) < 0.5 for k in kept):
-                kept.append(row)
-        result.append(np.array(kept).reshape(-1, 6))
-    return result
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 0.0
-
-
-def detection_f1(reference: np.ndarray, output: np.ndarray) -> float:
-    matched = total_ref = total_out = 0
-    for ref, out in zip(detections(reference), detections(output)):
-        total_ref, total_out, used = total_ref + len(ref), total_out + len(out), set()
-        for row in ref:
-            for j, other in enumerate(out):
-                if j not in used and other[0] == row[0] and iou(row[2:], other[2:]) >= 0.5:
-                    used.add(j)
-                    matched += 1
-                    break
-    return 2 * matched / (total_ref + total_out) if total_ref + total_out else 1.0
 
 
 # ---- main ------------------------------------------------------------------------------
@@ -233,27 +207,47 @@ def prepare(name: str, folder: Path) -> str:
     return str(dst)
 
 
-def bench_model(name: str, methods: list[str], samples: list[int], rounds: int, folder: Path) -> list[dict]:
+EXTRAS = {"ours+bc": {"bias_correction": True}, "ours+mp": {"min_cosine": None}}
+"""Our optional accuracy tools, run with the default method at the first sample count."""
+
+
+def variants(name: str, methods: list[str], samples: list[int], extras: list[str]):
+    """(mode, method, tool, samples, extra config) per quantization to run."""
+    for method in methods:
+        for tool in ("ours", "ort"):
+            for n in samples:
+                yield "static", method, tool, n, {}
+    for extra in extras:
+        yield "static", "mse", extra, samples[0], EXTRAS[extra]
+    if name == "vit_tiny":
+        yield from (("dynamic", "-", tool, samples[0], {}) for tool in ("ours", "ort"))
+
+
+def bench_model(name: str, methods: list[str], samples: list[int], rounds: int, folder: Path, extras: list[str],
+                min_cosine: float) -> list[dict]:
     src = prepare(name, folder)
     rows, paths = [], {"float": src}
     floor = {n: run_child({"tool": "floor", "model": name, "samples": n, "src": src}) for n in samples}
-    mode_methods = [("static", m) for m in methods] + ([("dynamic", "-")] if name == "vit_tiny" else [])
-    for mode, method in mode_methods:
-        for tool in ("ours", "ort"):
-            for n in samples if mode == "static" else samples[:1]:
-                if tool == "ort" and name == "yolov8n" and n > 64:
-                    rows.append({"model": name, "mode": mode, "method": method, "tool": tool, "samples": n,
-                                 "error": "skipped: ORT buffers every activation (est. >20 GB here)"})
-                    continue
-                dst = str(folder / f"{name}_{mode}_{method}_{tool}_{n}.onnx")
-                job = {"tool": tool, "mode": mode, "method": method, "model": name, "samples": n, "src": src, "dst": dst}
-                row = {"model": name, "mode": mode, "method": method, "tool": tool, "samples": n, **run_child(job)}
-                if "error" not in row:
-                    row["floor_s"] = floor[n].get("seconds")
-                    row["size_kb"] = os.path.getsize(dst) / 1024
-                    row["quality"] = quality(name, src, dst)
-                    paths[f"{mode}/{method}/{tool}"] = dst
-                rows.append(row)
+    for mode, method, tool, n, extra in variants(name, methods, samples, extras):
+        skip = None
+        if tool == "ort" and method not in ORT_METHODS and mode == "static":
+            skip = "no such method in onnxruntime.quantization"
+        elif tool == "ort" and name == "yolov8n" and n > 64:
+            skip = "skipped: ORT buffers every activation (est. >20 GB here)"
+        if skip:
+            rows.append({"model": name, "mode": mode, "method": method, "tool": tool, "samples": n, "error": skip})
+            continue
+        extra = {k: (min_cosine if v is None else v) for k, v in extra.items()}
+        dst = str(folder / f"{name}_{mode}_{method}_{tool}_{n}.onnx")
+        job = {"tool": "ours" if tool.startswith("ours") else tool, "mode": mode, "method": method, "model": name,
+               "samples": n, "src": src, "dst": dst, "extra": extra}
+        row = {"model": name, "mode": mode, "method": method, "tool": tool, "samples": n, **run_child(job)}
+        if "error" not in row:
+            row["floor_s"] = floor[n].get("seconds")
+            row["size_kb"] = os.path.getsize(dst) / 1024
+            row["quality"] = quality(name, src, dst)
+            paths[f"{mode}/{method}/{tool}"] = dst
+        rows.append(row)
     lat = latencies(paths, evaluation(name)[0], rounds)
     for row in rows:
         row["latency_ms"] = lat.get(f"{row['mode']}/{row['method']}/{row['tool']}")
@@ -287,7 +281,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child")
     parser.add_argument("--models", nargs="+", default=["digits_cnn", "resnet_mini", "mobilenet_mini", "vit_tiny", "yolov8n"])
-    parser.add_argument("--methods", nargs="+", default=["minmax", "percentile", "entropy"])
+    parser.add_argument("--methods", nargs="+", default=["minmax", "percentile", "entropy", "mse"])
+    parser.add_argument("--extras", nargs="*", default=list(EXTRAS), choices=list(EXTRAS))
+    parser.add_argument("--min-cosine", type=float, default=0.99995, help="target of the ours+mp rows")
     parser.add_argument("--samples", nargs="+", type=int, default=[32, 256])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--json")
@@ -301,7 +297,8 @@ def main() -> None:
             if not model_path(name).exists():
                 print(f"skipping {name}: {model_path(name)} missing (python models/fetch_real_models.py)")
                 continue
-            rows.extend(bench_model(name, args.methods, args.samples, args.rounds, Path(folder)))
+            rows.extend(bench_model(name, args.methods, args.samples, args.rounds, Path(folder), args.extras,
+                                    args.min_cosine))
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -10,14 +10,14 @@ from onnxslim.core.recipe import Step
 from onnxslim.errors import ConfigError
 
 NAMES = ("quantize", "calibration_method", "quantize_per_tensor", "quantize_activations", "quantize_include",
-         "quantize_exclude", "calibration_cache")
+         "quantize_exclude", "calibration_cache", "quantize_min_cosine", "quantize_bias_correction")
 
 
 def _add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--quantize", choices=("dynamic", "static"), default=None,
                        help="int8: 'static' (QDQ, needs --calibration-data) or 'dynamic' (MatMul/Gemm weights only)")
     group.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy", "mse"), default=None,
-                       help="how static activation ranges are chosen (default percentile)")
+                       help="how static activation ranges are chosen (default mse)")
     group.add_argument("--quantize-per-tensor", action="store_const", const=True, default=None,
                        help="one scale per weight tensor instead of per output channel")
     group.add_argument("--quantize-activations", choices=("uint8", "int8"), default=None,
@@ -28,6 +28,11 @@ def _add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="comma-separated node names / op types to keep float")
     group.add_argument("--calibration-cache", metavar="FILE", default=None,
                        help="read/write calibration statistics here (reused when the data is the same)")
+    group.add_argument("--quantize-min-cosine", metavar="X", type=float, default=None,
+                       help="static: keep the most error-prone tensors float until the outputs' cosine "
+                            "similarity to the float model reaches X (automatic mixed precision)")
+    group.add_argument("--quantize-bias-correction", action="store_const", const=True, default=None,
+                       help="static: correct the per-channel output shift caused by int8 weights")
 
 
 def _to_steps(options: Mapping[str, Any]) -> list[Step]:
@@ -44,7 +49,8 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
         if options.get(option):
             settings[key] = options[option]
     if mode == "dynamic":
-        static_only = [k for k in ("calibration_method", "quantize_activations") if options.get(k)]
+        static_only = [k for k in ("calibration_method", "quantize_activations", "quantize_min_cosine",
+                                   "quantize_bias_correction") if options.get(k) is not None]
         if static_only:
             raise ConfigError(f"--{static_only[0].replace('_', '-')} applies to --quantize static only")
         return [Step("quantize-dynamic", settings)]
@@ -52,6 +58,10 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
         settings["method"] = options["calibration_method"]
     if options.get("quantize_activations"):
         settings["activations"] = options["quantize_activations"]
+    if options.get("quantize_min_cosine") is not None:
+        settings["min_cosine"] = float(options["quantize_min_cosine"])
+    if options.get("quantize_bias_correction"):
+        settings["bias_correction"] = True
     return [Step("quantize-static", settings)]
 
 

@@ -35,6 +35,12 @@ class Plan:
     """Relu/Clip node -> the quantized producer whose output QuantizeLinear takes its place."""
     kept_float: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     """(node name, why it stays float), only for nodes a user might expect to be quantized."""
+    tail: set[ir.Node] = dataclasses.field(default_factory=set)
+    """The float post-processing (see ``post_processing``)."""
+
+    def feeds_tail(self, value: ir.Value) -> bool:
+        """``value`` is read by the float post-processing: it is, in effect, a model output."""
+        return any(consumer in self.tail for consumer in value.consumers())
 
 
 def is_constant(value: ir.Value | None) -> bool:
@@ -50,12 +56,15 @@ def activation_inputs(node: ir.Node) -> list[ir.Value]:
 
 
 def make_plan(graph: ir.Graph, dtypes: dict[str, ir.DataType], *, include: tuple[str, ...] = (),
-              exclude: tuple[str, ...] = (), absorb: bool = True) -> Plan:
-    plan = Plan()
+              exclude: tuple[str, ...] = (), absorb: bool = True, float_tensors: frozenset[str] = frozenset()) -> Plan:
+    """``float_tensors``: activations kept float (mixed precision): their readers and writers stay float."""
     tail = post_processing(graph)
+    plan = Plan(tail=tail)
     quantized_tensors: set[ir.Value] = set()
     for node in graph:
         reason = _float_reason(node, tail, dtypes, include, exclude, quantized_tensors)
+        if reason is None and _touches(node, float_tensors):
+            reason = "kept float by sensitivity analysis (--quantize-min-cosine)"
         if node.op_type in ACTIVATIONS and reason is None and absorb:
             producer = node.inputs[0].producer()
             plan.absorbed[node] = producer
@@ -69,6 +78,10 @@ def make_plan(graph: ir.Graph, dtypes: dict[str, ir.DataType], *, include: tuple
         quantized_tensors.update(activation_inputs(node))
         quantized_tensors.update(v for v in node.outputs if not v.is_graph_output())
     return plan
+
+
+def _touches(node: ir.Node, names: frozenset[str]) -> bool:
+    return bool(names) and any(v is not None and v.name in names for v in (*node.inputs, *node.outputs))
 
 
 def _matches(node: ir.Node, names: tuple[str, ...]) -> bool:
@@ -130,6 +143,16 @@ def _activation_reason(node: ir.Node) -> str | None:
         if low is None or float(low.numpy()) != 0.0:
             return "-"
     return None
+
+
+def feeds_only_silu(value: ir.Value) -> bool:
+    """``value`` is read only by ``Sigmoid(value)`` and ``Mul(value, Sigmoid(value))`` (SiLU / Swish)."""
+    consumers = value.consumers()
+    sigmoids = [c for c in consumers if c.op_type == "Sigmoid"]
+    if len(sigmoids) != 1 or len(consumers) != 2:
+        return False
+    (mul,) = [c for c in consumers if c is not sigmoids[0]]
+    return mul.op_type == "Mul" and set(mul.inputs) == {value, sigmoids[0].outputs[0]}
 
 
 def post_processing(graph: ir.Graph) -> set[ir.Node]:

@@ -7,6 +7,8 @@ import onnx_ir as ir
 
 INT_RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
 NUMPY = {"uint8": np.uint8, "int8": np.int8}
+NAMES_KEY = "onnxslim.quantization.names"
+"""graph.meta key of the names taken so far (filled on first use, dropped by the pass when done)."""
 
 
 def activation_params(low: float, high: float, dtype: str, *, symmetric: bool = False) -> tuple[np.float32, np.ndarray]:
@@ -40,7 +42,7 @@ def _constant(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
 
 
 def unique_name(graph: ir.Graph, base: str) -> str:
-    taken = graph.meta.setdefault("onnxslim.quantization.names", set())
+    taken = graph.meta.setdefault(NAMES_KEY, set())
     if not taken:
         taken.update(graph.initializers)
         taken.update(v.name for n in graph for v in n.outputs if v.name)

@@ -10,19 +10,21 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
-from onnxslim.passes.quantization import plan as planning
+from onnxslim.passes.quantization import mixed_precision, plan as planning
+from onnxslim.passes.quantization.bias_correction import correct_biases
 from onnxslim.passes.quantization.calibrate import collect_statistics
 from onnxslim.passes.quantization.common import refusal, tensor_dtypes
-from onnxslim.passes.quantization.qdq import activation_params, insert_qdq, quantize_bias, quantize_weight
-from onnxslim.passes.quantization.ranges import tensor_range
+from onnxslim.passes.quantization.qdq import NAMES_KEY, activation_params, insert_qdq, quantize_bias, quantize_weight
+from onnxslim.passes.quantization.ranges import silu_low, tensor_range
 
 logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class QuantizeStaticConfig:
-    method: Literal["minmax", "percentile", "entropy", "mse"] = "percentile"
-    """How activation ranges are chosen from the calibration histograms."""
+    method: Literal["minmax", "percentile", "entropy", "mse"] = "mse"
+    """How activation ranges are chosen from the calibration histograms (mse: as accurate as the
+    others on the digits models, the best on YOLOv8n; see docs/quantization.md)."""
     percentile: float = 99.99
     per_channel: bool = True
     """Per-output-channel int8 weight scales (needs opset >= 13; per-tensor otherwise)."""
@@ -32,10 +34,21 @@ class QuantizeStaticConfig:
     """Only these node names / op types are quantized (all eligible ones when empty)."""
     exclude: tuple[str, ...] = ()
     """Node names / op types kept float."""
+    min_cosine: float | None = None
+    """Automatic mixed precision: keep the most error-prone tensors float until every output's
+    cosine similarity to the float model (on the first calibration samples) reaches this."""
+    sensitivity_samples: int = 16
+    """Calibration samples used by the sensitivity ranking, mixed-precision search and bias correction."""
+    bias_correction: bool = False
+    """Lower each Conv/Gemm int32 bias by the mean shift quantization adds to its output channel."""
 
     def __post_init__(self):
         if not 50.0 < self.percentile <= 100.0:
             raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
+        if self.min_cosine is not None and not 0.0 < self.min_cosine <= 1.0:
+            raise ValueError(f"min_cosine must be in (0, 1], got {self.min_cosine}")
+        if self.sensitivity_samples < 1:
+            raise ValueError("sensitivity_samples must be >= 1")
 
 
 class QuantizeStatic(Pass):
@@ -58,22 +71,56 @@ class QuantizeStatic(Pass):
         if reason:
             logger.warning("quantize-static: %s; model left unchanged", reason)
             return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": reason}])
-        graph, config = model.graph, self.config
-        plan = planning.make_plan(graph, tensor_dtypes(model), include=config.include, exclude=config.exclude,
+        config, dtypes = self.config, tensor_dtypes(model)
+        plan = planning.make_plan(model.graph, dtypes, include=config.include, exclude=config.exclude,
                                   absorb=not config.symmetric_activations)
         if not plan.quantized:
             return PassResult(model, modified=False, details=_float_rows(plan))
-        stats = self._statistics(model, _range_sources(plan))
+        sources = _range_sources(plan)
+        if config.min_cosine is not None:  # a Relu kept float leaves its producer's raw output to range
+            sources += [p.outputs[0].name for p in plan.absorbed.values() if p.outputs[0].name not in sources]
+        stats = self._statistics(model, sources)
+        keep, rows = frozenset(), []
+        if config.min_cosine is not None:
+            keep, rows = mixed_precision.search(
+                model, lambda floats: self._apply(model.clone(), dtypes, stats, floats)[2:], self.context.calibration,
+                target=config.min_cosine, samples=config.sensitivity_samples)
+        reference = model.clone() if config.bias_correction else None
+        total = _weight_elements(model)
+        plan, weights, _, params = self._apply(model, dtypes, stats, keep)
+        fraction = sum(row["weight_elements"] for row in weights) / total if total else 0.0
+        if keep and fraction < 0.75:
+            logger.warning("quantize-static: mixed precision left %.0f%% of the weights float; the model may run "
+                           "no faster than float (measure with --latency RUNS)", 100 * (1 - fraction))
+        if reference is not None:
+            rows += correct_biases(reference, model, mixed_precision.subset(self.context.calibration,
+                                                                           config.sensitivity_samples))
+        details = weights + _float_rows(plan) + rows
+        return PassResult(model, modified=True, details=details, stats={
+            "nodes_quantized": len(plan.quantized), "activations_absorbed": len(plan.absorbed),
+            "tensors_quantized": len(params), "weights_quantized": len(weights), "kept_float": len(plan.kept_float),
+            "weight_elements_quantized_fraction": round(fraction, 4),
+            **({"tensors_kept_float_by_sensitivity": len(keep)} if config.min_cosine is not None else {}),
+            **({"biases_corrected": sum("bias_corrected" in r for r in rows)} if config.bias_correction else {})})
+
+    def _apply(self, model: ir.Model, dtypes, stats, float_tensors: frozenset[str]):
+        """Quantizes ``model`` in place; returns (plan, weight rows, model, {float tensor name: (scale, zero)}).
+
+        ``float_tensors``: activation names that must stay float (mixed precision); every node
+        that would need them quantized stays float too.
+        """
+        config, graph = self.config, model.graph
+        graph.meta.pop(NAMES_KEY, None)  # clones share meta: start a fresh name registry
+        plan = planning.make_plan(graph, dtypes, include=config.include, exclude=config.exclude,
+                                  absorb=not config.symmetric_activations, float_tensors=float_tensors)
         for activation, producer in plan.absorbed.items():
             activation.outputs[0].replace_all_uses_with(producer.outputs[0])
             graph.remove(activation, safe=True)
         params = self._params(plan, stats)
         weights = self._rewrite(graph, plan, params, per_channel=config.per_channel and _opset(model) >= 13)
         ir.passes.common.RemoveUnusedNodesPass()(model)
-        details = weights + _float_rows(plan)
-        return PassResult(model, modified=True, details=details, stats={
-            "nodes_quantized": len(plan.quantized), "activations_absorbed": len(plan.absorbed),
-            "tensors_quantized": len(params), "weights_quantized": len(weights), "kept_float": len(plan.kept_float)})
+        graph.meta.pop(NAMES_KEY, None)
+        return plan, weights, model, {_reference(plan, v): p for v, p in params.items()}
 
     def _statistics(self, model: ir.Model, tensors: list[str]):
         cache = getattr(self.context, "calibration_cache", None)
@@ -97,9 +144,15 @@ class QuantizeStatic(Pass):
         source = {producer.outputs[0]: act.outputs[0].name for act, producer in plan.absorbed.items()}
 
         def own(value: ir.Value):
-            low, high = tensor_range(stats[source.get(value, value.name)], config.method, percentile=config.percentile)
+            found = stats[source.get(value, value.name)]
+            # Head outputs (class logits, box distributions) are not clipped: their rare extremes
+            # are the detections (YOLOv8's class logits are positive for < 0.01% of anchors).
+            method = "minmax" if plan.feeds_tail(value) else config.method
+            low, high = tensor_range(found, method, percentile=config.percentile)
             if value in source:
                 low, high = 0.0, min(high, clip_high[value])
+            elif planning.feeds_only_silu(value):
+                low = silu_low(found, low, high)
             return activation_params(low, high, config.activations, symmetric=config.symmetric_activations)
 
         for node in plan.quantized:
@@ -134,6 +187,13 @@ def _quantize_weights(graph: ir.Graph, node: ir.Node, input_scale: float, per_ch
             "weight_elements": int(np.prod(weight.shape)), "bias": "int32" if bias else None}
 
 
+def _weight_elements(model: ir.Model) -> int:
+    """Elements of the constant weights of every Conv/MatMul/Gemm (what int8 could shrink)."""
+    weights = [ir.convenience.get_const_tensor(n.inputs[1]) for n in model.graph
+               if n.op_type in planning.COMPUTE and len(n.inputs) > 1 and planning.is_constant(n.inputs[1])]
+    return int(sum(np.prod(w.shape) for w in weights))
+
+
 def _weight_axis(node: ir.Node, rank: int) -> int | None:
     if node.op_type == "Conv":
         return 0
@@ -157,6 +217,14 @@ def _range_sources(plan: planning.Plan) -> list[str]:
         if node.op_type not in planning.SHARED:
             names.extend(absorbed.get(v, v.name) for v in node.outputs if not v.is_graph_output())
     return list(dict.fromkeys(names))
+
+
+def _reference(plan: planning.Plan, value: ir.Value) -> str:
+    """The float model's name for the tensor that ``value``'s QuantizeLinear stands for."""
+    for activation, producer in plan.absorbed.items():
+        if producer.outputs[0] is value:
+            return activation.outputs[0].name
+    return value.name
 
 
 def _float_rows(plan: planning.Plan) -> list[dict]:

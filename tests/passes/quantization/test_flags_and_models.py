@@ -16,6 +16,10 @@ def test_flags_become_steps():
                             "quantize_activations": "int8", "quantize_exclude": "Softmax,head"})
     assert step.name == "quantize-static"
     assert step.options == {"method": "mse", "per_channel": False, "activations": "int8", "exclude": "Softmax,head"}
+    (step,) = family_steps({"quantize": "static", "quantize_min_cosine": 0.999, "quantize_bias_correction": True})
+    assert step.options == {"min_cosine": 0.999, "bias_correction": True}
+    with pytest.raises(ConfigError, match="static only"):
+        family_steps({"quantize": "dynamic", "quantize_min_cosine": 0.99})
     (step,) = family_steps({"quantize": "dynamic"})
     assert step.name == "quantize-dynamic"
     with pytest.raises(ConfigError, match="without --quantize"):
@@ -41,6 +45,30 @@ def test_static_on_the_trained_resnet_keeps_accuracy_and_runs_integer_kernels():
     assert _accuracy(result.model, data) >= _accuracy(api.io.load(MODELS / "resnet_mini.onnx"), data) - 0.01
     fused = fused_ops(result.model)
     assert fused["QLinearConv"] == 10 and fused["Conv"] == 0
+
+
+@pytest.mark.parametrize("method", ["entropy", "minmax"])
+def test_entropy_calibration_keeps_the_trained_mobilenet_accurate(method):
+    # Regression: entropy (KL) ranges used to clip ReLU features to a fifth of their range and
+    # mobilenet_mini fell from 98.9% to ~20%. Entropy must now be as accurate as minmax (1 point).
+    result = api.run(MODELS / "mobilenet_mini.onnx", quantize="static", calibration_data=MODELS / "digits16_calib.npz",
+                     calibration_samples=64, calibration_method=method, validate=False)
+    data = np.load(MODELS / "digits16_eval.npz")
+    assert _accuracy(result.model, data) >= _accuracy(api.io.load(MODELS / "mobilenet_mini.onnx"), data) - 0.01
+
+
+def test_mixed_precision_and_bias_correction_on_the_trained_cnn(tmp_path):
+    code = main([str(MODELS / "digits_cnn.onnx"), str(tmp_path / "out.onnx"), "--quantize", "static", "--calibration-data",
+                 str(MODELS / "digits_calib.npz"), "--quantize-min-cosine", "0.99999", "--quantize-bias-correction",
+                 "--report", str(tmp_path / "report.json"), "--no-validate", "-q"])
+    assert code == 0
+    import json
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    (record,) = [r for r in report["pipeline"]["passes"] if r["name"] == "quantize-static"]
+    (summary,) = [d["mixed_precision"] for d in record["details"] if "mixed_precision" in d]
+    assert summary["target_met"] and summary["cosine_final"] >= 0.99999 > summary["cosine_all_quantized"]
+    assert any("bias_corrected" in d for d in record["details"])
 
 
 def test_dynamic_on_the_trained_vit_keeps_accuracy():

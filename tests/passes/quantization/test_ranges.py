@@ -61,3 +61,20 @@ def test_unknown_method_is_rejected():
     stats, _ = _heavy_tailed(batches=1)
     with pytest.raises(ValueError, match="unknown calibration method"):
         tensor_range(stats, "kl")
+
+
+def test_entropy_is_not_dragged_down_by_relu_zeros():
+    # Half exact zeros (a ReLU output) plus an exponential body: the zero spike used to dominate
+    # the KL search (it was smeared over a chunk of the coarse histogram), so entropy clipped
+    # at ~1/5 of the range. Zero is exact on the grid; the threshold must follow the body.
+    rng = np.random.default_rng(3)
+    values = np.maximum(rng.standard_normal(60000), 0) * rng.exponential(1.0, 60000)
+    stats = TensorStats()
+    stats.update(values.astype(np.float32))
+    low, high = tensor_range(stats, "entropy")
+    _, p999 = tensor_range(stats, "percentile", percentile=99.9)
+    assert low == 0.0 and 0.6 * p999 < high <= stats.maximum
+    # The same body without the zeros gets (nearly) the same threshold.
+    body = TensorStats()
+    body.update(values[values > 0].astype(np.float32))
+    assert tensor_range(body, "entropy")[1] == pytest.approx(high, rel=0.15)

@@ -1,0 +1,130 @@
+"""SiLU-aware ranges, unclipped head outputs, sensitivity ranking / mixed precision, bias correction."""
+
+import numpy as np
+import pytest
+
+from onnxslim.core.pass_base import PassContext
+from onnxslim.data import DataBatch
+from onnxslim.passes.quantization.mixed_precision import fake_quantize, rank_tensors, subset
+from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
+from onnxslim.passes.quantization.ranges import silu, silu_low
+from onnxslim.passes.quantization.statistics import TensorStats
+from onnxslim.passes.quantization.qdq import activation_params
+from tests.helpers import check_full, make_model, rng, run_ort
+from tests.passes.quantization.test_quantize_static import _conv_model
+from tests.passes.quantization.util import context, ops, rel_l2
+
+
+def test_silu_input_range_drops_the_useless_negative_tail():
+    # A YOLO-like pre-activation: body around 0, long negative tail down to -150.
+    r = rng(0)
+    values = np.concatenate([r.normal(0, 2, 200000), -r.exponential(30, 2000)]).astype(np.float32)
+    stats = TensorStats()
+    stats.update(values)
+    high = float(values.max())
+    low = silu_low(stats, stats.minimum, high)
+    assert stats.minimum < -100 and -20 < low < -2
+
+    def error_after_silu(lo):
+        scale, zero = activation_params(lo, high, "uint8")
+        return float(np.mean((silu(fake_quantize(values, scale, zero)) - silu(values)) ** 2))
+
+    assert error_after_silu(low) < 0.2 * error_after_silu(stats.minimum)  # measured ~0.05x
+    assert silu_low(stats, 0.0, high) == 0.0  # nothing to cut on a non-negative tensor
+
+
+HEAD = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, 8, 8] x) => (float[N, 4, 64] y) {
+    c = Conv (x, w)
+    shape = Constant <value = int64[3] {0, 4, 64}> ()
+    flat = Reshape (c, shape)
+    y = Sigmoid (flat)
+}
+"""
+
+
+def test_head_outputs_read_by_post_processing_keep_their_extremes():
+    # Like YOLOv8's class logits: the rare large values are the detections; clipping them
+    # (percentile / entropy / mse) would cap every score.
+    model = make_model(HEAD, initializers={"w": rng(1).standard_normal((4, 3, 1, 1)).astype(np.float32)})
+    data = [DataBatch({"x": rng(i).standard_t(2, (4, 3, 8, 8)).astype(np.float32)}) for i in range(4)]
+    result = QuantizeStatic(QuantizeStaticConfig(method="percentile", percentile=99.0),
+                            context=PassContext(calibration=data))(model)
+    (q,) = [n for n in result.model.graph if n.op_type == "QuantizeLinear" and n.inputs[0].name == "c"]
+    scale, zero = float(q.inputs[1].const_value.numpy()), int(q.inputs[2].const_value.numpy())
+    reference = make_model(HEAD, initializers={"w": rng(1).standard_normal((4, 3, 1, 1)).astype(np.float32)})
+    conv = np.concatenate([run_ort(_with_output(reference, "c"), b.inputs)[1] for b in data])
+    assert np.percentile(conv, 99.0) < 0.5 * conv.max()  # a percentile range would clip a lot here
+    # Observed min/max kept, up to one step (the zero point is rounded to an integer).
+    assert scale * (255 - zero) >= conv.max() - scale and -scale * zero <= conv.min() + scale
+
+
+def _with_output(model, name):
+    value = next(v for n in model.graph for v in n.outputs if v.name == name)
+    model.graph.outputs.append(value)
+    return model
+
+
+def test_ranking_puts_the_worst_quantized_tensor_first():
+    model = _conv_model()
+    params = {"x": (np.float32(0.02), np.array(128, np.uint8)), "c1": (np.float32(2.0), np.array(128, np.uint8)),
+              "s": (np.float32(0.05), np.array(128, np.uint8))}
+    ranking = rank_tensors(model, params, subset(context({"x": (4, 3, 8, 8)}).calibration, 8))
+    assert [name for name, _ in ranking][0] == "c1" and all(error > 0 for _, error in ranking)
+    assert ranking[0][1] > 3 * ranking[-1][1]
+
+
+def test_mixed_precision_keeps_the_worst_tensors_float_until_the_target_is_met():
+    shapes = {"x": (4, 3, 8, 8)}
+    loose = QuantizeStatic(QuantizeStaticConfig(min_cosine=0.5), context=context(shapes))(_conv_model())
+    (summary,) = [row["mixed_precision"] for row in loose.details if "mixed_precision" in row]
+    assert summary["tensors_kept_float"] == 0 and summary["target_met"]
+    assert ops(loose.model) == ops(QuantizeStatic(context=context(shapes))(_conv_model()).model)
+    start = summary["cosine_all_quantized"]
+    target = 1 - (1 - start) / 4  # a quarter of the all-int8 error
+    tight = QuantizeStatic(QuantizeStaticConfig(min_cosine=target), context=context(shapes))(_conv_model())
+    (summary,) = [row["mixed_precision"] for row in tight.details if "mixed_precision" in row]
+    assert summary["target_met"] and summary["cosine_final"] >= target and summary["tensors_kept_float"] >= 1
+    assert tight.stats["tensors_kept_float_by_sensitivity"] == summary["tensors_kept_float"]
+    assert tight.stats["weight_elements_quantized_fraction"] < loose.stats["weight_elements_quantized_fraction"] == 1.0
+    ranks = [row for row in tight.details if "sensitivity_rank" in row]
+    assert sum(row["kept_float"] for row in ranks) == summary["tensors_kept_float"]
+    assert any("sensitivity" in row.get("kept_float", "") for row in tight.details if isinstance(row.get("kept_float"), str))
+    check_full(tight.model)
+    feeds = {"x": rng(5).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    assert rel_l2(_conv_model(), tight.model, feeds) < rel_l2(_conv_model(), loose.model, feeds)
+
+
+CONV_IDENTITY = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 32, 12, 12] x) => (float[N, 8, 10, 10] y) {
+    c = Conv (x, w, b)
+    y = Identity (c)
+}
+"""
+
+
+def _wide_conv():
+    r = rng(3)
+    return make_model(CONV_IDENTITY, initializers={"w": r.standard_normal((8, 32, 3, 3)).astype(np.float32) * 0.05,
+                                                   "b": r.standard_normal(8).astype(np.float32) * 0.1})
+
+
+def test_bias_correction_removes_the_per_channel_mean_shift():
+    # 288 inputs per output with mean 1: int8 weight rounding shifts each channel's mean by
+    # sum(W_q - W) (~0.005 here, measured); the correction leaves ~0.0001 (what the output's own
+    # rounding adds). Bound: a fifth of the uncorrected shift.
+    data = [DataBatch({"x": rng(10 + i).uniform(0, 2, (8, 32, 12, 12)).astype(np.float32)}) for i in range(4)]
+    feeds = {"x": rng(99).uniform(0, 2, (16, 32, 12, 12)).astype(np.float32)}
+    expected = run_ort(_wide_conv(), feeds)[0]
+    shifts = {}
+    for correct in (False, True):
+        result = QuantizeStatic(QuantizeStaticConfig(bias_correction=correct),
+                                context=PassContext(calibration=data))(_wide_conv())
+        shifts[correct] = np.abs((run_ort(result.model, feeds)[0] - expected).mean(axis=(0, 2, 3))).mean()
+    assert result.stats["biases_corrected"] == 1
+    (row,) = [r for r in result.details if "bias_corrected" in r]
+    assert row["channels"] == 8 and row["mean_abs_shift"] == pytest.approx(shifts[False], rel=0.3)
+    assert shifts[True] < 0.2 * shifts[False]
+    check_full(result.model)
