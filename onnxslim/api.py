@@ -16,7 +16,7 @@ from onnxslim.core.manager import PassManager, PipelineReport, ProgressCallback
 from onnxslim.core.pass_base import Pass, PassContext
 from onnxslim.data import FirstSamples, Reader, open_reader
 from onnxslim.core.recipe import Step, build_passes, load_recipe, plan_steps
-from onnxslim.errors import ConfigError, OnnxSlimError
+from onnxslim.errors import ConfigError, OnnxSlimError, ValidationFailed
 from onnxslim.input_shapes import fix_input_shapes
 from onnxslim.summary import summarize
 from onnxslim.validation import ValidationOptions, ValidationReport, validate_models
@@ -24,6 +24,9 @@ from onnxslim.validation import ValidationOptions, ValidationReport, validate_mo
 logger = logging.getLogger(__name__)
 
 PassSpec = str | tuple[str, Mapping[str, Any]] | Pass
+
+LOSSY_LATENCY_RUNS = 20
+"""Timed runs per variant when a lossy pass ran and the user did not ask for a number."""
 
 
 @dataclasses.dataclass
@@ -34,6 +37,12 @@ class OptimizeResult:
     output: Path | None = None
     first_divergent_pass: str | None = None
     """When validation failed: the first pass after which the outputs no longer agree."""
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def slower_than_original(self) -> bool:
+        latency = self.validation.latency if self.validation is not None else None
+        return bool(latency is not None and latency.slower)
 
     @property
     def passed(self) -> bool:
@@ -48,6 +57,8 @@ class OptimizeResult:
             "pipeline": self.pipeline.to_dict(),
             "validation": self.validation.to_dict() if self.validation else None,
             "first_divergent_pass": self.first_divergent_pass,
+            "slower_than_original": self.slower_than_original,
+            "warnings": self.warnings,
         }
 
 
@@ -106,10 +117,18 @@ def run(
     if options.get("validate", True):
         checks = _validation_options(options.get("validation"), validation, data=data, atol=atol, rtol=rtol)
         checks = dataclasses.replace(checks, input_shapes={**shapes, **checks.input_shapes}, lossy=bool(pipeline.lossy_passes))
+        if checks.lossy and not checks.latency_runs:
+            # Lossy passes are meant to buy speed: measure it, so a slower result is never silent.
+            checks = dataclasses.replace(checks, latency_runs=LOSSY_LATENCY_RUNS)
         result.validation = _auto_validate(original, model, checks, strict=strict)
         if not result.validation.passed:
             result.first_divergent_pass = _first_divergent_pass(original, manager.snapshots, checks)
-    if dst is not None and not (strict and not result.passed):
+        if result.slower_than_original:
+            latency = result.validation.latency
+            result.warnings.append(f"the optimized model is SLOWER than the original ({latency.ratio:.2f}x median latency, "
+                                   f"noise band {latency.noise:.0%}); passes: {', '.join(pipeline.lossy_passes)}")
+            logger.warning(result.warnings[-1])
+    if dst is not None and not (strict and (not result.passed or result.slower_than_original)):
         result.output = io.save(model, dst, external_data=external_data)
     return result
 
@@ -157,9 +176,9 @@ def optimize(src: io.ModelSource, dst: str | Path | None = None, **options: Any)
     """
     result = run(src, dst, **options)
     if options.get("strict") and result.validation is not None and not result.validation.passed:
-        from onnxslim.errors import ValidationFailed
-
         raise ValidationFailed("optimized model's outputs differ from the original's beyond tolerance")
+    if options.get("strict") and result.slower_than_original:
+        raise ValidationFailed(result.warnings[-1])
     return ir.serde.serialize_model(result.model)
 
 

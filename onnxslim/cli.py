@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from onnxslim import api, render
 from onnxslim.core.flags import add_family_arguments, family_values
@@ -129,11 +130,14 @@ def _optimize(args: argparse.Namespace, err: Console) -> int:
         render.print_result(err, result.pipeline, result.validation, result.passed)
         if result.first_divergent_pass:
             err.print(f"outputs first diverge after pass [bold]{result.first_divergent_pass}[/]")
+        for warning in result.warnings:
+            err.print(f"[bold red]warning:[/] {escape(warning)}", highlight=False)
         if result.output:
             err.print(f"wrote {result.output}")
-        elif args.strict and not result.passed:
+        elif args.strict:
             err.print("nothing written (--strict)")
-    return EXIT_OK if result.passed else EXIT_CHECK_FAILED
+    failed = not result.passed or (bool(args.strict) and result.slower_than_original)
+    return EXIT_CHECK_FAILED if failed else EXIT_OK
 
 
 def _validate(args: argparse.Namespace, err: Console) -> int:

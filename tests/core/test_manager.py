@@ -108,3 +108,40 @@ def test_failed_validation_names_the_first_divergent_pass():
     assert not result.passed
     assert result.first_divergent_pass == "perturb-weight"
     assert result.to_dict()["first_divergent_pass"] == "perturb-weight"
+
+
+class LossyNoop(Pass):
+    """Test-only: claims to be lossy (so latency is measured) and changes nothing that matters."""
+
+    name = "lossy-noop"
+    lossy = True
+
+    def call(self, model):
+        return PassResult(model, modified=True)
+
+
+def _slow_latency(*args, **kwargs):
+    from onnxslim.validation.latency import LatencyReport, LatencyStats
+
+    stats = [LatencyStats(label, ms, ms, 3) for label, ms in (("original", 1.0), ("optimized", 2.0), ("original (repeat)", 1.0))]
+    return LatencyReport("cpu", 1, 1, stats, noise=0.0, ratio=2.0, slower=True)
+
+
+def test_a_lossy_pipeline_that_runs_slower_is_flagged_and_fails_under_strict(tmp_path, monkeypatch, capsys):
+    import onnxslim
+    from onnxslim import cli
+    from onnxslim.core import registry
+    from onnxslim.validation import harness
+    from tests.helpers import MODELS
+
+    monkeypatch.setattr(harness, "measure_latency", _slow_latency)
+    result = onnxslim.run(MODELS / "digits_cnn.onnx", passes=[LossyNoop()])
+    assert result.validation.latency is not None  # measured without being asked
+    assert result.slower_than_original and "SLOWER" in result.warnings[0]
+
+    original = registry.all_passes
+    monkeypatch.setattr(registry, "all_passes", lambda: {**original(), LossyNoop.name: LossyNoop})
+    out = tmp_path / "out.onnx"
+    assert cli.main([str(MODELS / "digits_cnn.onnx"), str(out), "--pass", "lossy-noop", "--strict"]) == 1
+    assert not out.exists() and "SLOWER" in capsys.readouterr().err
+    assert cli.main([str(MODELS / "digits_cnn.onnx"), str(out), "--pass", "lossy-noop", "-q"]) == 0 and out.exists()
