@@ -14,8 +14,8 @@ from onnxslim import io
 from onnxslim.core.flags import family_steps, option_names
 from onnxslim.core.manager import PassManager, PipelineReport, ProgressCallback
 from onnxslim.core.pass_base import Pass, PassContext
-from onnxslim.data import FirstSamples, Reader, open_reader
 from onnxslim.core.recipe import Step, build_passes, load_recipe, plan_steps
+from onnxslim.data import FirstSamples, Reader, open_reader
 from onnxslim.errors import ConfigError, OnnxSlimError, ValidationFailed
 from onnxslim.input_shapes import fix_input_shapes
 from onnxslim.summary import summarize
@@ -38,6 +38,7 @@ class OptimizeResult:
     first_divergent_pass: str | None = None
     """When validation failed: the first pass after which the outputs no longer agree."""
     warnings: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def slower_than_original(self) -> bool:
@@ -59,6 +60,7 @@ class OptimizeResult:
             "first_divergent_pass": self.first_divergent_pass,
             "slower_than_original": self.slower_than_original,
             "warnings": self.warnings,
+            "notes": self.notes,
         }
 
 
@@ -117,6 +119,11 @@ def run(
     if options.get("validate", True):
         checks = _validation_options(options.get("validation"), validation, data=data, atol=atol, rtol=rtol)
         checks = dataclasses.replace(checks, input_shapes={**shapes, **checks.input_shapes}, lossy=bool(pipeline.lossy_passes))
+        if not checks.data and options.get("calibration_data"):
+            # Random inputs say nothing about a calibrated model; calibration data at least has the real distribution.
+            checks = dataclasses.replace(checks, data=str(options["calibration_data"]),
+                                         preprocess=options.get("calibration_preprocess"))
+            result.notes.append("validated on the calibration data; give --data for held-out samples")
         if checks.lossy and not checks.latency_runs:
             # Lossy passes are meant to buy speed: measure it, so a slower result is never silent.
             checks = dataclasses.replace(checks, latency_runs=LOSSY_LATENCY_RUNS)

@@ -130,6 +130,8 @@ def _optimize(args: argparse.Namespace, err: Console) -> int:
         render.print_result(err, result.pipeline, result.validation, result.passed)
         if result.first_divergent_pass:
             err.print(f"outputs first diverge after pass [bold]{result.first_divergent_pass}[/]")
+        for note in result.notes:
+            err.print(f"note: {escape(note)}", highlight=False)
         for warning in result.warnings:
             err.print(f"[bold red]warning:[/] {escape(warning)}", highlight=False)
         if result.output:

@@ -57,3 +57,11 @@ def test_inspect_reports_symbolic_dims():
     summary = onnxslim.inspect(RESNET)
     assert summary["inputs"][0] == {"name": "input", "dtype": "FLOAT", "shape": ["batch", 1, 16, 16]}
     assert summary["opsets"] == {"ai.onnx": 17}
+
+
+def test_calibrated_pipeline_validates_on_calibration_data_when_no_data_is_given():
+    calib = str(MODELS / "digits_calib.npz")
+    result = onnxslim.run(MODELS / "digits_cnn.onnx", quantize="static", calibration_data=calib,
+                          validation={"latency_runs": 3})
+    assert result.validation.data.endswith("digits_calib.npz") and result.notes
+    assert result.validation.samples == 128 and result.passed
