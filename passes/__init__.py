@@ -16,9 +16,11 @@ from onnxslim.passes.pruning.flags import PRUNING_FLAGS
 from onnxslim.passes.pruning.prune_channels import PruneChannels
 from onnxslim.passes.pruning.prune_magnitude import PruneMagnitude
 from onnxslim.passes.pruning.prune_nm import PruneNM
+from onnxslim.passes.quantization.convert_fp16 import ConvertFp16
 from onnxslim.passes.quantization.flags import QUANTIZATION_FLAGS
 from onnxslim.passes.quantization.quantize_dynamic import QuantizeDynamic
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic
+from onnxslim.passes.quantization.quantize_weights import QuantizeWeights
 
 ALL_PASSES = (
     FoldConstants,
@@ -37,6 +39,8 @@ ALL_PASSES = (
     SplitLowRank,
     QuantizeStatic,
     QuantizeDynamic,
+    QuantizeWeights,
+    ConvertFp16,
 )
 
 # What `simplify` (on by default) runs, in order. Folding runs again after the fusions,

@@ -8,9 +8,10 @@ from typing import Any, Mapping
 from onnxslim.core.flags import FlagGroup
 from onnxslim.core.recipe import Step
 from onnxslim.errors import ConfigError
+from onnxslim.passes.quantization.extra_flags import EXTRA_NAMES, add_extra_arguments, extra_steps
 
 NAMES = ("quantize", "calibration_method", "quantize_per_tensor", "quantize_activations", "quantize_include",
-         "quantize_exclude", "calibration_cache", "quantize_min_cosine", "quantize_bias_correction")
+         "quantize_exclude", "calibration_cache", "quantize_min_cosine", "quantize_bias_correction", *EXTRA_NAMES)
 
 
 def _add_arguments(group: argparse._ArgumentGroup) -> None:
@@ -33,9 +34,12 @@ def _add_arguments(group: argparse._ArgumentGroup) -> None:
                             "similarity to the float model reaches X (automatic mixed precision)")
     group.add_argument("--quantize-bias-correction", action="store_const", const=True, default=None,
                        help="static: correct the per-channel output shift caused by int8 weights")
+    add_extra_arguments(group)  # --fp16, --quantize-weights (extra_flags.py)
 
 
 def _to_steps(options: Mapping[str, Any]) -> list[Step]:
+    if any(options.get(name) is not None for name in EXTRA_NAMES):
+        return extra_steps(options)
     mode = options.get("quantize")
     if mode is None:
         given = ", ".join("--" + k.replace("_", "-") for k in options)

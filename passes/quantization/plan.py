@@ -37,6 +37,13 @@ class Plan:
     """(node name, why it stays float), only for nodes a user might expect to be quantized."""
     tail: set[ir.Node] = dataclasses.field(default_factory=set)
     """The float post-processing (see ``post_processing``)."""
+    float_outputs: set[ir.Value] = dataclasses.field(default_factory=set)
+    """MatMul outputs read only by float ops: left unquantized, so ORT runs MatMulIntegerToFloat
+    (integer product, float result) and the output is never rounded to 8 bits (see ``float_matmul_outputs``)."""
+
+    def quantized_outputs(self, node: ir.Node) -> list[ir.Value]:
+        """Outputs of the quantized ``node`` that get a Q/DQ pair."""
+        return [v for v in node.outputs if not v.is_graph_output() and v not in self.float_outputs]
 
     def feeds_tail(self, value: ir.Value) -> bool:
         """``value`` is read by the float post-processing: it is, in effect, a model output."""
@@ -77,7 +84,21 @@ def make_plan(graph: ir.Graph, dtypes: dict[str, ir.DataType], *, include: tuple
         plan.quantized.append(node)
         quantized_tensors.update(activation_inputs(node))
         quantized_tensors.update(v for v in node.outputs if not v.is_graph_output())
+    plan.float_outputs = float_matmul_outputs(plan)
     return plan
+
+
+def float_matmul_outputs(plan: Plan) -> set[ir.Value]:
+    """Outputs of quantized MatMuls that no quantized node (or absorbed Relu) reads.
+
+    Quantizing them only adds error: their readers dequantize at once. Transformers need this:
+    MiniLM's FFN output MatMul has one channel reaching 195 where the median channel stays
+    under 1, so any 8-bit grid over the whole tensor wipes out the small channels (embedding
+    cosine 0.937 with them quantized, 0.99+ without).
+    """
+    readers = set(plan.quantized) | set(plan.absorbed)
+    return {node.outputs[0] for node in plan.quantized if node.op_type == "MatMul"
+            and not node.outputs[0].is_graph_output() and not any(c in readers for c in node.outputs[0].consumers())}
 
 
 def _touches(node: ir.Node, names: frozenset[str]) -> bool:

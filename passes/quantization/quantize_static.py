@@ -159,7 +159,7 @@ class QuantizeStatic(Pass):
             for value in planning.activation_inputs(node):
                 if value not in params:
                     params[value] = own(value)
-            for value in (v for v in node.outputs if not v.is_graph_output()):
+            for value in plan.quantized_outputs(node):
                 shared = node.op_type in planning.SHARED
                 params[value] = params[node.inputs[0]] if shared else own(value)
         return params
@@ -215,7 +215,7 @@ def _range_sources(plan: planning.Plan) -> list[str]:
     for node in plan.quantized:
         names.extend(v.name for v in planning.activation_inputs(node))
         if node.op_type not in planning.SHARED:
-            names.extend(absorbed.get(v, v.name) for v in node.outputs if not v.is_graph_output())
+            names.extend(absorbed.get(v, v.name) for v in plan.quantized_outputs(node))
     return list(dict.fromkeys(names))
 
 

@@ -1,0 +1,123 @@
+"""float16 weights and activations for GPU targets, float32 kept at the graph boundary."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import onnx
+import onnx_ir as ir
+
+from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.passes.quantization.common import refusal
+from onnxslim.passes.quantization.ort_tools import float_weight_bytes, in_scratch_folder, replace_contents, to_proto
+
+logger = logging.getLogger(__name__)
+
+RISKY_OPS = ("Exp", "Pow", "ReduceSum", "ReduceProd", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp",
+             "Reciprocal", "Log", "Sqrt")
+"""Kept float32 besides onnxruntime's own block list (NMS, TopK, Range, CumSum, Min/Max...):
+ops whose float16 result over- or underflows easily (sums of many terms, exponentials)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertFp16Config:
+    keep_float: tuple[str, ...] = RISKY_OPS
+    """Op types or node names that stay float32 (Casts are inserted around them)."""
+
+    def __post_init__(self):
+        if isinstance(self.keep_float, str):
+            object.__setattr__(self, "keep_float", tuple(s.strip() for s in self.keep_float.split(",") if s.strip()))
+
+
+class ConvertFp16(Pass):
+    """Store weights and run activations in float16, keeping float32 graph inputs and outputs.
+
+    Before: float32 initializers and ops. After: float16 initializers and ops, a Cast to float16
+    after each float32 graph input and a Cast to float32 before each float32 graph output (the
+    application's input/output contract is unchanged), Casts around ops kept float32
+    (onnxruntime's block list plus ``keep_float``). Wraps
+    ``onnxruntime.transformers.float16.convert_float_to_float16`` (keep_io_types=True).
+    Meant for GPU execution providers: ONNX Runtime's CPU EP runs most float16 ops by casting
+    back to float32, so on CPU the model is smaller but not faster. Already-quantized or
+    already-float16 models are left unchanged.
+    """
+
+    name = "convert-fp16"
+    Config = ConvertFp16Config
+    lossy = True
+
+    def call(self, model: ir.Model) -> PassResult:
+        reason = refusal(model) or _already_half(model)
+        if reason:
+            logger.warning("convert-fp16: %s; model left unchanged", reason)
+            return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": reason}])
+        before = float_weight_bytes(model, ir.DataType.FLOAT)
+        if before == 0 and not any(node.op_type == "Constant" for node in model.graph):
+            return PassResult(model, modified=False, details=[{"skipped": "no float32 weights"}])
+        from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+        blocked_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(self.config.keep_float))  # a node name here is harmless
+        blocked_nodes = [node.name for node in model.graph if node.name in self.config.keep_float]
+        with in_scratch_folder():
+            converted = convert_float_to_float16(to_proto(model), keep_io_types=True, op_block_list=blocked_ops,
+                                                 node_block_list=blocked_nodes)
+        replace_contents(model, _retyped(converted))
+        removed = _tidy_casts(model.graph)
+        kept = [{"node": n.name, "op": n.op_type, "kept_float32": "blocked op type or --fp16-keep-float"}
+                for n in model.graph if n.op_type in blocked_ops or n.name in blocked_nodes]
+        after = float_weight_bytes(model, ir.DataType.FLOAT) + float_weight_bytes(model, ir.DataType.FLOAT16)
+        casts = sum(node.op_type == "Cast" for node in model.graph)
+        return PassResult(model, modified=True, details=kept,
+                          stats={"bytes_saved": before - after, "nodes_kept_float32": len(kept), "casts": casts,
+                                 "casts_removed": removed})
+
+
+def _retyped(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The converter leaves stale float16 value_info on initializers it kept float32: infer types afresh."""
+    model = ir.serde.deserialize_model(proto)
+    model.graph.sort()  # it also appends nodes out of order
+    proto = ir.serde.serialize_model(model)
+    del proto.graph.value_info[:]
+    try:
+        return onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # > 2 GB or an op onnx cannot infer: types of intermediates stay unknown
+        return proto
+
+
+def _tidy_casts(graph: ir.Graph) -> int:
+    """Drop the converter's redundant Casts; returns how many were removed.
+
+    ``Cast(float32 v, to=float16) -> Cast(to=float32)`` (a float32 op feeding a float32 one or a
+    graph output) rounds for nothing: the second Cast reads ``v`` instead. A Cast to its input's
+    own type is then removed unless it produces a graph output (whose name must stay).
+    """
+    for node in graph:
+        source = node.inputs[0].producer() if node.op_type == "Cast" else None
+        if source is not None and source.op_type == "Cast" and _to(node) == ir.DataType.FLOAT \
+                and _to(source) == ir.DataType.FLOAT16 and source.inputs[0].dtype == ir.DataType.FLOAT:
+            node.replace_input_with(0, source.inputs[0])
+    count = len(graph)
+    for node in list(graph):
+        if node.op_type == "Cast" and node.inputs[0].dtype == _to(node) and not node.outputs[0].is_graph_output():
+            node.outputs[0].replace_all_uses_with(node.inputs[0])
+            graph.remove(node, safe=True)
+    for node in reversed(list(graph)):  # Casts left without readers
+        if node.op_type == "Cast" and not any(v.uses() or v.is_graph_output() for v in node.outputs):
+            graph.remove(node, safe=True)
+    return count - len(graph)
+
+
+def _to(node: ir.Node):
+    attribute = node.attributes.get("to")
+    return ir.DataType(attribute.value) if attribute is not None else None
+
+
+def _already_half(model: ir.Model) -> str | None:
+    if float_weight_bytes(model, ir.DataType.FLOAT16):
+        return "model already has float16 weights"
+    for node in model.graph:
+        to = node.attributes.get("to")
+        if node.op_type == "Cast" and to is not None and to.value == ir.DataType.FLOAT16:
+            return "model already casts to float16"
+    return None

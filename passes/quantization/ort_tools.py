@@ -1,0 +1,74 @@
+"""Running onnxruntime's model converters (float16, MatMulNBits) on an onnx-ir model, safely.
+
+ONNX Runtime's tools take a ``ModelProto`` and may write scratch files to the working folder;
+``in_scratch_folder`` runs them chdir'ed into a temporary folder that is removed afterwards.
+``replace_contents`` copies a converted model into the pass's model object (passes are in place).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from typing import Iterator
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+
+@contextlib.contextmanager
+def in_scratch_folder() -> Iterator[str]:
+    """Chdir into a fresh temporary folder for the duration; the old working folder is restored."""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="onnxslim-ort-") as folder:
+        os.chdir(folder)
+        try:
+            yield folder
+        finally:
+            os.chdir(previous)
+
+
+def to_proto(model: ir.Model) -> onnx.ModelProto:
+    return ir.serde.serialize_model(model)
+
+
+def replace_contents(model: ir.Model, proto: onnx.ModelProto) -> None:
+    """Make ``model`` (the object the pass manager holds) the converted ``proto``."""
+    new = ir.serde.deserialize_model(proto)
+    new.graph.sort()  # onnxruntime's converters may append nodes out of order
+    model.graph = new.graph
+    model.ir_version = new.ir_version
+    model.functions.clear()
+    model.functions.update(new.functions)
+
+
+def float_weight_bytes(model: ir.Model, dtype: ir.DataType) -> int:
+    """Bytes held by ``dtype`` initializers of the main graph."""
+    total = 0
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if tensor is not None and tensor.dtype == dtype:
+            total += int(np.prod(tensor.shape, dtype=np.int64)) * dtype.itemsize
+    return total
+
+
+def import_quietly(module: str):
+    """Import an onnxruntime tool module without letting it reconfigure the application's logging.
+
+    ``onnxruntime.quantization.matmul_nbits_quantizer`` calls ``logging.basicConfig(level=INFO)``
+    when imported, which would route every library's INFO messages to the terminal; the root
+    logger's handlers and level are restored, and the module's own logger is limited to warnings.
+    """
+    import importlib
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        loaded = importlib.import_module(module)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    logging.getLogger(module).setLevel(logging.WARNING)
+    return loaded
