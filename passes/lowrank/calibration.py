@@ -16,15 +16,21 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxslim.runtime import make_session, model_bytes
+from onnxslim.passes.lowrank.data_split import inputs_of, row_weights, weighted_gram
 from onnxslim.passes.lowrank.sites import Group, activation_rows
 
 
-def _inputs(batch) -> dict[str, np.ndarray]:
-    return dict(batch.inputs) if hasattr(batch, "inputs") else dict(batch)
+_inputs = inputs_of
 
 
-def input_covariances(model: ir.Model, groups: list[Group], batches: Iterable) -> dict[str, np.ndarray]:
-    """``X^T X`` (K x K, float64) over all calibration rows, per group, summed over its uses."""
+def input_covariances(model: ir.Model, groups: list[Group], batches: Iterable, *,
+                      mask: str | None = None) -> dict[str, np.ndarray]:
+    """``X^T X`` (K x K, float64) over all calibration rows, per group, summed over its uses.
+
+    With ``mask`` (a graph input, e.g. ``attention_mask``), rows of ``[batch, seq, K]``
+    activations are weighted by it: padding rows (mask 0) do not count. Uses that read the same
+    activation the same way (Q/K/V projections) share one product per batch.
+    """
     graph_inputs = {v.name for v in model.graph.inputs}
     outputs = {v.name for v in model.graph.outputs}
     wanted = sorted({use.activation.name for g in groups for use in g.uses} - graph_inputs)
@@ -33,10 +39,15 @@ def input_covariances(model: ir.Model, groups: list[Group], batches: Iterable) -
     for batch in batches:
         feeds = _inputs(batch)
         values = {**feeds, **dict(zip(wanted, session.run(wanted, feeds)))}
+        grams: dict[tuple, np.ndarray] = {}
         for group in groups:
             for use in group.uses:
-                rows = activation_rows(use, values[use.activation.name])
-                sums[group.name] += rows.T @ rows
+                key = (use.activation.name, use.kind, use.node.attributes.get_int("transA", 0))
+                if key not in grams:
+                    value = values[use.activation.name]
+                    weights = row_weights(value, feeds.get(mask)) if use.kind == "matmul_right" else None
+                    grams[key] = weighted_gram(activation_rows(use, value), weights)
+                sums[group.name] += grams[key]
     return sums
 
 

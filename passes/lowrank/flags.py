@@ -16,12 +16,13 @@ AUTO_MIN_COSINE = 0.99
 def _add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--lowrank", metavar="ENERGY|auto", default=None,
                        help="split MatMul/Gemm/1x1-Conv weights keeping ENERGY (e.g. 0.95) of each one's singular-value "
-                            "energy; 'auto': the largest cut meeting --lowrank-min-cosine on the calibration data")
+                            "energy; 'auto': the largest cut meeting --lowrank-min-cosine on held-out calibration samples")
     group.add_argument("--lowrank-rank", type=int, metavar="R", default=None, help="split every weight at rank R")
     group.add_argument("--lowrank-params", type=float, metavar="FRACTION", default=None,
                        help="keep FRACTION of the splittable weights' parameters, ranks allocated per layer")
     group.add_argument("--lowrank-min-cosine", type=float, metavar="X", default=None,
-                       help=f"with --lowrank auto: lowest mean output cosine on calibration data (default {AUTO_MIN_COSINE})")
+                       help="with --lowrank auto: lowest mean output cosine on the held-out calibration samples "
+                            f"(default {AUTO_MIN_COSINE})")
     group.add_argument("--lowrank-method", choices=("auto", "plain", "whitened"), default=None,
                        help="whitened (activation-aware) needs --calibration-data; auto uses it when given (default)")
 

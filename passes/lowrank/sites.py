@@ -159,7 +159,7 @@ def _conv_use(node: ir.Node, inputs: list) -> tuple[Use | None, str, ir.Value]:
 
 def activation_rows(use: Use, value: np.ndarray) -> np.ndarray:
     """The activation of ``use`` as rows of K values (the vectors multiplied by the canonical W)."""
-    value = np.asarray(value, dtype=np.float64)
+    value = np.asarray(value)
     if use.kind == "matmul_left":
         value = value.reshape(-1, 1) if value.ndim == 1 else np.swapaxes(value, -1, -2)
     elif use.kind == "gemm" and use.node.attributes.get_int("transA", 0):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Literal
+from typing import Iterable, Literal
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassContext, PassResult
 from onnxslim.errors import ConfigError
-from onnxslim.passes.lowrank import factorize, plan
+from onnxslim.passes.lowrank import data_split, factorize, plan
 from onnxslim.passes.lowrank.allocate import Layer, max_rank
 from onnxslim.passes.lowrank.calibration import Probe, input_covariances
 from onnxslim.passes.lowrank.rewrite import Names, split_group
@@ -42,8 +42,16 @@ class Config:
     rank_multiple: int = 8
     """Ranks chosen by energy or budget are multiples of this (friendlier GEMM shapes)."""
     ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
-    damping: float = 0.01
-    """Added to the activation covariance's diagonal, as a fraction of its mean, before whitening."""
+    damping: float = 0.1
+    """Added to the activation covariance's diagonal, as a fraction of its mean eigenvalue, before whitening."""
+    holdout: float = 0.2
+    """Fraction of the calibration samples held out of the covariances; the cosine measurements
+    (sensitivity, cosine floor) run on them (0: measure on the fitted samples)."""
+    check_samples: int = 256
+    """At most this many held-out samples are used for the cosine measurements."""
+    mask_input: str | None = "auto"
+    """Graph input whose zeros mark padding rows of [batch, seq, K] activations (left out of the
+    covariances); "auto": a 2-D input named like *mask*; None or "none": every row counts."""
     randomized: bool = False
     """Fixed-rank plain mode: randomized SVD when the rank is at most a quarter of min(K, N)
     (off by default: measured slower than the Gram-matrix SVD on 2 cores)."""
@@ -62,6 +70,8 @@ class Config:
             raise ValueError(f"margin must be in [0, 1), got {self.margin}")
         if self.rank_multiple < 1 or self.min_params < 0 or self.damping < 0:
             raise ValueError("rank_multiple must be >= 1, min_params and damping >= 0")
+        if not 0.0 <= self.holdout < 1.0 or self.check_samples < 1:
+            raise ValueError(f"holdout must be in [0, 1) and check_samples >= 1 (got {self.holdout}, {self.check_samples})")
         unknown = set(self.ops) - {"MatMul", "Gemm", "Conv"}
         if unknown:
             raise ValueError(f"ops must be among MatMul, Gemm, Conv (got {', '.join(sorted(unknown))})")
@@ -96,14 +106,15 @@ class SplitLowRank(Pass):
         cfg = self.config
         opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
         groups, skipped = find_groups(model.graph, ops=tuple(cfg.ops), opset=opset, min_params=cfg.min_params)
-        covariances = self._covariances(model, groups)
+        fit, check = self._data()
+        covariances = self._covariances(model, groups, fit)
         whiten = cfg.method == "whitened" or (cfg.method == "auto" and bool(covariances))
         if whiten or cfg.min_cosine is not None or self._sensitivity:
             skipped += [{"weight": g.name, "reason": "weight is not an initializer (run fold-constants first)"}
                         for g in groups if not g.weight.is_initializer()]
             groups = [g for g in groups if g.weight.is_initializer()]
         layers = [self._layer(g, covariances.get(g.name) if whiten else None) for g in groups]
-        chosen = self._plan(model, groups, layers)
+        chosen = self._plan(model, groups, layers, fit, check)
         return self._apply(model, groups, layers, chosen, covariances, whiten, skipped)
 
     @property
@@ -112,10 +123,19 @@ class SplitLowRank(Pass):
         wants = cfg.params is not None or cfg.min_cosine is not None
         return wants and (cfg.allocation == "sensitivity" or (cfg.allocation == "auto" and self.context.calibration is not None))
 
-    def _covariances(self, model: ir.Model, groups: list[Group]) -> dict[str, np.ndarray]:
-        if self.context.calibration is None or not groups:
+    def _data(self) -> tuple[Iterable | None, list | None]:
+        """(fit part, held-out check batches) of the calibration data."""
+        if self.context.calibration is None:
+            return None, None
+        return data_split.split(self.context.calibration, self.config.holdout, self.config.check_samples)
+
+    def _covariances(self, model: ir.Model, groups: list[Group], fit: Iterable | None) -> dict[str, np.ndarray]:
+        if fit is None or not groups:
             return {}
-        return input_covariances(model, groups, self.context.calibration)
+        mask = data_split.mask_input(model.graph, self.config.mask_input)
+        if mask is None and (self.config.mask_input or "none").lower() not in ("none", "", "auto"):
+            logger.warning("mask input %r is not a graph input: every row counts", self.config.mask_input)
+        return input_covariances(model, groups, fit, mask=mask)
 
     def _layer(self, group: Group, covariance: np.ndarray | None) -> Layer:
         cfg, (k, n) = self.config, group.shape
@@ -126,19 +146,29 @@ class SplitLowRank(Pass):
             fact = factorize.plain(group.matrix, rank=cfg.rank, randomized=fast)
         return Layer(k, n, fact, max_rank(k, n, cfg.margin))
 
-    def _plan(self, model: ir.Model, groups: list[Group], layers: list[Layer]) -> plan.Plan:
+    def _plan(self, model: ir.Model, groups: list[Group], layers: list[Layer], fit, check) -> plan.Plan:
+        """Ranks per layer; cosines are measured on the held-out ``check`` batches."""
         cfg = self.config
         if cfg.rank is not None:
             return plan.by_rank(layers, cfg.rank)
         if cfg.params is None and cfg.min_cosine is None:
             return plan.by_energy(layers, cfg.energy or DEFAULT_ENERGY, cfg.rank_multiple)
-        probe = Probe(model, groups, self.context.calibration) if self._sensitivity or cfg.min_cosine else None
+        probe = Probe(model, groups, check) if self._sensitivity or cfg.min_cosine else None
+        fitted = None
+        if probe is not None and fit is not self.context.calibration:
+            fitted = Probe(model, groups, data_split.take(fit, cfg.check_samples))
         drops = plan.measure_sensitivity(groups, layers, probe, cfg.rank_multiple) if self._sensitivity else None
         if cfg.min_cosine is not None:
-            chosen = plan.by_cosine(groups, layers, probe, cfg.min_cosine, cfg.rank_multiple)
+            probes = [probe] + ([fitted] if fitted else [])
+            chosen = plan.by_cosine(groups, layers, probes, cfg.min_cosine, cfg.rank_multiple)
         else:
             chosen = plan.by_budget(layers, cfg.params, cfg.rank_multiple)
         chosen.drops = drops
+        if probe is not None:
+            final = plan.replaced(groups, layers, chosen.ranks)
+            chosen.stats["check_cosine"] = round(probe.cosine(final), 6)
+            if fitted is not None:
+                chosen.stats["fit_cosine"] = round(fitted.cosine(final), 6)
         return chosen
 
     def _apply(self, model, groups, layers, chosen, covariances, whiten, skipped) -> PassResult:

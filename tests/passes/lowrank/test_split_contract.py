@@ -58,7 +58,7 @@ def test_second_run_changes_nothing(settings):
 
 
 @pytest.mark.parametrize("settings", [{"rank": 4, "energy": 0.9}, {"energy": 1.5}, {"rank": 0}, {"margin": 1.0},
-                                      {"ops": ("Add",)}])
+                                      {"ops": ("Add",)}, {"holdout": 1.0}, {"holdout": -0.1}, {"check_samples": 0}])
 def test_bad_settings_are_rejected(settings):
     with pytest.raises(ValueError):
         Config(**settings)

@@ -1,0 +1,148 @@
+"""Calibration data for low-rank splitting: a fit part and a held-out check part, and row masks.
+
+The covariances that whitening uses are fitted on one part of the calibration samples; the
+cosine measurements that choose ranks (per-layer sensitivity, the cosine floor) run on the
+other, so a choice that overfits the fitted statistics shows up as a lower cosine instead of
+passing unnoticed. Sample ``i`` (counted over all batches, axis 0) is held out when
+``i % every == every - 1``, up to ``limit`` samples; the rest are fitted.
+
+Padding rows: a 2-D graph input named like ``*mask*`` (``attention_mask``) weights the rows of
+3-D activations ``[batch, seq, K]`` by its value, so padding tokens do not enter ``X^T X``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import numpy as np
+import onnx_ir as ir
+
+_MAX_CHECK_BATCH = 32
+_MIN_CHECK = 2
+"""With fewer held-out samples than this, the check runs on the fitted data (tiny calibration sets)."""
+
+
+def inputs_of(batch) -> dict[str, np.ndarray]:
+    return dict(batch.inputs) if hasattr(batch, "inputs") else dict(batch)
+
+
+def _samples(feeds: dict[str, np.ndarray]) -> int | None:
+    """Samples along axis 0 when every input agrees on it, else None (the batch is not split)."""
+    sizes = {np.shape(v)[0] for v in feeds.values() if np.ndim(v) >= 1}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+class FitPart:
+    """Re-iterable: the calibration batches without their held-out samples."""
+
+    def __init__(self, batches: Iterable, every: int, limit: int):
+        self.batches, self.every, self.limit = batches, every, limit
+
+    def held(self, start: int, count: int) -> np.ndarray:
+        index = np.arange(start, start + count)
+        return (index % self.every == self.every - 1) & (index // self.every < self.limit)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        start = 0
+        for batch in self.batches:
+            feeds = inputs_of(batch)
+            count = _samples(feeds)
+            if count is None:
+                yield feeds
+                continue
+            keep = ~self.held(start, count)
+            start += count
+            if keep.all():
+                yield feeds
+            elif keep.any():
+                yield {k: v[keep] if np.ndim(v) >= 1 else v for k, v in feeds.items()}
+
+
+def split(batches: Iterable, holdout: float, limit: int) -> tuple[Iterable, list[dict[str, np.ndarray]]]:
+    """(fit part, check batches held in memory). ``holdout`` 0, or too little data: the check is
+    the first ``limit`` samples of the fitted data itself."""
+    if holdout > 0:
+        fit = FitPart(batches, max(2, round(1 / holdout)), limit)
+        start, parts = 0, []
+        for batch in batches:
+            feeds = inputs_of(batch)
+            count = _samples(feeds)
+            if count is not None:
+                held = fit.held(start, count)
+                start += count
+                if held.any():
+                    parts.append({k: v[held] if np.ndim(v) >= 1 else v for k, v in feeds.items()})
+        check = _rebatch(parts)
+        if sum(_samples(b) or 1 for b in check) >= _MIN_CHECK:
+            return fit, check
+    return batches, take(batches, limit)
+
+
+def take(batches: Iterable, limit: int) -> list[dict[str, np.ndarray]]:
+    """The first ``limit`` samples, in batches of at most 32."""
+    parts, total = [], 0
+    for batch in batches:
+        feeds = inputs_of(batch)
+        count = _samples(feeds) or 1
+        if total + count > limit and count > 1 and _samples(feeds):
+            feeds = {k: v[:limit - total] if np.ndim(v) >= 1 else v for k, v in feeds.items()}
+        parts.append(feeds)
+        total += _samples(feeds) or 1
+        if total >= limit:
+            break
+    return _rebatch(parts)
+
+
+def _rebatch(parts: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Joins consecutive slices with the same shapes into batches of at most 32 samples."""
+    out: list[dict[str, np.ndarray]] = []
+    pending: list[dict[str, np.ndarray]] = []
+
+    def flush():
+        if pending:
+            out.append({k: np.concatenate([p[k] for p in pending]) for k in pending[0]})
+            pending.clear()
+
+    for part in parts:
+        same = pending and all(np.shape(part[k])[1:] == np.shape(pending[0][k])[1:] for k in part) \
+            and set(part) == set(pending[0]) and all(np.ndim(v) >= 1 for v in part.values())
+        if not same or sum(_samples(p) or 1 for p in pending) + (_samples(part) or 1) > _MAX_CHECK_BATCH:
+            flush()
+        if all(np.ndim(v) >= 1 for v in part.values()) and _samples(part) is not None:
+            pending.append(part)
+        else:
+            out.append(part)
+    flush()
+    return out
+
+
+def mask_input(graph: ir.Graph, setting: str | None) -> str | None:
+    """The graph input that marks padding rows: ``setting`` itself, or for "auto" a 2-D input
+    whose name contains "mask"; None when there is none or ``setting`` is None / "none"."""
+    names = {v.name: v for v in graph.inputs}
+    if setting is None or setting.lower() in ("", "none"):
+        return None
+    if setting != "auto":
+        return setting if setting in names else None
+    for name, value in names.items():
+        shape = value.shape
+        if "mask" in (name or "").lower() and shape is not None and len(shape) == 2:
+            return name
+    return None
+
+
+def row_weights(value: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
+    """Per-row weights of a ``[batch, seq, K]`` activation from a ``[batch, seq]`` mask, else None."""
+    if mask is None or np.ndim(value) != 3 or tuple(np.shape(value)[:2]) != tuple(np.shape(mask)):
+        return None
+    weights = np.asarray(mask, dtype=np.float64).reshape(-1)
+    return np.clip(weights, 0.0, None)
+
+
+def weighted_gram(rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """``X^T diag(w) X`` in float64, skipping zero-weight rows (products in float32 for speed)."""
+    if weights is not None:
+        keep = weights > 0
+        rows = rows[keep] * np.sqrt(weights[keep])[:, None]
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    return (rows.T @ rows).astype(np.float64)
