@@ -6,7 +6,10 @@ site-packages (licenses, readmes). Sentences are kept when they look like prose:
 start with a capital letter, end with a period, no code characters, mostly letters. They are
 deduplicated (case-insensitive), and a deterministic hash order picks ``--count`` of them.
 
-    python models/harvest_sentences.py [--count 4000] [--out models/minilm_corpus.txt]
+    python models/harvest_sentences.py [--count 4000] [--out models/.real/minilm_corpus.txt]
+
+The output is not committed: the sentences are other projects' text. make_minilm.py runs this
+on first use.
 
 The output is committed (a few hundred kB), so the data does not depend on what is installed;
 ``models/make_minilm.py`` splits it into calibration and held-out evaluation sentences.
@@ -95,7 +98,7 @@ def harvest(count: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=4000)
-    parser.add_argument("--out", type=Path, default=HERE / "minilm_corpus.txt")
+    parser.add_argument("--out", type=Path, default=HERE / ".real" / "minilm_corpus.txt")
     args = parser.parse_args()
     chosen = harvest(args.count)
     args.out.write_text("\n".join(chosen) + "\n", encoding="utf-8")

@@ -12,7 +12,7 @@ numpy, and the uncased WordPiece tokenizer is a few lines below. The exported gr
 Writes ``minilm.onnx`` (opset 17, legacy exporter) and three data files (token ids padded to the
 longest sentence of each file, at most MAX_TOKENS; padding has ``attention_mask`` 0):
 
-- ``minilm_calib.npz``: calibration, CALIB_DOCS sentences of ``models/minilm_corpus.txt``
+- ``minilm_calib.npz``: calibration, CALIB_DOCS sentences of ``models/.real/minilm_corpus.txt``
   (documentation prose harvested by ``models/harvest_sentences.py``) plus the even lines of
   ``models/minilm_sentences.txt`` (hand-written everyday sentences);
 - ``minilm_eval.npz``: held-out, the odd lines of ``minilm_sentences.txt`` (63 sentences);
@@ -186,9 +186,20 @@ def _lines(name: str) -> list[str]:
     return [line.strip() for line in (HERE / name).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _corpus(dest: Path) -> list[str]:
+    """Documentation prose harvested from the installed packages into ``dest`` (not committed:
+    the text belongs to those packages), made on first use."""
+    path = dest / "minilm_corpus.txt"
+    if not path.exists():
+        from harvest_sentences import harvest
+
+        path.write_text("\n".join(harvest(CALIB_DOCS + EVAL_DOCS + 1500)) + "\n", encoding="utf-8")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def write_data(tokenizer: WordPiece, dest: Path) -> list[str]:
     """Writes the calibration / held-out .npz files; returns the hand-written sentences."""
-    lines, docs = _lines("minilm_sentences.txt"), _lines("minilm_corpus.txt")
+    lines, docs = _lines("minilm_sentences.txt"), _corpus(dest)
     if len(docs) < CALIB_DOCS + EVAL_DOCS:
         raise SystemExit(f"minilm_corpus.txt has {len(docs)} sentences, need {CALIB_DOCS + EVAL_DOCS}")
     parts = {"calib": docs[:CALIB_DOCS] + lines[0::2], "eval": lines[1::2], "eval_docs": docs[-EVAL_DOCS:]}
