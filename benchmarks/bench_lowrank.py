@@ -107,7 +107,7 @@ def bench(name: str, runs: int, quick: bool, console: Console) -> None:
 def _table(name, rows, outputs, latency, labels, console) -> None:
     base_model = rows["original"][0]
     matmul = _matmul_params(base_model)
-    base_params, base_size = _params(base_model), _size(base_model)
+    base_params = _params(base_model)
     base_ms = statistics.median(latency["original"]) * 1e3
     table = Table(title=f"split-lowrank on {name} (MatMul/Gemm weight params: {matmul:,})")
     evals = list(outputs["original"])

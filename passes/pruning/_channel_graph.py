@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import onnx
 import onnx_ir as ir
+
+from onnxslim.core.pass_base import PassResult
+
+logger = logging.getLogger(__name__)
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
                  "MatMulInteger", "ConvInteger", "MatMulNBits", "DynamicQuantizeMatMul", "QGemm"}
@@ -15,6 +21,15 @@ def refusal(model: ir.Model) -> str | None:
     if found:
         return f"model is already quantized (has {', '.join(found)})"
     return None
+
+
+def refused(model: ir.Model, pass_name: str) -> PassResult | None:
+    """An unchanged result saying why, when the model must not be quantized (again); else None."""
+    reason = refusal(model)
+    if not reason:
+        return None
+    logger.warning("%s: %s; model left unchanged", pass_name, reason)
+    return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": reason}])
 
 
 def tensor_dtypes(model: ir.Model) -> dict[str, ir.DataType]:

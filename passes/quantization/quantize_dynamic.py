@@ -9,7 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
-from onnxslim.passes.quantization.common import refusal, tensor_dtypes
+from onnxslim.passes.quantization.common import refused, tensor_dtypes
 from onnxslim.passes.quantization.plan import is_constant
 from onnxslim.passes.quantization.qdq import unique_name, weight_params
 
@@ -44,10 +44,8 @@ class QuantizeDynamic(Pass):
     lossy = True
 
     def call(self, model: ir.Model) -> PassResult:
-        reason = refusal(model)
-        if reason:
-            logger.warning("quantize-dynamic: %s; model left unchanged", reason)
-            return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": reason}])
+        if (unchanged := refused(model, self.name)) is not None:
+            return unchanged
         dtypes = tensor_dtypes(model)
         rows = []
         for node in list(model.graph):

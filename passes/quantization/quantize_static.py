@@ -13,7 +13,7 @@ from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.passes.quantization import mixed_precision, plan as planning
 from onnxslim.passes.quantization.bias_correction import correct_biases
 from onnxslim.passes.quantization.calibrate import collect_statistics
-from onnxslim.passes.quantization.common import refusal, tensor_dtypes
+from onnxslim.passes.quantization.common import refused, tensor_dtypes
 from onnxslim.passes.quantization.qdq import NAMES_KEY, activation_params, insert_qdq, quantize_bias, quantize_weight
 from onnxslim.passes.quantization.ranges import silu_low, tensor_range
 
@@ -67,10 +67,8 @@ class QuantizeStatic(Pass):
     needs_calibration = True
 
     def call(self, model: ir.Model) -> PassResult:
-        reason = refusal(model)
-        if reason:
-            logger.warning("quantize-static: %s; model left unchanged", reason)
-            return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": reason}])
+        if (unchanged := refused(model, self.name)) is not None:
+            return unchanged
         config, dtypes = self.config, tensor_dtypes(model)
         plan = planning.make_plan(model.graph, dtypes, include=config.include, exclude=config.exclude,
                                   absorb=not config.symmetric_activations)

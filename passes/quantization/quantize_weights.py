@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
-from onnxslim.passes.quantization.common import refusal, tensor_dtypes
+from onnxslim.passes.quantization.common import refused, tensor_dtypes
 from onnxslim.passes.quantization.ort_tools import import_quietly, in_scratch_folder, replace_contents, to_proto
 from onnxslim.passes.quantization.plan import is_constant
 
@@ -55,10 +55,8 @@ class QuantizeWeights(Pass):
     lossy = True
 
     def call(self, model: ir.Model) -> PassResult:
-        reason = refusal(model)
-        if reason:
-            logger.warning("quantize-weights: %s; model left unchanged", reason)
-            return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": reason}])
+        if (unchanged := refused(model, self.name)) is not None:
+            return unchanged
         _name_matmuls(model.graph)
         dtypes = tensor_dtypes(model)
         rows = [{"node": n.name, "kept_float": self._reason(n, dtypes)} for n in model.graph if n.op_type == "MatMul"]

@@ -1,6 +1,3 @@
-import dataclasses
-
-import numpy as np
 import onnx_ir as ir
 import pytest
 

@@ -43,7 +43,7 @@ def test_terminal_output_names_divergence_and_ends_failed(tmp_path, capsys):
     node = scale_weight(DIGITS, broken, 1)
     code, _, err = run_cli(["validate", DIGITS, broken, "--data", DIGITS_DATA], capsys)
     assert code == 1
-    assert f"divergence starts at" in err and node in err
+    assert "divergence starts at" in err and node in err
     assert err.strip().splitlines()[-1] == "FAILED"
 
 
