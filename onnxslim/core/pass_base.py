@@ -58,8 +58,16 @@ class Pass(ir.passes.InPlacePass):
     def __init__(self, config: Any | None = None, *, context: PassContext | None = None):
         self.config = config if config is not None else self.Config()
         self.context = context or PassContext()
+        missing = self.missing_inputs()
+        if missing:
+            raise ConfigError(missing, where=f"pass {self.name}")
+
+    def missing_inputs(self) -> str | None:
+        """Why this pass, as configured, cannot run with its context; checked when it is built.
+        Override when the need depends on the settings (e.g. only some modes use data)."""
         if self.needs_calibration and self.context.calibration is None:
-            raise ConfigError("needs calibration data (--calibration-data)", where=f"pass {self.name}")
+            return "needs calibration data (--calibration-data)"
+        return None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], context: PassContext | None = None) -> "Pass":

@@ -8,8 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from onnxslim.core.pass_base import PassContext
-from onnxslim.errors import ConfigError
+from onnxslim.core.pass_base import Pass, PassContext
 from onnxslim.passes.pruning._layers import parse_overrides
 
 
@@ -44,11 +43,19 @@ class PruneConfig:
         return parse_overrides(self.overrides)
 
 
-def check_data_needs(config: PruneConfig, context: PassContext, where: str) -> None:
-    if config.reconstruct and context.calibration is None:
-        raise ConfigError("reconstruct needs calibration data (--calibration-data)", where=where)
-    if config.importance == "activation" and context.calibration is None:
-        raise ConfigError("importance 'activation' needs calibration data (--calibration-data)", where=where)
+class PrunePass(Pass):
+    """Shared by the pruning passes: lossy, and calibration data needed only for some settings."""
+
+    lossy = True
+
+    def missing_inputs(self) -> str | None:
+        if self.context.calibration is not None:
+            return None
+        if self.config.reconstruct:
+            return "reconstruct needs calibration data (--calibration-data)"
+        if self.config.importance == "activation":
+            return "importance 'activation' needs calibration data (--calibration-data)"
+        return None
 
 
 def uses_activations(config: PruneConfig, context: PassContext) -> bool:

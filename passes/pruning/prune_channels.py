@@ -7,13 +7,13 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.core.pass_base import PassResult
 from onnxslim.core.stats import graph_stats
 from onnxslim.passes.pruning._calib import channel_energy, stream_captures
 from onnxslim.passes.pruning._channel_apply import apply_removal, kept_positions
 from onnxslim.passes.pruning._channel_graph import ChannelGraph
 from onnxslim.passes.pruning._channel_select import activation_scores, dependency_groups, magnitude_scores, select
-from onnxslim.passes.pruning._common import PruneConfig, check_data_needs, uses_activations
+from onnxslim.passes.pruning._common import PruneConfig, PrunePass, uses_activations
 from onnxslim.passes.pruning._layers import find_layers, matches, plan_amounts
 from onnxslim.passes.pruning._refit import RefitTarget, refit_layers
 
@@ -33,7 +33,7 @@ class PruneChannelsConfig(PruneConfig):
             raise ValueError(f"round_to must be >= 1, got {self.round_to}")
 
 
-class PruneChannels(Pass):
+class PruneChannels(PrunePass):
     """Remove the least important output channels of Conv/Gemm/MatMul layers, shrinking the tensors.
 
     Before: ``Conv(W[64, C]) -> BN -> Relu -> Conv(V[O, 64])``. After: ``Conv(W[45, C]) -> BN(45) ->
@@ -48,11 +48,6 @@ class PruneChannels(Pass):
 
     name = "prune-channels"
     Config = PruneChannelsConfig
-    lossy = True
-
-    def __init__(self, config=None, *, context=None):
-        super().__init__(config, context=context)
-        check_data_needs(self.config, self.context, f"pass {self.name}")
 
     def call(self, model: ir.Model) -> PassResult:
         before = graph_stats(model)

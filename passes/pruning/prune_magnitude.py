@@ -8,9 +8,9 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.core.pass_base import PassResult
 from onnxslim.passes.pruning._apply import lowest_mask, mask_and_refit
-from onnxslim.passes.pruning._common import PruneConfig, check_data_needs
+from onnxslim.passes.pruning._common import PruneConfig, PrunePass
 from onnxslim.passes.pruning._layers import matches
 
 
@@ -21,7 +21,7 @@ class PruneMagnitudeConfig(PruneConfig):
     (layers with an override keep their own amount)."""
 
 
-class PruneMagnitude(Pass):
+class PruneMagnitude(PrunePass):
     """Zero the smallest-magnitude weights of Conv/Gemm/MatMul layers (unstructured sparsity).
 
     Before: dense constant weights. After: the same tensors with ``amount`` of their entries set to
@@ -32,11 +32,6 @@ class PruneMagnitude(Pass):
 
     name = "prune-magnitude"
     Config = PruneMagnitudeConfig
-    lossy = True
-
-    def __init__(self, config=None, *, context=None):
-        super().__init__(config, context=context)
-        check_data_needs(self.config, self.context, f"pass {self.name}")
 
     def call(self, model: ir.Model) -> PassResult:
         return mask_and_refit(model, self.config, self.context, self._masks)

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.core.pass_base import PassResult
 from onnxslim.passes.pruning._apply import mask_and_refit
-from onnxslim.passes.pruning._common import PruneConfig, check_data_needs
+from onnxslim.passes.pruning._common import PruneConfig, PrunePass
 from onnxslim.passes.pruning._layers import find_layers
 
 
@@ -26,7 +26,7 @@ class PruneNMConfig(PruneConfig):
             raise ValueError(f"need 0 < n < m, got {self.n}:{self.m}")
 
 
-class PruneNM(Pass):
+class PruneNM(PrunePass):
     """Keep the ``n`` largest of every ``m`` consecutive weights along the reduction dimension (N:M sparsity).
 
     Before: dense Conv/Gemm/MatMul weights. After: in each output row, every block of ``m``
@@ -37,11 +37,6 @@ class PruneNM(Pass):
 
     name = "prune-nm"
     Config = PruneNMConfig
-    lossy = True
-
-    def __init__(self, config=None, *, context=None):
-        super().__init__(config, context=context)
-        check_data_needs(self.config, self.context, f"pass {self.name}")
 
     def call(self, model: ir.Model) -> PassResult:
         self._layers = {layer.name: layer for layer in find_layers(model)[0]}
