@@ -77,3 +77,14 @@ def test_mobilenet_channel_pruning_with_reconstruction_keeps_accuracy():
     assert record.status == "applied", record.reason
     assert record.stats["groups_pruned"] >= 8
     assert _accuracy(result.model, "digits16_eval.npz") >= 0.97  # original 98.9%
+
+
+@pytest.mark.parametrize("extra, message", [(["--reconstruct"], "reconstruct needs calibration data"),
+                                            (["--prune-importance", "activation"], "importance 'activation' needs")])
+def test_data_hungry_settings_without_calibration_data_exit_2(tmp_path, capsys, extra, message):
+    from onnxslim.cli import main
+
+    code = main([str(MODELS / "digits_cnn.onnx"), str(tmp_path / "out.onnx"), "--prune", "0.3", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "prune-" in err
+    assert not (tmp_path / "out.onnx").exists()
