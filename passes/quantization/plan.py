@@ -37,6 +37,8 @@ class Plan:
     """(node name, why it stays float), only for nodes a user might expect to be quantized."""
     tail: set[ir.Node] = dataclasses.field(default_factory=set)
     """The float post-processing (see ``post_processing``)."""
+    branches: set[ir.Node] = dataclasses.field(default_factory=set)
+    """Nodes that feed exactly one input of the post-processing (see ``head_branches``)."""
     float_outputs: set[ir.Value] = dataclasses.field(default_factory=set)
     """MatMul outputs read only by float ops: left unquantized, so ORT runs MatMulIntegerToFloat
     (integer product, float result) and the output is never rounded to 8 bits (see ``float_matmul_outputs``)."""
@@ -48,6 +50,10 @@ class Plan:
     def feeds_tail(self, value: ir.Value) -> bool:
         """``value`` is read by the float post-processing: it is, in effect, a model output."""
         return any(consumer in self.tail for consumer in value.consumers())
+
+    def in_head(self, value: ir.Value) -> bool:
+        """``value`` is a head output or lies on a branch that only a single head output depends on."""
+        return self.feeds_tail(value) or value.producer() in self.branches
 
 
 def is_constant(value: ir.Value | None) -> bool:
@@ -66,7 +72,7 @@ def make_plan(graph: ir.Graph, dtypes: dict[str, ir.DataType], *, include: tuple
               exclude: tuple[str, ...] = (), absorb: bool = True, float_tensors: frozenset[str] = frozenset()) -> Plan:
     """``float_tensors``: activations kept float (mixed precision): their readers and writers stay float."""
     tail = post_processing(graph)
-    plan = Plan(tail=tail)
+    plan = Plan(tail=tail, branches=head_branches(graph, tail))
     quantized_tensors: set[ir.Value] = set()
     for node in graph:
         reason = _float_reason(node, tail, dtypes, include, exclude, quantized_tensors)
@@ -187,6 +193,33 @@ def post_processing(graph: ir.Graph) -> set[ir.Node]:
         consumers = {c for v in node.outputs for c in v.consumers()}
         feature_below[node] = any(_is_feature(c) or feature_below.get(c, False) for c in consumers)
     return {n for n in nodes if not feature_below[n] and not _is_feature(n)}
+
+
+def head_branches(graph: ir.Graph, tail: set[ir.Node]) -> set[ir.Node]:
+    """Nodes whose outputs reach exactly one of the head outputs (weighted layers the post-processing reads).
+
+    In YOLO-style heads these are the per-scale box and class branches (conv, SiLU, conv),
+    which split off the shared neck; a node feeding several head outputs is shared trunk. Only
+    nodes below such a trunk count: a plain classifier has a single head output and no branches.
+    """
+    reached: dict[ir.Node, set[ir.Value]] = {}
+    for node in reversed(list(graph)):
+        if node in tail:
+            continue
+        targets: set[ir.Value] = set()
+        for value in node.outputs:
+            for consumer in value.consumers():
+                if consumer not in tail:
+                    targets |= reached.get(consumer, set())
+                elif _is_feature(node):
+                    targets.add(value)
+        reached[node] = targets
+    below_trunk: set[ir.Node] = set()
+    for node in graph:
+        sources = {v.producer() for v in node.inputs if v is not None} - {None}
+        if any(len(reached.get(s, ())) > 1 or s in below_trunk for s in sources):
+            below_trunk.add(node)
+    return {node for node in below_trunk if len(reached.get(node, ())) == 1}
 
 
 def _is_feature(node: ir.Node) -> bool:

@@ -229,3 +229,45 @@ class _CachedContext(PassContext):
     def __init__(self, *, calibration, calibration_cache):
         super().__init__(calibration=calibration)
         object.__setattr__(self, "calibration_cache", calibration_cache)
+
+
+TWO_BRANCH_HEAD = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, 8, 8] x) => (float[N, 4, 64] y) {
+    t = Conv <pads = [1, 1, 1, 1]> (x, wt)
+    tr = Relu (t)
+    a = Conv <pads = [1, 1, 1, 1]> (tr, wa)
+    ar = Relu (a)
+    ao = Conv (ar, wa2)
+    b = Conv <pads = [1, 1, 1, 1]> (tr, wb)
+    br = Relu (b)
+    bo = Conv (br, wb2)
+    cat = Concat <axis = 1> (ao, bo)
+    shape = Constant <value = int64[3] {0, 4, 64}> ()
+    flat = Reshape (cat, shape)
+    y = Sigmoid (flat)
+}
+"""
+
+
+def test_detection_head_branches_are_not_clipped_but_the_trunk_is():
+    """Per-scale head branches (YOLO's box/class convs) keep their full range: their rare extremes are the detections."""
+    from onnxslim.passes.quantization import plan as planning
+    from onnxslim.passes.quantization.calibrate import collect_statistics
+
+    r = rng(5)
+    weights = {"wt": r.standard_normal((6, 3, 3, 3)).astype(np.float32) * 0.4,
+               "wa": r.standard_normal((6, 6, 3, 3)).astype(np.float32) * 0.3,
+               "wa2": r.standard_normal((2, 6, 1, 1)).astype(np.float32),
+               "wb": r.standard_normal((6, 6, 3, 3)).astype(np.float32) * 0.3,
+               "wb2": r.standard_normal((2, 6, 1, 1)).astype(np.float32)}
+    model = _named(make_model(TWO_BRANCH_HEAD, initializers=weights))
+    branches = {n.outputs[0].name for n in planning.head_branches(model.graph, planning.post_processing(model.graph))}
+    assert branches == {"a", "ar", "ao", "b", "br", "bo"}
+    # heavy-tailed inputs and a 99th percentile: the trunk's range is clipped wherever allowed
+    calibration = [DataBatch({"x": rng(10 + i).standard_t(2, (4, 3, 8, 8)).astype(np.float32)}) for i in range(4)]
+    observed, _ = collect_statistics(model.clone(), calibration, ["tr", "ar"])
+    result = QuantizeStatic(QuantizeStaticConfig(method="percentile", percentile=99.0), context=PassContext(calibration=calibration))(model)
+    scales = {n.inputs[0].name: float(n.inputs[1].const_value.numpy()) for n in result.model.graph if n.op_type == "QuantizeLinear"}
+    assert scales["t"] * 255 < 0.9 * observed["tr"].maximum  # trunk (Relu absorbed into t): clipped
+    assert scales["a"] * 255 == pytest.approx(observed["ar"].maximum, rel=1e-3)  # branch: full observed range
