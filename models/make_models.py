@@ -11,7 +11,7 @@ few minutes on two CPU cores.  The script writes, next to itself:
 * ``resnet_mini.onnx``     ResNet-style CNN (BasicBlocks) on 1x16x16 digits
 * ``mobilenet_mini.onnx``  MobileNetV2-style CNN on 1x16x16 digits
 * ``vit_tiny.onnx``        tiny ViT (2 encoder blocks) on 1x8x8 digits
-* ``digits_eval.npz`` / ``digits_calib.npz``      8x8 data   (key ``input``; eval also ``labels``)
+* ``digits_eval.npz`` / ``digits_calib.npz``      8x8 data   (key ``input`` and ``labels``)
 * ``digits16_eval.npz`` / ``digits16_calib.npz``  16x16 data (same convention)
 
 All models take ``input`` [batch, 1, H, W] float32 (pixels scaled to [0, 1])
@@ -359,9 +359,9 @@ def main() -> int:
     x, y, tr, ca, ev = make_splits()
     x16 = upsample16(x)
     np.savez_compressed(HERE / "digits_eval.npz", input=x[ev], labels=y[ev])
-    np.savez_compressed(HERE / "digits_calib.npz", input=x[ca])
+    np.savez_compressed(HERE / "digits_calib.npz", input=x[ca], labels=y[ca])
     np.savez_compressed(HERE / "digits16_eval.npz", input=x16[ev], labels=y[ev])
-    np.savez_compressed(HERE / "digits16_calib.npz", input=x16[ca])
+    np.savez_compressed(HERE / "digits16_calib.npz", input=x16[ca], labels=y[ca])
     print(f"data: train={len(tr)} calib={len(ca)} eval={len(ev)}")
 
     specs = [

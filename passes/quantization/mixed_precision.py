@@ -6,20 +6,23 @@ in numpy with the scale and zero point the pass chose, and scored by its noise-t
 ratio ``||fq(x) - x|| / ||x||`` (streamed over batches: memory stays one batch).
 
 Search: the worst tensors are kept float (with every node that reads or writes them) in
-growing prefixes of the ranking, 1, 2, 4, 8... until the smallest cosine similarity between
-the float and quantized graph outputs reaches the target; a bisection between the last two
-prefixes then finds the shortest prefix that meets it. Each step is one quantization of a
+growing prefixes of the ranking, 1, 2, 4, 8... until the goal is met: the smallest cosine
+similarity between the float and quantized graph outputs reaches a floor, and/or top-1
+accuracy against the calibration labels drops by at most a bound; a bisection between the
+last two prefixes then finds the shortest prefix that meets it. Each step is one quantization of a
 copy plus one ONNX Runtime run on the sample subset.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Callable, Iterable
 
 import numpy as np
 import onnx_ir as ir
 
+from onnxslim.errors import DataError
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.ranges import silu
 from onnxslim.runtime.session import make_session, model_bytes
@@ -33,33 +36,111 @@ Build = Callable[[frozenset], tuple[ir.Model, dict[str, tuple]]]
 """Float tensor names -> (quantized copy, {float tensor name: (scale, zero point)})."""
 
 
-def search(model: ir.Model, build: Build, calibration: Iterable, *, target: float,
-           samples: int) -> tuple[frozenset, list[dict]]:
-    """(tensor names to keep float, report rows); ``build(names)`` returns a quantized copy."""
+@dataclasses.dataclass(frozen=True)
+class Goal:
+    """What the mixed-precision search must reach; either or both bounds."""
+
+    min_cosine: float | None = None
+    """Smallest cosine similarity between float and quantized outputs."""
+    max_accuracy_drop: float | None = None
+    """Largest top-1 accuracy loss against the labels (0.01 = one point), float minus quantized."""
+
+    def margin(self, cosine: float, accuracy_drop: float | None) -> float:
+        """>= 0 when every bound holds: the worst bound's slack."""
+        margins = []
+        if self.min_cosine is not None:
+            margins.append(cosine - self.min_cosine)
+        if self.max_accuracy_drop is not None:
+            margins.append(self.max_accuracy_drop - accuracy_drop)
+        return min(margins)
+
+
+def search(model: ir.Model, build: Build, calibration: Iterable, *, goal: Goal, samples: int,
+           accuracy_samples: int) -> tuple[frozenset, list[dict]]:
+    """(tensor names to keep float, report rows); ``build(names)`` returns a quantized copy.
+
+    The ranking uses the first ``samples`` calibration samples; the goal is checked on those,
+    or on ``accuracy_samples`` labelled ones when there is an accuracy bound.
+    """
     feeds = subset(calibration, samples)
     quantized, params = build(frozenset())
     ranking = rank_tensors(model, params, feeds)
     order = [name for name, _ in ranking]
+    labels = None
+    if goal.max_accuracy_drop is not None:
+        feeds, labels = labelled_subset(calibration, accuracy_samples)
     reference = _outputs(model, feeds)
-    scores: dict[int, float] = {}
+    scored = _Scorer(reference, labels)
+    margins: dict[int, float] = {}
 
-    def score(count: int) -> float:
-        if count not in scores:
+    def margin(count: int) -> float:
+        if count not in margins:
             candidate = quantized if count == 0 else build(frozenset(order[:count]))[0]
-            scores[count] = output_cosine(reference, _outputs(candidate, feeds))
-        return scores[count]
+            margins[count] = goal.margin(*scored(count, _outputs(candidate, feeds)))
+        return margins[count]
 
-    count = _shortest_prefix(score, len(order), target)
+    count = _shortest_prefix(margin, len(order), 0.0)
     keep = frozenset(order[:count])
-    rows = [{"mixed_precision": {"target_cosine": target, "samples": sum(_size(f) for f in feeds),
-                                 "cosine_all_quantized": round(score(0), 6), "cosine_final": round(score(count), 6),
-                                 "tensors_kept_float": count, "candidates": len(order), "evaluations": len(scores),
-                                 "target_met": score(count) >= target}}]
+    summary = {"target_cosine": goal.min_cosine, "max_accuracy_drop": goal.max_accuracy_drop,
+               "samples": sum(_size(f) for f in feeds), "cosine_all_quantized": round(scored.cosine[0], 6),
+               "cosine_final": round(scored.cosine[count], 6), "tensors_kept_float": count, "candidates": len(order),
+               "evaluations": len(margins), "target_met": margin(count) >= 0}
+    if labels is not None:
+        summary.update({"float_accuracy": round(scored.float_accuracy, 6),
+                        "accuracy_all_quantized": round(scored.accuracy[0], 6),
+                        "accuracy_final": round(scored.accuracy[count], 6)})
+    rows = [{"mixed_precision": {k: v for k, v in summary.items() if v is not None}}]
     rows += [{"sensitivity_rank": i + 1, "tensor": name, "noise_to_signal": round(error, 6), "kept_float": name in keep}
              for i, (name, error) in enumerate(ranking[:max(SHOWN, count)])]
-    logger.info("mixed precision: %d of %d tensors kept float, output cosine %.5f -> %.5f (target %s)",
-                count, len(order), score(0), score(count), target)
+    logger.info("mixed precision: %d of %d tensors kept float, output cosine %.5f -> %.5f",
+                count, len(order), scored.cosine[0], scored.cosine[count])
     return keep, rows
+
+
+class _Scorer:
+    """Cosine (and top-1 accuracy drop, with labels) of each candidate's outputs, remembered per prefix."""
+
+    def __init__(self, reference: dict[str, np.ndarray], labels: np.ndarray | None):
+        self.reference, self.labels = reference, labels
+        self.cosine: dict[int, float] = {}
+        self.accuracy: dict[int, float] = {}
+        self.float_accuracy = top1_accuracy(reference, labels) if labels is not None else 0.0
+
+    def __call__(self, count: int, outputs: dict[str, np.ndarray]) -> tuple[float, float | None]:
+        self.cosine[count] = output_cosine(self.reference, outputs)
+        if self.labels is None:
+            return self.cosine[count], None
+        self.accuracy[count] = top1_accuracy(outputs, self.labels)
+        return self.cosine[count], self.float_accuracy - self.accuracy[count]
+
+
+def top1_accuracy(outputs: dict[str, np.ndarray], labels: np.ndarray) -> float:
+    """Top-1 accuracy of the first output shaped [samples, classes]."""
+    for value in outputs.values():
+        if value.ndim == 2 and len(value) == len(labels) and value.shape[1] > 1:
+            return float(np.mean(value.argmax(axis=1) == labels))
+    raise DataError(f"--quantize-max-accuracy-drop: no model output is shaped [samples, classes] "
+                    f"to compare with the {len(labels)} labels")
+
+
+def labelled_subset(calibration: Iterable, samples: int) -> tuple[list[dict], np.ndarray]:
+    """The first ``samples`` calibration samples and their labels (a DataError when there are none)."""
+    feeds, labels, taken = [], [], 0
+    for batch in calibration:
+        batch_labels = getattr(batch, "labels", None)
+        if batch_labels is None:
+            raise DataError("--quantize-max-accuracy-drop needs labels in the calibration data "
+                            "(a 'labels' array in the .npz, or one subfolder per class of images)")
+        inputs = dict(batch.inputs)
+        keep = min(_size(inputs), samples - taken)
+        feeds.append({k: v[:keep] if np.ndim(v) else v for k, v in inputs.items()})
+        labels.append(np.asarray(batch_labels)[:keep])
+        taken += keep
+        if taken >= samples:
+            break
+    if not taken:
+        raise DataError("calibration data has no samples")
+    return feeds, np.concatenate(labels)
 
 
 def _shortest_prefix(score: Callable[[int], float], total: int, target: float) -> int:

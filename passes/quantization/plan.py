@@ -77,7 +77,7 @@ def make_plan(graph: ir.Graph, dtypes: dict[str, ir.DataType], *, include: tuple
     for node in graph:
         reason = _float_reason(node, tail, dtypes, include, exclude, quantized_tensors)
         if reason is None and _touches(node, float_tensors):
-            reason = "kept float by sensitivity analysis (--quantize-min-cosine)"
+            reason = "kept float by sensitivity analysis (mixed precision)"
         if node.op_type in ACTIVATIONS and reason is None and absorb:
             producer = node.inputs[0].producer()
             plan.absorbed[node] = producer

@@ -37,8 +37,14 @@ class QuantizeStaticConfig:
     min_cosine: float | None = None
     """Automatic mixed precision: keep the most error-prone tensors float until every output's
     cosine similarity to the float model (on the first calibration samples) reaches this."""
+    max_accuracy_drop: float | None = None
+    """Automatic mixed precision against labels: keep the most error-prone tensors float until
+    top-1 accuracy on the labelled calibration samples is at most this much below float's
+    (0.01 = one point). Needs ``labels`` in the calibration data; combines with ``min_cosine``."""
     sensitivity_samples: int = 16
     """Calibration samples used by the sensitivity ranking, mixed-precision search and bias correction."""
+    accuracy_samples: int = 512
+    """Labelled calibration samples on which ``max_accuracy_drop`` is checked."""
     bias_correction: bool = False
     """Lower each Conv/Gemm int32 bias by the mean shift quantization adds to its output channel."""
 
@@ -47,8 +53,14 @@ class QuantizeStaticConfig:
             raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
         if self.min_cosine is not None and not 0.0 < self.min_cosine <= 1.0:
             raise ValueError(f"min_cosine must be in (0, 1], got {self.min_cosine}")
-        if self.sensitivity_samples < 1:
-            raise ValueError("sensitivity_samples must be >= 1")
+        if self.max_accuracy_drop is not None and not 0.0 <= self.max_accuracy_drop < 1.0:
+            raise ValueError(f"max_accuracy_drop must be in [0, 1) (0.01 = one point), got {self.max_accuracy_drop}")
+        if self.sensitivity_samples < 1 or self.accuracy_samples < 1:
+            raise ValueError("sensitivity_samples and accuracy_samples must be >= 1")
+
+    @property
+    def mixed_precision(self) -> bool:
+        return self.min_cosine is not None or self.max_accuracy_drop is not None
 
 
 class QuantizeStatic(Pass):
@@ -75,14 +87,15 @@ class QuantizeStatic(Pass):
         if not plan.quantized:
             return PassResult(model, modified=False, details=_float_rows(plan))
         sources = _range_sources(plan)
-        if config.min_cosine is not None:  # a Relu kept float leaves its producer's raw output to range
+        if config.mixed_precision:  # a Relu kept float leaves its producer's raw output to range
             sources += [p.outputs[0].name for p in plan.absorbed.values() if p.outputs[0].name not in sources]
         stats = self._statistics(model, sources)
         keep, rows = frozenset(), []
-        if config.min_cosine is not None:
+        if config.mixed_precision:
+            goal = mixed_precision.Goal(config.min_cosine, config.max_accuracy_drop)
             keep, rows = mixed_precision.search(
                 model, lambda floats: self._apply(model.clone(), dtypes, stats, floats)[2:], self.context.calibration,
-                target=config.min_cosine, samples=config.sensitivity_samples)
+                goal=goal, samples=config.sensitivity_samples, accuracy_samples=config.accuracy_samples)
         reference = model.clone() if config.bias_correction else None
         total = _weight_elements(model)
         plan, weights, _, params = self._apply(model, dtypes, stats, keep)
@@ -98,7 +111,7 @@ class QuantizeStatic(Pass):
             "nodes_quantized": len(plan.quantized), "activations_absorbed": len(plan.absorbed),
             "tensors_quantized": len(params), "weights_quantized": len(weights), "kept_float": len(plan.kept_float),
             "weight_elements_quantized_fraction": round(fraction, 4),
-            **({"tensors_kept_float_by_sensitivity": len(keep)} if config.min_cosine is not None else {}),
+            **({"tensors_kept_float_by_sensitivity": len(keep)} if config.mixed_precision else {}),
             **({"biases_corrected": sum("bias_corrected" in r for r in rows)} if config.bias_correction else {})})
 
     def _apply(self, model: ir.Model, dtypes, stats, float_tensors: frozenset[str]):

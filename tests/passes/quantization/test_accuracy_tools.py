@@ -128,3 +128,43 @@ def test_bias_correction_removes_the_per_channel_mean_shift():
     assert row["channels"] == 8 and row["mean_abs_shift"] == pytest.approx(shifts[False], rel=0.3)
     assert shifts[True] < 0.2 * shifts[False]
     check_full(result.model)
+
+
+def _labelled(model, count=16, batch=32, seed=0):
+    """Heavy-tailed random inputs labelled with the float model's own top-1: float accuracy is 100% by
+    construction, and the clipped ranges flip about 8% of the int8 predictions (measured 0.916)."""
+    r = rng(seed)
+    result = []
+    for _ in range(count):
+        x = r.standard_t(1.5, (batch, 3, 8, 8)).astype(np.float32)
+        result.append(DataBatch({"x": x}, run_ort(model, {"x": x})[0].argmax(1)))
+    return result
+
+
+def test_max_accuracy_drop_keeps_tensors_float_until_accuracy_on_the_labels_holds():
+    calibration = _labelled(_conv_model())
+    plain = QuantizeStatic(QuantizeStaticConfig(max_accuracy_drop=0.5), context=PassContext(calibration=calibration))
+    (summary,) = [row["mixed_precision"] for row in plain(_conv_model()).details if "mixed_precision" in row]
+    assert summary["float_accuracy"] == 1.0 and summary["tensors_kept_float"] == 0
+    all_int8 = summary["accuracy_all_quantized"]
+    assert all_int8 < 0.97  # else the test proves nothing
+    bound = (1 - all_int8) / 3
+    result = QuantizeStatic(QuantizeStaticConfig(max_accuracy_drop=bound, accuracy_samples=256),
+                            context=PassContext(calibration=calibration))(_conv_model())
+    (summary,) = [row["mixed_precision"] for row in result.details if "mixed_precision" in row]
+    assert summary["target_met"] and summary["tensors_kept_float"] >= 1 and summary["samples"] == 256
+    assert 1.0 - summary["accuracy_final"] <= bound
+    # the reported accuracy is what ONNX Runtime gives on those samples
+    x = np.concatenate([b.inputs["x"] for b in calibration[:8]])
+    labels = np.concatenate([b.labels for b in calibration[:8]])
+    assert np.mean(run_ort(result.model, {"x": x})[0].argmax(1) == labels) == pytest.approx(summary["accuracy_final"])
+    check_full(result.model)
+
+
+def test_max_accuracy_drop_without_labels_is_one_clear_error():
+    from onnxslim.errors import DataError
+
+    with pytest.raises(DataError, match="needs labels"):
+        QuantizeStatic(QuantizeStaticConfig(max_accuracy_drop=0.01), context=context({"x": (4, 3, 8, 8)}))(_conv_model())
+    with pytest.raises(ValueError, match="max_accuracy_drop"):
+        QuantizeStaticConfig(max_accuracy_drop=1.5)
