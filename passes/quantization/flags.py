@@ -11,7 +11,7 @@ from onnxslim.errors import ConfigError
 from onnxslim.passes.quantization.extra_flags import EXTRA_NAMES, add_extra_arguments, extra_steps
 
 NAMES = ("quantize", "calibration_method", "quantize_per_tensor", "quantize_activations", "quantize_include",
-         "quantize_exclude", "calibration_cache", "quantize_min_cosine", "quantize_max_accuracy_drop", "quantize_bias_correction", *EXTRA_NAMES)
+         "quantize_exclude", "calibration_cache", "quantize_min_cosine", "quantize_max_accuracy_drop", "quantize_smoothing", "quantize_bias_correction", *EXTRA_NAMES)
 
 
 def _add_arguments(group: argparse._ArgumentGroup) -> None:
@@ -35,6 +35,9 @@ def _add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--quantize-max-accuracy-drop", metavar="X", type=float, default=None,
                        help="static: keep the most error-prone tensors float until top-1 accuracy on the "
                             "labelled calibration data is at most X below float (0.01 = one point)")
+    group.add_argument("--quantize-smoothing", metavar="ALPHA", type=float, default=None,
+                       help="static: migration strength of activation smoothing into MatMul weights "
+                            "(default 0.75; 0 turns it off)")
     group.add_argument("--quantize-bias-correction", action="store_const", const=True, default=None,
                        help="static: correct the per-channel output shift caused by int8 weights")
     add_extra_arguments(group)  # --fp16, --quantize-weights (extra_flags.py)
@@ -57,7 +60,8 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
             settings[key] = options[option]
     if mode == "dynamic":
         static_only = [k for k in ("calibration_method", "quantize_activations", "quantize_min_cosine",
-                                   "quantize_max_accuracy_drop", "quantize_bias_correction") if options.get(k) is not None]
+                                   "quantize_max_accuracy_drop", "quantize_smoothing",
+                                   "quantize_bias_correction") if options.get(k) is not None]
         if static_only:
             raise ConfigError(f"--{static_only[0].replace('_', '-')} applies to --quantize static only")
         return [Step("quantize-dynamic", settings)]
@@ -69,6 +73,8 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
         settings["min_cosine"] = float(options["quantize_min_cosine"])
     if options.get("quantize_max_accuracy_drop") is not None:
         settings["max_accuracy_drop"] = float(options["quantize_max_accuracy_drop"])
+    if options.get("quantize_smoothing") is not None:
+        settings["smoothing_alpha"] = float(options["quantize_smoothing"])
     if options.get("quantize_bias_correction"):
         settings["bias_correction"] = True
     return [Step("quantize-static", settings)]

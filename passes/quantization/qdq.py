@@ -54,10 +54,11 @@ def unique_name(graph: ir.Graph, base: str) -> str:
     return name
 
 
-def insert_qdq(graph: ir.Graph, value: ir.Value, scale: np.float32, zero: np.ndarray) -> ir.Value:
-    """``value -> QuantizeLinear -> DequantizeLinear``; every reader of ``value`` now reads the DQ output."""
+def insert_qdq(graph: ir.Graph, value: ir.Value, scale: np.float32, zero: np.ndarray,
+               readers: set[ir.Node] | None = None) -> ir.Value:
+    """``value -> QuantizeLinear -> DequantizeLinear``; the ``readers`` of ``value`` (all when None) now read the DQ output."""
     base = value.name or "tensor"
-    uses = list(value.uses())
+    uses = [(user, index) for user, index in value.uses() if readers is None or user in readers]
     scale_v = _constant(graph, unique_name(graph, f"{base}_scale"), np.asarray(scale, np.float32))
     zero_v = _constant(graph, unique_name(graph, f"{base}_zero_point"), zero)
     q = ir.node("QuantizeLinear", [value, scale_v, zero_v], name=unique_name(graph, f"{base}_QuantizeLinear"))
