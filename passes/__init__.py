@@ -18,6 +18,7 @@ from onnxslim.passes.pruning.prune_magnitude import PruneMagnitude
 from onnxslim.passes.pruning.prune_nm import PruneNM
 from onnxslim.passes.quantization.convert_fp16 import ConvertFp16
 from onnxslim.passes.quantization.flags import QUANTIZATION_FLAGS
+from onnxslim.passes.quantization.quantize_auto import QuantizeAuto
 from onnxslim.passes.quantization.quantize_dynamic import QuantizeDynamic
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic
 from onnxslim.passes.quantization.quantize_weights import QuantizeWeights
@@ -39,6 +40,7 @@ ALL_PASSES = (
     SplitLowRank,
     QuantizeStatic,
     QuantizeDynamic,
+    QuantizeAuto,
     QuantizeWeights,
     ConvertFp16,
 )

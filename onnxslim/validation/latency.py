@@ -51,16 +51,24 @@ def measure_latency(original: bytes | str, optimized: bytes | str, inputs: dict[
                     runs: int = 30, warmup: int = 5, threads: int | None = None) -> LatencyReport:
     threads = threads or default_threads()
     variants = {"original": original, "optimized": optimized, "original (repeat)": original}
-    times: dict[str, list[float]] = {label: [] for label in variants}
-    per_round = max(1, -(-runs // ROUNDS))
-    for _ in range(ROUNDS):
-        for label, data in variants.items():
-            times[label] += _time_one(data, inputs, provider, threads, warmup, per_round)
+    times = time_round_robin(variants, inputs, provider=provider, runs=runs, warmup=warmup, threads=threads)
     stats = [LatencyStats(label, float(np.median(t)), float(np.percentile(t, 90)), len(t)) for label, t in times.items()]
     base, opt, repeat = (s.median_ms for s in stats)
     noise = abs(repeat - base) / base if base else 0.0
     ratio = opt / base if base else 1.0
     return LatencyReport(provider, threads, warmup, stats, noise, ratio, ratio > 1.0 + max(noise, MIN_MARGIN))
+
+
+def time_round_robin(variants: dict[str, bytes | str], inputs: dict[str, np.ndarray], *, provider: str = "cpu",
+                     runs: int = 30, warmup: int = 5, threads: int | None = None) -> dict[str, list[float]]:
+    """Milliseconds per call of each variant, ``runs`` calls each, in ``ROUNDS`` interleaved rounds."""
+    threads = threads or default_threads()
+    times: dict[str, list[float]] = {label: [] for label in variants}
+    per_round = max(1, -(-runs // ROUNDS))
+    for _ in range(ROUNDS):
+        for label, data in variants.items():
+            times[label] += _time_one(data, inputs, provider, threads, warmup, per_round)
+    return times
 
 
 def _time_one(data: bytes | str, inputs: dict[str, np.ndarray], provider: str, threads: int, warmup: int, count: int) -> list[float]:

@@ -15,8 +15,9 @@ NAMES = ("quantize", "calibration_method", "quantize_per_tensor", "quantize_acti
 
 
 def _add_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--quantize", choices=("dynamic", "static"), default=None,
-                       help="int8: 'static' (QDQ, needs --calibration-data) or 'dynamic' (MatMul/Gemm weights only)")
+    group.add_argument("--quantize", choices=("dynamic", "static", "auto"), default=None,
+                       help="int8: 'static' (QDQ, needs --calibration-data), 'dynamic' (MatMul/Gemm weights only) "
+                            "or 'auto' (the one measured fastest here, static only with --calibration-data)")
     group.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy", "mse"), default=None,
                        help="how static activation ranges are chosen (default mse)")
     group.add_argument("--quantize-per-tensor", action="store_const", const=True, default=None,
@@ -50,14 +51,16 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
     if mode is None:
         given = ", ".join("--" + k.replace("_", "-") for k in options)
         raise ConfigError(f"{given} given without --quantize static|dynamic")
-    if mode not in ("static", "dynamic"):
-        raise ConfigError(f"--quantize: expected 'static' or 'dynamic', got {mode!r}")
+    if mode not in ("static", "dynamic", "auto"):
+        raise ConfigError(f"--quantize: expected 'static', 'dynamic' or 'auto', got {mode!r}")
     settings: dict[str, Any] = {}
     if options.get("quantize_per_tensor"):
         settings["per_channel"] = False
     for option, key in (("quantize_include", "include"), ("quantize_exclude", "exclude")):
         if options.get(option):
             settings[key] = options[option]
+    if mode == "auto":
+        return [_auto_step(options, settings)]
     if mode == "dynamic":
         static_only = [k for k in ("calibration_method", "quantize_activations", "quantize_min_cosine",
                                    "quantize_max_accuracy_drop", "quantize_smoothing",
@@ -78,6 +81,19 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
     if options.get("quantize_bias_correction"):
         settings["bias_correction"] = True
     return [Step("quantize-static", settings)]
+
+
+def _auto_step(options: Mapping[str, Any], settings: dict[str, Any]) -> Step:
+    """``--quantize auto``: the format choice; ``--quantize-min-cosine`` is its accuracy floor."""
+    static_only = [k for k in ("quantize_activations", "quantize_max_accuracy_drop", "quantize_smoothing",
+                               "quantize_bias_correction") if options.get(k) is not None]
+    if static_only:
+        raise ConfigError(f"--{static_only[0].replace('_', '-')} applies to --quantize static only")
+    if options.get("calibration_method"):
+        settings["method"] = options["calibration_method"]
+    if options.get("quantize_min_cosine") is not None:
+        settings["min_cosine"] = float(options["quantize_min_cosine"])
+    return Step("quantize-auto", settings)
 
 
 QUANTIZATION_FLAGS = FlagGroup(title="quantization", names=NAMES, add_arguments=_add_arguments, to_steps=_to_steps)

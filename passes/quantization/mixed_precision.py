@@ -69,14 +69,14 @@ def search(model: ir.Model, build: Build, calibration: Iterable, *, goal: Goal, 
     labels = None
     if goal.max_accuracy_drop is not None:
         feeds, labels = labelled_subset(calibration, accuracy_samples)
-    reference = _outputs(model, feeds)
+    reference = run_outputs(model, feeds)
     scored = _Scorer(reference, labels)
     margins: dict[int, float] = {}
 
     def margin(count: int) -> float:
         if count not in margins:
             candidate = quantized if count == 0 else build(frozenset(order[:count]))[0]
-            margins[count] = goal.margin(*scored(count, _outputs(candidate, feeds)))
+            margins[count] = goal.margin(*scored(count, run_outputs(candidate, feeds)))
         return margins[count]
 
     count = _shortest_prefix(margin, len(order), 0.0)
@@ -225,7 +225,7 @@ def _size(feeds: dict) -> int:
     return 0 if first is None else (len(first) if np.ndim(first) else 1)
 
 
-def _outputs(model: ir.Model, feeds: list[dict]) -> dict[str, np.ndarray]:
+def run_outputs(model: ir.Model, feeds: list[dict]) -> dict[str, np.ndarray]:
     session = make_session(model_bytes(model))
     names = [o.name for o in session.get_outputs()]
     runs = [session.run(names, batch) for batch in feeds]
