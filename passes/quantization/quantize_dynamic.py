@@ -10,6 +10,7 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.passes.quantization.common import refused, tensor_dtypes
+from onnxslim.passes.quantization.embedding import quantize_embeddings
 from onnxslim.passes.quantization.plan import is_constant
 from onnxslim.passes.quantization.qdq import unique_name, weight_params
 
@@ -24,6 +25,8 @@ class QuantizeDynamicConfig:
     exclude: tuple[str, ...] = ()
     min_elements: int = 0
     """Weights with fewer elements stay float (tiny layers gain nothing)."""
+    embeddings: bool = True
+    """Large constant Gather tables (token embeddings) become int8 rows with per-row scales (``embedding.py``)."""
 
     def __post_init__(self):
         if self.min_elements < 0:
@@ -54,10 +57,12 @@ class QuantizeDynamic(Pass):
                 rows.append(_rewrite(model.graph, node, self.config.per_channel))
             elif node.op_type in ("MatMul", "Gemm", "Conv"):
                 rows.append({"node": node.name, "op": node.op_type, "kept_float": why})
+        if self.config.embeddings:
+            rows += quantize_embeddings(model.graph, exclude=self.config.exclude)
         done = [r for r in rows if "kept_float" not in r]
         if done:
             ir.passes.common.RemoveUnusedNodesPass()(model)
-        saved = sum(r["weight_elements"] * 3 for r in done)
+        saved = sum(r["weight_elements"] * 3 for r in done)  # float32 -> int8
         return PassResult(model, modified=bool(done), details=rows,
                           stats={"nodes_quantized": len(done), "bytes_saved": saved, "kept_float": len(rows) - len(done)})
 

@@ -14,6 +14,7 @@ from onnxslim.passes.quantization import mixed_precision, plan as planning, smoo
 from onnxslim.passes.quantization.bias_correction import correct_biases
 from onnxslim.passes.quantization.calibrate import collect_statistics
 from onnxslim.passes.quantization.common import refused, tensor_dtypes
+from onnxslim.passes.quantization.embedding import quantize_embeddings
 from onnxslim.passes.quantization.qdq import NAMES_KEY, activation_params, insert_qdq, quantize_bias, quantize_weight
 from onnxslim.passes.quantization.ranges import silu_low, tensor_range
 
@@ -51,6 +52,8 @@ class QuantizeStaticConfig:
     ``max|X|^alpha / max|W|^(1-alpha)`` and the weight rows multiplied by it; 0 turns it off.
     MiniLM embedding cosine (everyday / documentation sentences): 0.992 / 0.991 off, 0.990 /
     0.991 at 0.5, 0.9925 / 0.9944 at 0.75, 0.992 / 0.994 at 0.85."""
+    embeddings: bool = True
+    """Large constant Gather tables (token embeddings) become int8 rows with per-row scales (``embedding.py``)."""
     bias_correction: bool = False
     """Lower each Conv/Gemm int32 bias by the mean shift quantization adds to its output channel."""
 
@@ -114,16 +117,18 @@ class QuantizeStatic(Pass):
         if keep and fraction < 0.75:
             logger.warning("quantize-static: mixed precision left %.0f%% of the weights float; the model may run "
                            "no faster than float (measure with --latency RUNS)", 100 * (1 - fraction))
+        embeddings = quantize_embeddings(model.graph, exclude=config.exclude) if config.embeddings else []
         if reference is not None:
             rows += correct_biases(reference, model, mixed_precision.subset(self.context.calibration,
                                                                            config.sensitivity_samples))
-        details = smoothed + weights + _float_rows(plan) + rows
+        details = smoothed + weights + embeddings + _float_rows(plan) + rows
         return PassResult(model, modified=True, details=details, stats={
             "nodes_quantized": len(plan.quantized), "activations_absorbed": len(plan.absorbed),
             "tensors_quantized": len(params), "weights_quantized": len(weights), "kept_float": len(plan.kept_float),
             "weight_elements_quantized_fraction": round(fraction, 4),
             **({"tensors_kept_float_by_sensitivity": len(keep)} if config.mixed_precision else {}),
             **({"activations_smoothed": len(smoothed)} if smoothed else {}),
+            **({"embeddings_quantized": len(embeddings)} if embeddings else {}),
             **({"biases_corrected": sum("bias_corrected" in r for r in rows)} if config.bias_correction else {})})
 
     def _apply(self, model: ir.Model, dtypes, stats, float_tensors: frozenset[str]):
