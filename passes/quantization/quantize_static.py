@@ -118,6 +118,8 @@ class QuantizeStatic(Pass):
             logger.warning("quantize-static: mixed precision left %.0f%% of the weights float; the model may run "
                            "no faster than float (measure with --latency RUNS)", 100 * (1 - fraction))
         embeddings = quantize_embeddings(model.graph, exclude=config.exclude) if config.embeddings else []
+        if embeddings:
+            ir.passes.common.RemoveUnusedNodesPass()(model)  # drops the float tables
         if reference is not None:
             rows += correct_biases(reference, model, mixed_precision.subset(self.context.calibration,
                                                                            config.sensitivity_samples))
