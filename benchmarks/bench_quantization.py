@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_quantization.py [--models digits_cnn resnet_mini mobilenet_mini vit_tiny yolov8n]
+    python benchmarks/bench_quantization.py [--models digits_cnn resnet_mini mobilenet_mini vit_tiny yolov8n ppocr_det ppocr_rec]
         [--methods minmax percentile entropy mse] [--extras ours+bc ours+mp] [--min-cosine 0.99995]
         [--samples 32 256] [--rounds 30] [--json FILE]
 
@@ -37,21 +37,28 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quant_detection import detection_f1, detection_images  # noqa: E402
+from quant_ocr import det_images, mask_iou, rec_images, string_agreement  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 ORT_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 YOLO_EVAL = 320
+OCR = {"ppocr_det": ("ch_PP-OCRv4_det_infer.onnx", det_images, 64), "ppocr_rec": ("ch_PP-OCRv4_rec_infer.onnx", rec_images, 256)}
+"""PP-OCRv4 (Paddle exports, opset 12): file, image maker, evaluation images (quant_ocr.py)."""
 DATA = {"digits_cnn": "digits", "vit_tiny": "digits", "resnet_mini": "digits16", "mobilenet_mini": "digits16"}
 
 
 def model_path(name: str) -> Path:
+    if name in OCR:
+        return MODELS / ".real" / OCR[name][0]
     return MODELS / ".real" / "320n.onnx" if name == "yolov8n" else MODELS / f"{name}.onnx"
 
 
 def calibration(name: str, samples: int) -> dict[str, np.ndarray]:
     if name == "yolov8n":
         return {"images": detection_images(samples, 1)}
+    if name in OCR:
+        return {"x": OCR[name][1](samples, 1)}
     base = np.load(MODELS / f"{DATA[name]}_calib.npz")["input"]
     tiles = [base] + [np.clip(base + np.random.default_rng(i).normal(0, 0.05, base.shape), 0, 1).astype(np.float32)
                       for i in range(1, samples // len(base) + 1)]
@@ -63,9 +70,16 @@ def _yolo_eval() -> np.ndarray:
     return detection_images(YOLO_EVAL, 2)
 
 
+@functools.lru_cache(maxsize=2)
+def _ocr_eval(name: str) -> np.ndarray:
+    return OCR[name][1](OCR[name][2], 2)
+
+
 def evaluation(name: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     if name == "yolov8n":
         return {"images": _yolo_eval()}, None
+    if name in OCR:
+        return {"x": _ocr_eval(name)}, None
     data = np.load(MODELS / f"{DATA[name]}_eval.npz")
     return {"input": data["input"]}, data["labels"]
 
@@ -155,6 +169,14 @@ def session(path: str):
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
+def _load_error(path: str) -> str | None:
+    try:
+        session(path)
+    except Exception as exc:  # ORT's quantizer can emit per-axis DequantizeLinear below opset 13
+        return str(exc).splitlines()[0][-110:]
+    return None
+
+
 def latencies(paths: dict[str, str], feeds: dict[str, np.ndarray], rounds: int) -> dict[str, float]:
     """Median ms per batch-1 run, variants interleaved round-robin."""
     sessions = {k: session(p) for k, p in paths.items()}
@@ -188,6 +210,10 @@ def quality(name: str, float_path: str, path: str) -> str:
     if labels is not None:
         return f"acc {100 * (output.argmax(1) == labels).mean():.1f}%"
     reference = _reference(float_path)
+    if name == "ppocr_det":
+        return f"mask IoU {mask_iou(reference, output):.3f} cos {cosine(reference, output):.4f}"
+    if name == "ppocr_rec":
+        return f"same string {100 * string_agreement(reference, output):.1f}% cos {cosine(reference, output):.4f}"
     return (f"F1@.05 {detection_f1(reference, output):.3f} F1@.25 {detection_f1(reference, output, 0.25):.3f} "
             f"cos {cosine(reference, output):.4f}")
 
@@ -232,7 +258,7 @@ def bench_model(name: str, methods: list[str], samples: list[int], rounds: int, 
         skip = None
         if tool == "ort" and method not in ORT_METHODS and mode == "static":
             skip = "no such method in onnxruntime.quantization"
-        elif tool == "ort" and name == "yolov8n" and n > 64:
+        elif tool == "ort" and name in ("yolov8n", "ppocr_det") and n > 64:
             skip = "skipped: ORT buffers every activation (est. >20 GB here)"
         if skip:
             rows.append({"model": name, "mode": mode, "method": method, "tool": tool, "samples": n, "error": skip})
@@ -242,6 +268,8 @@ def bench_model(name: str, methods: list[str], samples: list[int], rounds: int, 
         job = {"tool": "ours" if tool.startswith("ours") else tool, "mode": mode, "method": method, "model": name,
                "samples": n, "src": src, "dst": dst, "extra": extra}
         row = {"model": name, "mode": mode, "method": method, "tool": tool, "samples": n, **run_child(job)}
+        if "error" not in row and (broken := _load_error(dst)):
+            row["error"] = f"output does not load in ORT: {broken}"
         if "error" not in row:
             row["floor_s"] = floor[n].get("seconds")
             row["size_kb"] = os.path.getsize(dst) / 1024

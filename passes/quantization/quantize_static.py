@@ -15,6 +15,7 @@ from onnxslim.passes.quantization.bias_correction import correct_biases
 from onnxslim.passes.quantization.calibrate import collect_statistics
 from onnxslim.passes.quantization.common import refused, tensor_dtypes
 from onnxslim.passes.quantization.embedding import quantize_embeddings
+from onnxslim.passes.quantization.opset import per_channel_opset
 from onnxslim.passes.quantization.qdq import NAMES_KEY, activation_params, insert_qdq, quantize_bias, quantize_weight
 from onnxslim.passes.quantization.ranges import silu_low, tensor_range
 
@@ -28,7 +29,10 @@ class QuantizeStaticConfig:
     others on the digits models, the best on YOLOv8n; see docs/quantization.md)."""
     percentile: float = 99.99
     per_channel: bool = True
-    """Per-output-channel int8 weight scales (needs opset >= 13; per-tensor otherwise)."""
+    """Per-output-channel int8 weight scales (DequantizeLinear with an axis needs opset >= 13)."""
+    upgrade_opset: bool = True
+    """With ``per_channel`` on an opset < 13 model: convert it to opset 13 (reported) rather than
+    fall back to per-tensor weights, which lose small channels."""
     activations: Literal["uint8", "int8"] = "uint8"
     symmetric_activations: bool = False
     include: tuple[str, ...] = ()
@@ -97,6 +101,11 @@ class QuantizeStatic(Pass):
                                   absorb=not config.symmetric_activations)
         if not plan.quantized:
             return PassResult(model, modified=False, details=_float_rows(plan))
+        upgraded = per_channel_opset(model, config.per_channel, config.upgrade_opset)
+        if any("opset_converted" in row for row in upgraded):  # a new graph: plan it again
+            dtypes = tensor_dtypes(model)
+            plan = planning.make_plan(model.graph, dtypes, include=config.include, exclude=config.exclude,
+                                      absorb=not config.symmetric_activations)
         smoothed = self._smooth(model, plan) if config.smoothing_alpha > 0 else []
         if smoothed:  # the smoothed activations were renamed
             dtypes = tensor_dtypes(model)
@@ -123,7 +132,7 @@ class QuantizeStatic(Pass):
         if reference is not None:
             rows += correct_biases(reference, model, mixed_precision.subset(self.context.calibration,
                                                                            config.sensitivity_samples))
-        details = smoothed + weights + embeddings + _float_rows(plan) + rows
+        details = upgraded + smoothed + weights + embeddings + _float_rows(plan) + rows
         return PassResult(model, modified=True, details=details, stats={
             "nodes_quantized": len(plan.quantized), "activations_absorbed": len(plan.absorbed),
             "tensors_quantized": len(params), "weights_quantized": len(weights), "kept_float": len(plan.kept_float),
@@ -131,6 +140,7 @@ class QuantizeStatic(Pass):
             **({"tensors_kept_float_by_sensitivity": len(keep)} if config.mixed_precision else {}),
             **({"activations_smoothed": len(smoothed)} if smoothed else {}),
             **({"embeddings_quantized": len(embeddings)} if embeddings else {}),
+            **({"opset_converted": 1} if any("opset_converted" in row for row in upgraded) else {}),
             **({"biases_corrected": sum("bias_corrected" in r for r in rows)} if config.bias_correction else {})})
 
     def _apply(self, model: ir.Model, dtypes, stats, float_tensors: frozenset[str]):

@@ -271,3 +271,20 @@ def test_detection_head_branches_are_not_clipped_but_the_trunk_is():
     scales = {n.inputs[0].name: float(n.inputs[1].const_value.numpy()) for n in result.model.graph if n.op_type == "QuantizeLinear"}
     assert scales["t"] * 255 < 0.9 * observed["tr"].maximum  # trunk (Relu absorbed into t): clipped
     assert scales["a"] * 255 == pytest.approx(observed["ar"].maximum, rel=1e-3)  # branch: full observed range
+
+
+def test_opset_11_model_is_converted_to_13_for_per_channel_weights_and_says_so():
+    source = CONV_CHAIN.replace('"" : 17', '"" : 11')
+    shapes, feeds = {"x": (2, 3, 8, 8)}, {"x": rng(4).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    upgraded = _quantize(_named(make_model(source, initializers=_conv_weights())), shapes)
+    assert upgraded.model.opset_imports[""] == 13 and upgraded.stats["opset_converted"] == 1
+    assert {"opset_converted": "11 -> 13", "why": "per-channel int8 weights"} in upgraded.details
+    axes = [n.attributes["axis"].value for n in upgraded.model.graph if n.op_type == "DequantizeLinear" and "axis" in n.attributes]
+    assert axes and all(a == 0 for a in axes)  # per-output-channel weight scales
+    kept = _quantize(_named(make_model(source, initializers=_conv_weights())), shapes, upgrade_opset=False)
+    assert kept.model.opset_imports[""] == 11 and "opset_converted" not in kept.stats
+    assert not any("axis" in n.attributes for n in kept.model.graph if n.op_type == "DequantizeLinear")
+    original = make_model(source, initializers=_conv_weights())
+    assert rel_l2(original, upgraded.model, feeds) <= rel_l2(original, kept.model, feeds) < REL_L2_BOUND
+    check_full(upgraded.model)
+    check_full(kept.model)
