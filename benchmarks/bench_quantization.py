@@ -233,6 +233,22 @@ def prepare(name: str, folder: Path) -> str:
     return str(dst)
 
 
+def opset13_copy(src: str) -> str:
+    """``src`` converted to opset 13 (onnx's version converter) when older, else ``src``.
+
+    ORT's quantize_static writes per-axis DequantizeLinear nodes even below opset 13, which do not
+    load (PP-OCR is opset 12); users must convert first, so its rows start from this copy.
+    """
+    import onnx
+
+    model = onnx.load(src)
+    if next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 13:
+        return src
+    dst = src.replace("_float.onnx", "_float_opset13.onnx")
+    onnx.save(onnx.version_converter.convert_version(model, 13), dst)
+    return dst
+
+
 EXTRAS = {"ours+bc": {"bias_correction": True}, "ours+mp": {"min_cosine": None}}
 """Our optional accuracy tools, run with the default method at the first sample count."""
 
@@ -266,7 +282,7 @@ def bench_model(name: str, methods: list[str], samples: list[int], rounds: int, 
         extra = {k: (min_cosine if v is None else v) for k, v in extra.items()}
         dst = str(folder / f"{name}_{mode}_{method}_{tool}_{n}.onnx")
         job = {"tool": "ours" if tool.startswith("ours") else tool, "mode": mode, "method": method, "model": name,
-               "samples": n, "src": src, "dst": dst, "extra": extra}
+               "samples": n, "src": opset13_copy(src) if tool == "ort" else src, "dst": dst, "extra": extra}
         row = {"model": name, "mode": mode, "method": method, "tool": tool, "samples": n, **run_child(job)}
         if "error" not in row and (broken := _load_error(dst)):
             row["error"] = f"output does not load in ORT: {broken}"
