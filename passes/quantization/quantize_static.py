@@ -198,7 +198,7 @@ class QuantizeStatic(Pass):
             # Head outputs (class logits, box distributions) and the branches computing them are
             # not clipped: their rare extremes are the detections (YOLOv8's class logits are
             # positive for < 0.01% of anchors). Clipping the branches biased YOLOv8n's scores
-            # down (F1 at score >= 0.25 vs float: 0.868 clipped, 0.889 not; benchmarks/RESULTS.md).
+            # down (mean signed score error -0.027 clipped, -0.007 not; docs/quantization.md).
             method = "minmax" if plan.in_head(value) else config.method
             low, high = tensor_range(found, method, percentile=config.percentile)
             if value in source:

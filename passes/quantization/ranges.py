@@ -58,50 +58,71 @@ def _kl_threshold(counts: np.ndarray, levels: int) -> int:
     histogram and its KL penalty grows with the threshold, so the search always picked the
     smallest threshold: ReLU features of the small CNNs were clipped to a fifth of their range.
     """
-    counts = counts.copy()
+    counts = counts.astype(np.float64)
     counts[0] = 0
     last = int(np.nonzero(counts)[0][-1]) + 1
     if last <= levels:
         return last
-    best, best_kl = last, np.inf
-    for i in np.unique(np.linspace(levels, last, 128).astype(int)):
-        reference = counts[:i].astype(np.float64)
-        reference[-1] += counts[i:].sum()
-        kl = _kl(reference, _requantize(counts[:i].astype(np.float64), levels))
-        if kl < best_kl:
-            best, best_kl = i, kl
-    return best
+    candidates = np.unique(np.linspace(levels, last, 128).astype(int))
+    return int(candidates[np.argmin(_kl_divergences(counts[:last], candidates, levels))])
 
 
-def _requantize(counts: np.ndarray, levels: int) -> np.ndarray:
-    """Each of ``levels`` chunks spreads its total evenly over its non-empty bins."""
-    chunk = np.minimum((np.arange(len(counts)) * levels) // len(counts), levels - 1)
-    nonzero = counts > 0
-    totals = np.bincount(chunk, weights=counts, minlength=levels)
-    filled = np.bincount(chunk, weights=nonzero, minlength=levels)
-    spread = np.divide(totals, filled, out=np.zeros(levels), where=filled > 0)
-    return np.where(nonzero, spread[chunk], 0.0)
+def _kl_divergences(counts: np.ndarray, candidates: np.ndarray, levels: int) -> np.ndarray:
+    """KL(P_i || Q_i) for every candidate ``i`` at once, from prefix sums over the histogram.
+
+    P_i: ``counts[:i]`` with the tail ``counts[i:]`` added to its last bin. Q_i: ``counts[:i]``
+    cut into ``levels`` chunks (bins ``ceil(j i / levels)`` up to the next boundary), each
+    chunk's total spread evenly over its non-empty bins, normalized. Every non-empty bin of a
+    chunk holds the same q, so the sum over bins reduces to one term per chunk.
+    """
+    total = counts.sum()
+    cum, filled, plogp = _prefix(counts), _prefix(counts > 0), _prefix(counts * _log(counts))
+    bounds = (np.arange(levels + 1)[None, :] * candidates[:, None] + levels - 1) // levels
+    chunk = np.diff(cum[bounds], axis=1)  # (candidates, levels) chunk totals
+    q = _ratio(chunk, np.diff(filled[bounds], axis=1)) / cum[candidates][:, None]  # q of a non-empty bin
+    edge = counts[candidates - 1]  # the last kept bin takes the tail: it is scored apart
+    chunk[:, -1] -= edge
+    inner = plogp[candidates - 1] - cum[candidates - 1] * np.log(total) - (chunk * _log(q)).sum(axis=1)
+    p_edge = (edge + total - cum[candidates]) / total
+    q_edge = np.where(edge > 0, q[:, -1], 1e-12)
+    return inner / total + np.where(p_edge > 0, p_edge * (_log(p_edge) - np.log(q_edge)), 0.0)
 
 
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
-    p, q = p / p.sum(), q / max(q.sum(), 1e-12)
-    mask = p > 0
-    return float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
+def _prefix(weights: np.ndarray) -> np.ndarray:
+    """``out[k]`` = sum of ``weights[:k]`` (float64), so any range sum is one subtraction."""
+    return np.concatenate([[0.0], np.cumsum(weights, dtype=np.float64)])
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+    """log(x), 0 where x == 0 (its terms are multiplied by zero)."""
+    return np.log(x, out=np.zeros_like(x, dtype=np.float64), where=x > 0)
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
 
 
 def _mse_threshold(stats: TensorStats) -> float:
-    """The clip magnitude whose expected error (rounding inside, clipping outside) is least."""
+    """The clip magnitude whose expected error (rounding inside, clipping outside) is least.
+
+    For each candidate ``t`` the grid is ``[max(min, -t), min(max, t)]``: squared clipping error
+    of the bins outside it plus ``step^2 / 12`` per element, summed with prefix sums over the
+    bins sorted by center (no candidates x bins matrix).
+    """
     centers, counts = stats.centers, stats.counts.astype(np.float64)
     keep = counts > 0
     centers, counts = centers[keep], counts[keep]
     extent = max(abs(stats.minimum), abs(stats.maximum))
     candidates = extent * np.linspace(0.02, 1.0, 200)
-    low = np.maximum(stats.minimum, -candidates)[:, None]
-    high = np.minimum(stats.maximum, candidates)[:, None]
-    step = (high - low) / (LEVELS - 1)
-    clipped = np.clip(centers[None, :], low, high)
-    error = (centers[None, :] - clipped) ** 2 + step ** 2 / 12
-    return float(candidates[np.argmin(error @ counts)])
+    low, high = np.maximum(stats.minimum, -candidates), np.minimum(stats.maximum, candidates)
+    below = np.searchsorted(centers, low, side="left")  # bins [0, below) lie under the grid
+    above = np.searchsorted(centers, high, side="right")  # bins [above, n) lie over it
+    sums = [_prefix(counts * centers ** k) for k in range(3)]
+    under = [s[below] for s in sums]
+    over = [s[-1] - s[above] for s in sums]
+    clipping = (under[2] - 2 * low * under[1] + low ** 2 * under[0]) + (over[2] - 2 * high * over[1] + high ** 2 * over[0])
+    rounding = ((high - low) / (LEVELS - 1)) ** 2 / 12 * counts.sum()
+    return float(candidates[np.argmin(clipping + rounding)])
 
 
 def quantization_mse(values: np.ndarray, low: float, high: float, levels: int = LEVELS) -> float:
@@ -129,11 +150,13 @@ def silu_low(stats: TensorStats, low: float, high: float, levels: int = LEVELS) 
     candidates = np.unique(np.concatenate([-np.geomspace(0.5, max(-low, 0.5), 200), [low]]))
     candidates = candidates[candidates >= low]
     step = (high - candidates) / (levels - 1)
-    inside = centers[None, :] >= candidates[:, None]
-    rounding = _silu_slope(centers)[None, :] ** 2 * step[:, None] ** 2 / 12
-    clipping = (silu(candidates)[:, None] - silu(centers)[None, :]) ** 2
-    error = np.where(inside, rounding, clipping) @ counts
-    return float(candidates[np.argmin(error)])
+    split = np.searchsorted(centers, candidates, side="left")  # bins [0, split) are clipped
+    slope2, values = _prefix(counts * _silu_slope(centers) ** 2), silu(centers)
+    rounding = step ** 2 / 12 * (slope2[-1] - slope2[split])
+    floor = silu(candidates)
+    clipping = (floor ** 2 * _prefix(counts)[split] - 2 * floor * _prefix(counts * values)[split]
+                + _prefix(counts * values ** 2)[split])
+    return float(candidates[np.argmin(rounding + clipping)])
 
 
 def silu(x: np.ndarray) -> np.ndarray:

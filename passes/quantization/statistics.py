@@ -4,7 +4,8 @@ Memory per tensor is fixed (``BINS`` counts), whatever the number of samples. Th
 covers ``[-radius, radius]``; when a batch exceeds it, the radius doubles and pairs of bins
 merge, so no count is ever re-estimated. Each batch contributes at most ``SAMPLE`` evenly
 strided elements to the histogram (the tail search needs the shape, not every element);
-min/max always see every element.
+min/max always see every element. A batch arrives whole (``update``) or already reduced to
+its (min, max, strided sample) (``observe``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import numpy as np
 
 BINS = 4096
 SAMPLE = 1 << 16
+
+
+def sample_stride(size: int) -> int:
+    """The stride that takes at most ``SAMPLE`` of ``size`` elements (every element when fewer)."""
+    return max(1, -(-size // SAMPLE))
 
 
 @dataclasses.dataclass
@@ -41,14 +47,16 @@ class TensorStats:
         flat = values.reshape(-1)
         if flat.size == 0:
             return
-        low, high = float(flat.min()), float(flat.max())
+        stride = sample_stride(flat.size)
+        self.observe(float(flat.min()), float(flat.max()), flat[stride // 2::stride])
+
+    def observe(self, low: float, high: float, sample: np.ndarray) -> None:
+        """Adds one batch given as its exact ``low``/``high`` and its strided ``sample`` (see ``sample_stride``)."""
+        if sample.size == 0:
+            return
         self.minimum, self.maximum = min(self.minimum, low), max(self.maximum, high)
         self._grow(max(abs(low), abs(high)))
-        stride = max(1, flat.size // SAMPLE)
-        sample = flat[stride // 2::stride]
-        width = 2 * self.radius / len(self.counts)
-        index = np.clip(((sample + self.radius) / width).astype(np.int64), 0, len(self.counts) - 1)
-        self.counts += np.bincount(index, minlength=len(self.counts))
+        self.counts += _histogram(sample, self.radius, len(self.counts))
 
     def _grow(self, extent: float) -> None:
         if self.radius == 0.0:
@@ -67,3 +75,16 @@ class TensorStats:
     @classmethod
     def from_arrays(cls, limits: np.ndarray, counts: np.ndarray) -> "TensorStats":
         return cls(float(limits[0]), float(limits[1]), float(limits[2]), np.asarray(counts, np.int64))
+
+
+def _histogram(sample: np.ndarray, radius: float, bins: int) -> np.ndarray:
+    """Counts of ``sample`` (within ``[-radius, radius]``) in ``bins`` equal bins.
+
+    One float32 temporary and one index array: ``x * bins / 2r + bins / 2`` truncated is the
+    bin of ``x``; the clip only catches rounding at the two outer edges.
+    """
+    position = np.multiply(sample, np.float32(bins / (2 * radius)), dtype=np.float32)
+    position += np.float32(bins / 2)
+    index = position.astype(np.intp)
+    np.clip(index, 0, bins - 1, out=index)
+    return np.bincount(index, minlength=bins)
