@@ -110,7 +110,8 @@ def run(
     if shapes:
         fix_input_shapes(model, shapes)
     context = PassContext(calibration=_calibration_reader(original, options), original=original,
-                          calibration_cache=_load_cache(options.get("calibration_cache")))
+                          calibration_cache=_load_cache(options.get("calibration_cache")),
+                          progress=getattr(progress, "detail", None))
     manager = PassManager(_pipeline(options, loaded, passes, context), strict=strict, check_runtime=check_runtime,
                           progress=progress, keep_snapshots=bool(options.get("validate", True)))
     model, pipeline = manager.run(model)

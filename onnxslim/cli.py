@@ -263,6 +263,11 @@ class _Progress:
             self._task = self._progress.add_task("optimizing", total=total)
         self._progress.update(self._task, completed=index, description=name or "done")
 
+    def detail(self, text: str) -> None:
+        """What the running pass is doing (calibration batches...), in place of its name."""
+        if self._task is not None:
+            self._progress.update(self._task, description=text)
+
     def stop(self) -> None:
         if self._task is not None:
             self._progress.stop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import onnx_ir as ir
 
@@ -31,6 +31,9 @@ class PassContext:
     calibration_cache: Any = None
     """Statistics from an earlier calibration (``--calibration-cache``), read and filled by passes;
     the API loads it before and saves it after the pipeline."""
+    progress: Callable[[str], None] | None = None
+    """Where a long pass says what it is doing (e.g. calibration batches); the CLI shows it in its
+    progress bar. Passes call it, never print."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.core.pass_base import Pass, PassContext, PassResult
+from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.passes.quantization import mixed_precision
 from onnxslim.passes.quantization.cache import CalibrationCache
 from onnxslim.passes.quantization.common import refused
@@ -96,7 +96,7 @@ class QuantizeAuto(Pass):
         candidates = {"dynamic": lambda cache: QuantizeDynamic(QuantizeDynamicConfig(**shared))}
         if self.context.calibration is not None:
             def static(cache: CalibrationCache) -> QuantizeStatic:
-                context = PassContext(self.context.calibration, self.context.original, cache)
+                context = dataclasses.replace(self.context, calibration_cache=cache)
                 return QuantizeStatic(QuantizeStaticConfig(method=config.method, **shared), context=context)
             candidates = {"static": static, **candidates}
         return candidates

@@ -179,7 +179,10 @@ class QuantizeStatic(Pass):
         if found is not None:
             logger.info("calibration statistics reused from the cache (%s)", source)
             return found
-        stats, samples = collect_statistics(model, self.context.calibration, tensors)
+        report = self.context.progress
+        stats, samples = collect_statistics(
+            model, self.context.calibration, tensors,
+            progress=(lambda n: report(f"quantize-static: calibrating, {n} samples")) if report else None)
         if cache is not None:
             cache.store(source, samples, stats)
         return stats

@@ -288,3 +288,11 @@ def test_opset_11_model_is_converted_to_13_for_per_channel_weights_and_says_so()
     assert rel_l2(original, upgraded.model, feeds) <= rel_l2(original, kept.model, feeds) < REL_L2_BOUND
     check_full(upgraded.model)
     check_full(kept.model)
+
+
+def test_calibration_reports_its_progress_through_the_context():
+    said = []
+    calibration = batches({"x": (2, 3, 8, 8)}, count=3)
+    context = PassContext(calibration=calibration, progress=said.append)
+    QuantizeStatic(context=context)(_conv_model())
+    assert said == [f"quantize-static: calibrating, {n} samples" for n in (2, 4, 6)]
