@@ -110,6 +110,7 @@ def _ours(job: dict, batches: list):
     from onnxslim import io
     from onnxslim.core.pass_base import PassContext
     from onnxslim.data import DataBatch
+    from onnxslim.passes.quantization.quantize_auto import QuantizeAuto
     from onnxslim.passes.quantization.quantize_dynamic import QuantizeDynamic
     from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
 
@@ -117,6 +118,8 @@ def _ours(job: dict, batches: list):
         model = io.load(job["src"])
         if job["mode"] == "dynamic":
             result = QuantizeDynamic()(model)
+        elif job["mode"] == "auto":
+            result = QuantizeAuto(context=PassContext(calibration=[DataBatch(b) for b in batches]))(model)
         else:
             context = PassContext(calibration=[DataBatch(b) for b in batches])
             config = QuantizeStaticConfig(method=job["method"], **job.get("extra", {}))
@@ -263,6 +266,7 @@ def variants(name: str, methods: list[str], samples: list[int], extras: list[str
         yield "static", "mse", extra, samples[0], EXTRAS[extra]
     if name == "vit_tiny":
         yield from (("dynamic", "-", tool, samples[0], {}) for tool in ("ours", "ort"))
+    yield "auto", "-", "ours", samples[0], {}  # --quantize auto: the format it measures fastest
 
 
 def bench_model(name: str, methods: list[str], samples: list[int], rounds: int, folder: Path, extras: list[str],

@@ -14,6 +14,7 @@ from onnxslim.passes.quantization import mixed_precision, plan as planning, smoo
 from onnxslim.passes.quantization.bias_correction import correct_biases
 from onnxslim.passes.quantization.calibrate import collect_statistics
 from onnxslim.passes.quantization.common import refused, tensor_dtypes
+from onnxslim.passes.quantization.derived import derivable, derive
 from onnxslim.passes.quantization.embedding import quantize_embeddings
 from onnxslim.passes.quantization.opset import per_channel_opset
 from onnxslim.passes.quantization.qdq import NAMES_KEY, activation_params, insert_qdq, quantize_bias, quantize_weight
@@ -180,9 +181,11 @@ class QuantizeStatic(Pass):
             logger.info("calibration statistics reused from the cache (%s)", source)
             return found
         report = self.context.progress
+        computed = derivable(model.graph, set(tensors))  # SiLU/Sigmoid outputs: from their input's statistics
         stats, samples = collect_statistics(
-            model, self.context.calibration, tensors,
+            model, self.context.calibration, [t for t in tensors if t not in computed],
             progress=(lambda n: report(f"quantize-static: calibrating, {n} samples")) if report else None)
+        stats.update({name: derive(stats[origin], function) for name, (origin, function) in computed.items()})
         if cache is not None:
             cache.store(source, samples, stats)
         return stats
