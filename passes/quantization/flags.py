@@ -10,8 +10,9 @@ from onnxslim.core.recipe import Step
 from onnxslim.errors import ConfigError
 from onnxslim.passes.quantization.extra_flags import EXTRA_NAMES, add_extra_arguments, extra_steps
 
-NAMES = ("quantize", "calibration_method", "quantize_per_tensor", "quantize_activations", "quantize_include",
-         "quantize_exclude", "calibration_cache", "quantize_min_cosine", "quantize_max_accuracy_drop", "quantize_smoothing", "quantize_bias_correction", *EXTRA_NAMES)
+NAMES = ("quantize", "calibration_method", "quantize_per_tensor", "quantize_activations", "quantize_symmetric",
+         "quantize_include", "quantize_exclude", "calibration_cache", "quantize_min_cosine", "quantize_max_accuracy_drop",
+         "quantize_smoothing", "quantize_bias_correction", *EXTRA_NAMES)
 
 
 def _add_arguments(group: argparse._ArgumentGroup) -> None:
@@ -24,6 +25,8 @@ def _add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="one scale per weight tensor instead of per output channel")
     group.add_argument("--quantize-activations", choices=("uint8", "int8"), default=None,
                        help="static activation type (default uint8: fastest on x86 ONNX Runtime)")
+    group.add_argument("--quantize-symmetric", action="store_const", const=True, default=None,
+                       help="static: symmetric activation ranges (zero point in the middle; Relu then stays float)")
     group.add_argument("--quantize-include", metavar="NAMES", default=None,
                        help="comma-separated node names / op types: quantize only these")
     group.add_argument("--quantize-exclude", metavar="NAMES", default=None,
@@ -62,7 +65,7 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
     if mode == "auto":
         return [_auto_step(options, settings)]
     if mode == "dynamic":
-        static_only = [k for k in ("calibration_method", "quantize_activations", "quantize_min_cosine",
+        static_only = [k for k in ("calibration_method", "quantize_activations", "quantize_symmetric", "quantize_min_cosine",
                                    "quantize_max_accuracy_drop", "quantize_smoothing",
                                    "quantize_bias_correction") if options.get(k) is not None]
         if static_only:
@@ -72,6 +75,8 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
         settings["method"] = options["calibration_method"]
     if options.get("quantize_activations"):
         settings["activations"] = options["quantize_activations"]
+    if options.get("quantize_symmetric"):
+        settings["symmetric_activations"] = True
     if options.get("quantize_min_cosine") is not None:
         settings["min_cosine"] = float(options["quantize_min_cosine"])
     if options.get("quantize_max_accuracy_drop") is not None:
@@ -85,7 +90,7 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
 
 def _auto_step(options: Mapping[str, Any], settings: dict[str, Any]) -> Step:
     """``--quantize auto``: the format choice; ``--quantize-min-cosine`` is its accuracy floor."""
-    static_only = [k for k in ("quantize_activations", "quantize_max_accuracy_drop", "quantize_smoothing",
+    static_only = [k for k in ("quantize_activations", "quantize_symmetric", "quantize_max_accuracy_drop", "quantize_smoothing",
                                "quantize_bias_correction") if options.get(k) is not None]
     if static_only:
         raise ConfigError(f"--{static_only[0].replace('_', '-')} applies to --quantize static only")
