@@ -2,7 +2,6 @@
 readers of a float op's output (the residual stream) keeping the exact value."""
 
 import numpy as np
-import pytest
 
 from onnxslim.passes.quantization import smoothing
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
