@@ -1,6 +1,6 @@
 """split-lowrank on MiniLM (sentence embeddings) and the bundled ViT: parameters, size, latency, cosine.
 
-    python benchmarks/bench_lowrank.py [--runs 20] [--skip-minilm] [--vit-base] [--quick]
+    python benchmarks/bench_lowrank.py [--runs 20] [--skip-minilm] [--skip-vit] [--vit-base] [--quick] [--only TEXT ...]
 
 MiniLM comes from ``python models/make_minilm.py`` (models/.real/); it is skipped when absent.
 Its cosines are on two held-out sets: 63 hand-written everyday sentences and 500 sentences of
@@ -76,7 +76,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
 
 
-def bench(name: str, runs: int, quick: bool, console: Console) -> None:
+def bench(name: str, runs: int, quick: bool, console: Console, only: list[str] | None = None) -> None:
     path, calib_path, eval_paths = MODELS[name]
     if not path.exists():
         console.print(f"[yellow]{name}: {path} missing (python models/make_minilm.py); skipped")
@@ -87,6 +87,8 @@ def bench(name: str, runs: int, quick: bool, console: Console) -> None:
     calibration = open_reader(calib_path, base)
     rows = {"original": (base, None, 0.0)}
     for label, settings in variants(name, quick):
+        if only and not any(text in label for text in only):
+            continue
         model = ir.load(path)
         started = time.perf_counter()
         result = SplitLowRank(Config(**settings), context=PassContext(calibration=calibration))(model)
@@ -166,11 +168,13 @@ def main() -> None:
     parser.add_argument("--skip-minilm", action="store_true")
     parser.add_argument("--vit-base", action="store_true")
     parser.add_argument("--quick", action="store_true", help="one parameter budget (0.85) instead of two")
+    parser.add_argument("--skip-vit", action="store_true")
+    parser.add_argument("--only", nargs="+", metavar="TEXT", help="only the variants whose label contains one of these")
     args = parser.parse_args()
     console = Console(width=160)
     for name in MODELS:
-        if not (name == "minilm" and args.skip_minilm):
-            bench(name, args.runs, args.quick, console)
+        if not (name == "minilm" and args.skip_minilm) and not (name == "vit_tiny" and args.skip_vit):
+            bench(name, args.runs, args.quick, console, args.only)
     if args.vit_base:
         vit_base_timing(console)
 

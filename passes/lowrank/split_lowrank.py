@@ -153,10 +153,11 @@ class SplitLowRank(Pass):
             return plan.by_rank(layers, cfg.rank)
         if cfg.params is None and cfg.min_cosine is None:
             return plan.by_energy(layers, cfg.energy or DEFAULT_ENERGY, cfg.rank_multiple)
-        probe = Probe(model, groups, check) if self._sensitivity or cfg.min_cosine else None
+        mask = data_split.mask_input(model.graph, cfg.mask_input)
+        probe = Probe(model, groups, data_split.by_length(check, mask)) if self._sensitivity or cfg.min_cosine else None
         fitted = None
         if probe is not None and fit is not self.context.calibration:
-            fitted = Probe(model, groups, data_split.take(fit, cfg.check_samples))
+            fitted = Probe(model, groups, data_split.by_length(data_split.take(fit, cfg.check_samples), mask))
         drops = plan.measure_sensitivity(groups, layers, probe, cfg.rank_multiple) if self._sensitivity else None
         if cfg.min_cosine is not None:
             probes = [probe] + ([fitted] if fitted else [])

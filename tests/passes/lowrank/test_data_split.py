@@ -26,15 +26,20 @@ def _batches(total, size):
     return [{"x": x[i:i + size]} for i in range(0, total, size)]
 
 
-def test_every_nth_sample_is_held_out_up_to_the_limit():
+def test_held_out_samples_are_every_nth_spread_over_the_whole_set_up_to_the_limit():
     fit, check = data_split.split(_batches(20, 6), holdout=0.25, limit=10)
     fitted = np.concatenate([b["x"][:, 0] for b in fit])
     held = np.concatenate([b["x"][:, 0] for b in check])
     assert held.tolist() == [3, 7, 11, 15, 19] and len(check) == 1  # slices joined into one batch
     assert sorted(fitted.tolist() + held.tolist()) == list(range(20))
     assert list(fit) and [b["x"][:, 0].tolist() for b in fit] == [b["x"][:, 0].tolist() for b in fit]  # re-iterable
+    # a limit below total * holdout widens the stride: the check still covers the end of the set
+    # (a calibration set made of several sources, one after the other, is checked on all of them)
     fit, check = data_split.split(_batches(20, 6), holdout=0.25, limit=2)
-    assert np.concatenate([b["x"][:, 0] for b in check]).tolist() == [3, 7]
+    assert np.concatenate([b["x"][:, 0] for b in check]).tolist() == [9, 19]
+    assert len(np.concatenate([b["x"][:, 0] for b in fit])) == 18
+    fit, check = data_split.split(_batches(20, 6), holdout=0.25, limit=3)
+    assert np.concatenate([b["x"][:, 0] for b in check]).tolist() == [6, 13]  # every 7th
     assert len(np.concatenate([b["x"][:, 0] for b in fit])) == 18
 
 
@@ -90,3 +95,40 @@ def test_masked_whitening_fits_the_real_rows():
         errors[setting] = float(np.linalg.norm(y1 - y0) / np.linalg.norm(y0))
     # Measured: 0.29 masked vs 0.74 with the garbage rows counted.
     assert errors["auto"] < 0.6 * errors[None], errors
+
+
+def test_check_samples_are_sorted_by_length_and_trailing_padding_is_cut():
+    r = rng(4)
+    lengths = np.array([5, 2, 6, 0, 3, 2] * 7)  # 42 samples, 8 columns
+    mask = (np.arange(8)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = r.integers(1, 100, size=mask.shape) * mask
+    feats = r.standard_normal((42, 8, 3)).astype(np.float32)
+    batches = [{"ids": ids[i:i + 20], "attention_mask": mask[i:i + 20], "f": feats[i:i + 20], "g": feats[i:i + 20, 0]}
+               for i in range(0, 42, 20)]
+    out = data_split.by_length(batches, "attention_mask")
+    assert [len(b["ids"]) for b in out] == [32, 10]  # re-batched by 32
+    assert [b["ids"].shape[1] for b in out] == [5, 6] and out[1]["f"].shape == (10, 6, 3)
+    assert out[0]["g"].shape == (32, 3)  # an input without the sequence axis is not cut
+    seen = np.concatenate([b["attention_mask"].sum(1) for b in out])
+    assert seen.tolist() == sorted(lengths.tolist())  # every sample once, shortest first, no real token lost
+    first = out[0]
+    row = int(np.flatnonzero(first["attention_mask"].sum(1) == 3)[0])
+    source = int(np.flatnonzero((ids[:, :5] == first["ids"][row]).all(1) & (lengths == 3))[0])
+    np.testing.assert_array_equal(first["f"][row], feats[source, :5])  # rows stay aligned across inputs
+    assert data_split.by_length(batches, None) is batches
+    assert data_split.by_length(batches, "missing") is batches
+
+
+def test_cut_padding_leaves_the_cosine_of_a_masked_model_unchanged():
+    from onnxslim.passes.lowrank.calibration import Probe
+
+    model = _model()
+    groups, _ = find_groups(model.graph, ops=("MatMul",), opset=17, min_params=0)
+    batches, _ = _padded_data(seed=3)
+    batches[1]["attention_mask"][:, -2:] = 0  # trailing columns all padding: cut from that batch
+    batches[1]["x"][:, -2:] = 7.0
+    noisy = {"w": groups[0].array + 0.3 * rng(6).standard_normal(groups[0].array.shape).astype(np.float32)}
+    cut = data_split.by_length(batches, "attention_mask")
+    assert sum(b["x"].shape[1] for b in cut) < sum(b["x"].shape[1] for b in batches)
+    full, short = Probe(model, groups, batches).cosine(noisy), Probe(model, groups, cut).cosine(noisy)
+    assert full < 0.999 and abs(full - short) < 1e-6, (full, short)
