@@ -8,7 +8,7 @@ or a batch the model rejects.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Collection, Iterable, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -23,8 +23,12 @@ Progress = Callable[[int], None]
 
 
 def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str], *,
-                       progress: Progress | None = None) -> tuple[dict[str, TensorStats], int]:
-    """Statistics of ``tensors`` (graph inputs or intermediate values) over all batches; (stats, samples)."""
+                       progress: Progress | None = None,
+                       histograms: Collection[str] | None = None) -> tuple[dict[str, TensorStats], int]:
+    """Statistics of ``tensors`` (graph inputs or intermediate values) over all batches; (stats, samples).
+
+    ``histograms``: the tensors that need a histogram (all when None); the others get min/max only,
+    which is what the minmax method uses (the histogram update is most of calibration's own cost)."""
     outputs = {v.name for v in model.graph.outputs}
     extra = [t for t in dict.fromkeys(tensors) if t not in outputs]
     session = make_session(model_bytes(model, [t for t in extra if not _is_input(model, t)]))
@@ -40,9 +44,10 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
         except Exception as exc:
             raise DataError(f"calibration batch rejected by the model: {first_line(exc)}") from None
         for name, value in zip(fetched, values):
-            stats[name].update(np.asarray(value, dtype=np.float32))
+            stats[name].update(np.asarray(value, dtype=np.float32), histogram=histograms is None or name in histograms)
         for name in inputs:
-            stats[name].update(np.asarray(feeds[name], dtype=np.float32))
+            stats[name].update(np.asarray(feeds[name], dtype=np.float32),
+                               histogram=histograms is None or name in histograms)
         samples += len(next(iter(feeds.values()))) if feeds else 0
         if progress:
             progress(samples)

@@ -182,13 +182,22 @@ class QuantizeStatic(Pass):
             return found
         report = self.context.progress
         computed = derivable(model.graph, set(tensors))  # SiLU/Sigmoid outputs: from their input's statistics
+        histograms = self._histograms(model, tensors, computed)
         stats, samples = collect_statistics(
-            model, self.context.calibration, [t for t in tensors if t not in computed],
+            model, self.context.calibration, [t for t in tensors if t not in computed], histograms=histograms,
             progress=(lambda n: report(f"quantize-static: calibrating, {n} samples")) if report else None)
         stats.update({name: derive(stats[origin], function) for name, (origin, function) in computed.items()})
-        if cache is not None:
+        if cache is not None and histograms is None:  # min/max-only statistics would mislead other methods
             cache.store(source, samples, stats)
         return stats
+
+    def _histograms(self, model: ir.Model, tensors: list[str], computed: dict) -> set[str] | None:
+        """Tensors whose ranging reads a histogram; None (all) unless the method is minmax, whose ranges
+        use min/max only, except the SiLU lower-bound search and the derived SiLU/Sigmoid outputs."""
+        if self.config.method != "minmax":
+            return None
+        silu_fed = {v.name for node in model.graph for v in node.outputs if v.name in tensors and planning.feeds_only_silu(v)}
+        return silu_fed | {origin for origin, _ in computed.values()}
 
     def _params(self, plan: planning.Plan, stats) -> dict[ir.Value, tuple]:
         """Scale and zero point per quantized tensor, in graph order (shared ops copy their input's).

@@ -43,9 +43,13 @@ class TensorStats:
         edges = self.edges
         return (edges[:-1] + edges[1:]) / 2
 
-    def update(self, values: np.ndarray) -> None:
+    def update(self, values: np.ndarray, *, histogram: bool = True) -> None:
+        """Adds one batch; ``histogram=False`` keeps only the exact min/max (all minmax ranging needs)."""
         flat = values.reshape(-1)
         if flat.size == 0:
+            return
+        if not histogram:
+            self.minimum, self.maximum = min(self.minimum, float(flat.min())), max(self.maximum, float(flat.max()))
             return
         stride = sample_stride(flat.size)
         self.observe(float(flat.min()), float(flat.max()), flat[stride // 2::stride])

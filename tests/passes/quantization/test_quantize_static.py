@@ -296,3 +296,21 @@ def test_calibration_reports_its_progress_through_the_context():
     context = PassContext(calibration=calibration, progress=said.append)
     QuantizeStatic(context=context)(_conv_model())
     assert said == [f"quantize-static: calibrating, {n} samples" for n in (2, 4, 6)]
+
+
+def test_minmax_skips_histograms_and_keeps_them_out_of_the_cache():
+    data = batches({"x": (2, 3, 8, 8)})
+    cache = CalibrationCache()
+    minmax = QuantizeStatic(QuantizeStaticConfig(method="minmax"),
+                            context=_CachedContext(calibration=data, calibration_cache=cache))(_conv_model())
+    assert not cache.modified and not cache.stats  # min/max-only statistics would mislead a later mse run
+    full = CalibrationCache()
+    QuantizeStatic(QuantizeStaticConfig(method="mse"), context=_CachedContext(calibration=data, calibration_cache=full))(
+        _conv_model())
+    assert full.stats and all(s.counts.sum() > 0 for s in full.stats.values())
+    # the same ranges as minmax over full statistics: same Q/DQ scales
+    reused = QuantizeStatic(QuantizeStaticConfig(method="minmax"),
+                            context=_CachedContext(calibration=data, calibration_cache=full))(_conv_model())
+    scales = [{n.name: float(n.inputs[1].const_value.numpy()) for n in r.model.graph if n.op_type == "QuantizeLinear"}
+              for r in (minmax, reused)]
+    assert scales[0] == pytest.approx(scales[1], rel=1e-6) and scales[0]
