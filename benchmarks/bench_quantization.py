@@ -6,7 +6,7 @@ Usage::
         [--methods minmax percentile entropy mse] [--extras ours+bc ours+mp] [--min-cosine 0.99995]
         [--samples 32 256] [--rounds 30] [--json FILE]
 
-Each quantization runs in its own subprocess (peak RSS is that process's ru_maxrss; ORT's
+Each quantization runs in its own subprocess (peak RSS is that process's VmHWM; ORT's
 quantizer also runs chdir'ed into a temp dir, since it writes files to the working folder).
 Both tools get the same cleaned float model (our simplify pipeline), the same calibration
 samples in batches of 8, QDQ format, per-channel int8 weights, uint8 activations and the
@@ -103,7 +103,16 @@ def child(job: dict) -> dict:
         started = time.perf_counter()  # imports excluded: only the quantization call is timed
         work()
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"seconds": seconds, "rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM, which a new program image starts afresh. (Linux
+    keeps ru_maxrss across exec, so a child forked from a large parent reported the parent's peak.)"""
+    for line in open("/proc/self/status", encoding="ascii"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _ours(job: dict, batches: list):
