@@ -18,10 +18,11 @@ BINS = 4096
 SAMPLE = 1 << 16
 
 
-SATURATED = 1 << 20
+SATURATED = 1 << 18
 """Once a histogram holds this many elements, later batches add a quarter of ``SAMPLE``: the
-shape is settled (the tails too: 100 elements beyond the 99.99th percentile), and the histogram
-update is the main cost of calibration besides ONNX Runtime."""
+shape is settled (26 elements beyond the 99.99th percentile), and the histogram update is the
+main cost of calibration besides ONNX Runtime (resnet_mini, 256 samples, mse: 2.1x -> 1.4x the
+float forward passes). A single large batch still contributes its full ``SAMPLE``."""
 
 
 def sample_stride(size: int, sample: int = SAMPLE) -> int:
