@@ -44,8 +44,9 @@ def derivable(graph: ir.Graph, names: set[str]) -> dict[str, tuple[str, Callable
     return found
 
 
-def derive(stats: TensorStats, function: Callable) -> TensorStats:
-    """The statistics of ``function(v)`` from ``v``'s, for ``function`` in (sigmoid, silu)."""
+def derive(stats: TensorStats, function: Callable, *, histogram: bool = True) -> TensorStats:
+    """The statistics of ``function(v)`` from ``v``'s, for ``function`` in (sigmoid, silu);
+    ``histogram=False``: min/max only (the minmax method)."""
     low, high = stats.minimum, stats.maximum
     if function is silu:
         new_low = float(silu(np.float64(min(max(SILU_ARGMIN, low), high))))
@@ -56,6 +57,8 @@ def derive(stats: TensorStats, function: Callable) -> TensorStats:
     if not np.isfinite(low) or stats.counts.sum() == 0:
         return result
     result.minimum, result.maximum = new_low, new_high
+    if not histogram:
+        return result
     result.radius = max(abs(new_low), abs(new_high), 1e-8)
     bins = len(result.counts)
     # Each source bin is spread over `points` evenly spaced positions: mapped as one point, a source

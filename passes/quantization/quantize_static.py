@@ -186,7 +186,8 @@ class QuantizeStatic(Pass):
         stats, samples = collect_statistics(
             model, self.context.calibration, [t for t in tensors if t not in computed], histograms=histograms,
             progress=(lambda n: report(f"quantize-static: calibrating, {n} samples")) if report else None)
-        stats.update({name: derive(stats[origin], function) for name, (origin, function) in computed.items()})
+        stats.update({name: derive(stats[origin], function, histogram=histograms is None or name in histograms)
+                      for name, (origin, function) in computed.items()})
         if cache is not None and histograms is None:  # min/max-only statistics would mislead other methods
             cache.store(source, samples, stats)
         return stats
