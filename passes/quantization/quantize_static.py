@@ -57,6 +57,9 @@ class QuantizeStaticConfig:
     ``max|X|^alpha / max|W|^(1-alpha)`` and the weight rows multiplied by it; 0 turns it off.
     MiniLM embedding cosine (everyday / documentation sentences): 0.992 / 0.991 off, 0.990 /
     0.991 at 0.5, 0.9925 / 0.9944 at 0.75, 0.992 / 0.994 at 0.85."""
+    activation_matmuls: bool = False
+    """Also quantize MatMuls whose operands are both activations (attention); off because they ran
+    slower than float on ONNX Runtime's CPU EP (docs/quantization.md)."""
     embeddings: bool = True
     """Large constant Gather tables (token embeddings) become int8 rows with per-row scales (``embedding.py``)."""
     bias_correction: bool = False
@@ -98,15 +101,13 @@ class QuantizeStatic(Pass):
         if (unchanged := refused(model, self.name)) is not None:
             return unchanged
         config, dtypes = self.config, tensor_dtypes(model)
-        plan = planning.make_plan(model.graph, dtypes, include=config.include, exclude=config.exclude,
-                                  absorb=not config.symmetric_activations)
+        plan = self._plan(model.graph, dtypes)
         if not plan.quantized:
             return PassResult(model, modified=False, details=_float_rows(plan))
         upgraded = per_channel_opset(model, config.per_channel, config.upgrade_opset)
         if any("opset_converted" in row for row in upgraded):  # a new graph: plan it again
             dtypes = tensor_dtypes(model)
-            plan = planning.make_plan(model.graph, dtypes, include=config.include, exclude=config.exclude,
-                                      absorb=not config.symmetric_activations)
+            plan = self._plan(model.graph, dtypes)
         smoothed = self._smooth(model, plan) if config.smoothing_alpha > 0 else []
         if smoothed:  # the smoothed activations were renamed
             dtypes = tensor_dtypes(model)
@@ -152,8 +153,7 @@ class QuantizeStatic(Pass):
         """
         config, graph = self.config, model.graph
         graph.meta.pop(NAMES_KEY, None)  # clones share meta: start a fresh name registry
-        plan = planning.make_plan(graph, dtypes, include=config.include, exclude=config.exclude,
-                                  absorb=not config.symmetric_activations, float_tensors=float_tensors)
+        plan = self._plan(graph, dtypes, float_tensors)
         for activation, producer in plan.absorbed.items():
             activation.outputs[0].replace_all_uses_with(producer.outputs[0])
             graph.remove(activation, safe=True)
@@ -162,6 +162,12 @@ class QuantizeStatic(Pass):
         ir.passes.common.RemoveUnusedNodesPass()(model)
         graph.meta.pop(NAMES_KEY, None)
         return plan, weights, model, {_reference(plan, v): p for v, p in params.items()}
+
+    def _plan(self, graph: ir.Graph, dtypes, float_tensors: frozenset[str] = frozenset()) -> planning.Plan:
+        config = self.config
+        return planning.make_plan(graph, dtypes, include=config.include, exclude=config.exclude,
+                                  absorb=not config.symmetric_activations, float_tensors=float_tensors,
+                                  activation_matmuls=config.activation_matmuls)
 
     def _smooth(self, model: ir.Model, plan: planning.Plan) -> list[dict]:
         sites = smoothing.find_sites(model.graph, set(plan.quantized))

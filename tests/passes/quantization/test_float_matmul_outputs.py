@@ -4,7 +4,7 @@ import numpy as np
 
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic
 from tests.helpers import check_full, make_model, rng
-from tests.passes.quantization.util import context, fused_ops, ops, rel_l2
+from tests.passes.quantization.util import REL_L2_BOUND, context, fused_ops, ops, rel_l2
 
 FFN = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -45,3 +45,40 @@ def test_matmul_read_by_float_ops_keeps_a_float_output():
     # that LayerNorm then rescales: measured 0.074 relative L2 that way, 0.008 with a float output.
     feeds = {"x": rng(3).standard_normal((4, 8, 32)).astype(np.float32)}
     assert rel_l2(original, out, feeds) < 0.03
+
+
+ATTENTION = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 8, 16] x) => (float[N, 8, 16] y) {
+    q = MatMul (x, wq)
+    k = MatMul (x, wk)
+    kt = Transpose <perm = [0, 2, 1]> (k)
+    s = MatMul (q, kt)
+    p = Softmax <axis = -1> (s)
+    c = MatMul (p, x)
+    y = MatMul (c, wo)
+}
+"""
+
+
+def _attention():
+    r = rng(6)
+    return make_model(ATTENTION, initializers={k: r.standard_normal((16, 16)).astype(np.float32) / 4
+                                               for k in ("wq", "wk", "wo")})
+
+
+def test_matmuls_of_two_activations_stay_float_unless_asked():
+    from onnxslim.passes.quantization.quantize_static import QuantizeStaticConfig
+
+    shapes = {"x": (4, 8, 16)}
+    default = QuantizeStatic(context=context(shapes, count=8))(_attention())
+    reasons = {row["kept_float"]: row["nodes"] for row in default.details if "kept_float" in row}
+    (attention,) = [r for r in reasons if "two activations" in r]
+    assert len(reasons[attention]) == 2  # Q.K^T and P.V
+    assert default.stats["weights_quantized"] == 3  # the three projections still are
+    both = QuantizeStatic(QuantizeStaticConfig(activation_matmuls=True), context=context(shapes, count=8))(_attention())
+    assert both.stats["nodes_quantized"] > default.stats["nodes_quantized"]
+    assert fused_ops(both.model)["QLinearMatMul"] > fused_ops(default.model)["QLinearMatMul"]
+    feeds = {"x": rng(8).standard_normal((2, 8, 16)).astype(np.float32)}
+    assert rel_l2(_attention(), default.model, feeds) < REL_L2_BOUND
+    check_full(default.model)
