@@ -150,10 +150,10 @@ def _float_reason(node, tail, dtypes, include, exclude, quantized, activation_ma
 def _compute_reason(node: ir.Node, activation_matmuls: bool = False) -> str | None:
     weight = node.inputs[1] if len(node.inputs) > 1 else None
     if node.op_type == "MatMul" and not activation_matmuls and not is_constant(weight):
-        # Attention's Q.K^T and P.V: with both operands re-quantized per call, ORT's QLinearMatMul ran
-        # slower than float here (MiniLM static 2.0x -> 3.1x float speed with them float, vit_tiny
-        # 1.00x -> 1.11x; cosine unchanged within 0.001).
-        return "MatMul of two activations (attention) kept float: faster than int8 on ONNX Runtime CPU"
+        # Attention's Q.K^T and P.V: both operands re-quantized per call. Float was a few percent
+        # faster in every paired run (MiniLM 2.32x -> 2.36x and 1.55x -> 1.60x float speed, vit_tiny
+        # 0.87x -> 0.90x and 0.93x -> 0.98x; docs/quantization.md), cosine unchanged.
+        return "MatMul of two activations (attention) kept float: no faster in int8 on ONNX Runtime CPU"
     if node.op_type == "Conv":
         if weight is None or not is_constant(weight):
             return "Conv weight is not a constant"

@@ -58,8 +58,8 @@ class QuantizeStaticConfig:
     MiniLM embedding cosine (everyday / documentation sentences): 0.992 / 0.991 off, 0.990 /
     0.991 at 0.5, 0.9925 / 0.9944 at 0.75, 0.992 / 0.994 at 0.85."""
     activation_matmuls: bool = False
-    """Also quantize MatMuls whose operands are both activations (attention); off because they ran
-    slower than float on ONNX Runtime's CPU EP (docs/quantization.md)."""
+    """Also quantize MatMuls whose operands are both activations (attention); off because int8 was
+    a few percent slower there on ONNX Runtime's CPU EP, for no accuracy gain (docs/quantization.md)."""
     embeddings: bool = True
     """Large constant Gather tables (token embeddings) become int8 rows with per-row scales (``embedding.py``)."""
     bias_correction: bool = False
