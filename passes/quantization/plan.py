@@ -70,14 +70,17 @@ def activation_inputs(node: ir.Node) -> list[ir.Value]:
 
 def make_plan(graph: ir.Graph, dtypes: dict[str, ir.DataType], *, include: tuple[str, ...] = (),
               exclude: tuple[str, ...] = (), absorb: bool = True, float_tensors: frozenset[str] = frozenset(),
-              activation_matmuls: bool = False) -> Plan:
+              activation_matmuls: bool = False, constant_operands: bool = False) -> Plan:
     """``float_tensors``: activations kept float (mixed precision): their readers and writers stay float.
-    ``activation_matmuls``: also quantize MatMuls of two activations (attention scores and context)."""
+    ``activation_matmuls``: also quantize MatMuls of two activations (attention scores and context).
+    ``constant_operands``: also quantize Add/Mul with a small constant operand, and HardSigmoid
+    (what ORT's quantizer does: faster on PP-LCNet, less accurate; docs/quantization.md)."""
     tail = post_processing(graph)
     plan = Plan(tail=tail, branches=head_branches(graph, tail))
     quantized_tensors: set[ir.Value] = set()
     for node in graph:
-        reason = _float_reason(node, tail, dtypes, include, exclude, quantized_tensors, activation_matmuls)
+        reason = _float_reason(node, tail, dtypes, include, exclude, quantized_tensors, activation_matmuls,
+                               constant_operands)
         if reason is None and _touches(node, float_tensors):
             reason = "kept float by sensitivity analysis (mixed precision)"
         if node.op_type in ACTIVATIONS and reason is None and absorb:
@@ -92,8 +95,45 @@ def make_plan(graph: ir.Graph, dtypes: dict[str, ir.DataType], *, include: tuple
         plan.quantized.append(node)
         quantized_tensors.update(activation_inputs(node))
         quantized_tensors.update(v for v in node.outputs if not v.is_graph_output())
+    _drop_dangling_followers(plan)
     plan.float_outputs = float_matmul_outputs(plan)
     return plan
+
+
+def _constant_operand_ok(node: ir.Node) -> bool:
+    """Add/Mul by a per-tensor or per-channel constant small enough for one 8-bit grid (PP-LCNet's
+    LearnableAffineBlock ``x * s + b``), which ORT then runs as QLinearMul/QLinearAdd."""
+    constants = [ir.convenience.get_const_tensor(v) for v in node.inputs if v is not None and is_constant(v)]
+    return len(constants) == 1 and constants[0].size <= 4096
+
+
+def _drop_dangling_followers(plan: Plan) -> None:
+    """Followers that rest on a constant operand and whose output no quantized node reads go back to float.
+
+    A Q/DQ pair then buys nothing (the reader dequantizes at once) and only rounds: MiniLM's
+    ``MatMul -> Add(bias) -> residual Add -> LayerNorm`` would otherwise re-round every
+    projection. Repeats until stable (the residual Add goes first, then the bias Add).
+    """
+    while True:
+        readers = set(plan.quantized) | set(plan.absorbed)
+        dangling = [n for n in plan.quantized if n.op_type in BINARY | OWN_RANGE | SHARED
+                    and _rests_on_constant_operand(n, plan)
+                    and not any(c in readers for v in n.outputs for c in v.consumers())]
+        if not dangling:
+            return
+        for node in dangling:
+            plan.quantized.remove(node)
+            plan.kept_float.append((node.name or f"{node.op_type} (unnamed)", "read only by float ops"))
+
+
+def _has_constant_operand(node: ir.Node) -> bool:
+    return node.op_type in BINARY and len(activation_inputs(node)) < 2
+
+
+def _rests_on_constant_operand(node: ir.Node, plan: Plan) -> bool:
+    """``node`` has a constant operand, or reads a quantized follower that has one."""
+    producers = (v.producer() for v in node.inputs if v is not None)
+    return _has_constant_operand(node) or any(p in plan.quantized and _has_constant_operand(p) for p in producers)
 
 
 def float_matmul_outputs(plan: Plan) -> set[ir.Value]:
@@ -117,12 +157,13 @@ def _matches(node: ir.Node, names: tuple[str, ...]) -> bool:
     return node.op_type in names or bool(node.name and node.name in names)
 
 
-def _float_reason(node, tail, dtypes, include, exclude, quantized, activation_matmuls=False) -> str | None:
+def _float_reason(node, tail, dtypes, include, exclude, quantized, activation_matmuls=False,
+                  constant_operands=False) -> str | None:
     """None when ``node`` is quantized; ``"-"`` for ops that never are (not worth a report row)."""
     op = node.op_type
     if op in SENSITIVE:
         return "numerically sensitive op (Softmax/normalization) kept float"
-    if op not in COMPUTE | BINARY | OWN_RANGE | SHARED | ACTIVATIONS:
+    if op not in COMPUTE | BINARY | OWN_RANGE | SHARED | ACTIVATIONS and not (constant_operands and op == "HardSigmoid"):
         return "-"
     if _matches(node, exclude):
         return "excluded by --quantize-exclude"
@@ -138,7 +179,7 @@ def _float_reason(node, tail, dtypes, include, exclude, quantized, activation_ma
         return _compute_reason(node, activation_matmuls)
     if any(v.is_graph_output() for v in node.outputs):
         return "output is a graph output (kept float to keep the output exact)"
-    if op in BINARY and len(inputs) < 2:
+    if op in BINARY and len(inputs) < 2 and not (constant_operands and _constant_operand_ok(node)):
         return "has a constant operand"
     if not all(v in quantized for v in inputs):
         return "-" if op not in ACTIVATIONS else "-"

@@ -89,6 +89,16 @@ def quantize_weight(graph: ir.Graph, node: ir.Node, index: int, axis: int | None
     return scales
 
 
+def quantize_operand(graph: ir.Graph, node: ir.Node, index: int, dtype: str) -> None:
+    """A constant operand of a quantized Add/Mul as ``DequantizeLinear(8-bit constant)`` on its own
+    per-tensor grid, in the activations' type (ORT fuses the op only when every input is a DQ)."""
+    value = ir.convenience.get_const_tensor(node.inputs[index]).numpy().astype(np.float32)
+    scale, zero = activation_params(float(value.min()), float(value.max()), dtype)
+    qmin, qmax = INT_RANGES[dtype]
+    quantized = np.clip(np.round(value / scale) + zero.astype(np.int64), qmin, qmax).astype(NUMPY[dtype])
+    _dequantize_into(graph, node, index, quantized, np.asarray(scale, np.float32), zero, None)
+
+
 def quantize_bias(graph: ir.Graph, node: ir.Node, index: int, input_scale: float, weight_scales: np.ndarray) -> None:
     """Bias as int32 at scale ``input_scale * weight_scale`` (what ORT's integer kernels add)."""
     bias = ir.convenience.get_const_tensor(node.inputs[index]).numpy().astype(np.float64)

@@ -314,3 +314,52 @@ def test_minmax_skips_histograms_and_keeps_them_out_of_the_cache():
     scales = [{n.name: float(n.inputs[1].const_value.numpy()) for n in r.model.graph if n.op_type == "QuantizeLinear"}
               for r in (minmax, reused)]
     assert scales[0] == pytest.approx(scales[1], rel=1e-6) and scales[0]
+
+
+AFFINE_BETWEEN_CONVS = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
+    c1 = Conv <pads = [1, 1, 1, 1]> (x, w1)
+    h = HardSigmoid <alpha = 0.1666667, beta = 0.5> (c1)
+    a = Mul (c1, h)
+    s = Mul (a, scale)
+    b = Add (s, shift)
+    c2 = Conv <pads = [1, 1, 1, 1]> (b, w2)
+    y = Sigmoid (c2)
+}
+"""
+
+BIAS_THEN_RESIDUAL = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 8, 16] x) => (float[N, 8, 16] y) {
+    n = LayerNormalization <axis = -1> (x, gamma, beta)
+    m = MatMul (n, w)
+    b = Add (m, bias)
+    r = Add (b, n)
+    y = LayerNormalization <axis = -1> (r, gamma, beta)
+}
+"""
+
+
+def test_constant_operands_are_quantized_only_when_asked_and_only_between_quantized_ops():
+    r = rng(11)
+    affine = {"w1": r.standard_normal((6, 3, 3, 3)).astype(np.float32) * 0.3,
+              "w2": r.standard_normal((4, 6, 3, 3)).astype(np.float32) * 0.3,
+              "scale": np.array(1.5, np.float32), "shift": np.array(-0.2, np.float32)}
+    shapes = {"x": (2, 3, 8, 8)}
+    default = _quantize(make_model(AFFINE_BETWEEN_CONVS, initializers=affine), shapes)
+    asked = _quantize(make_model(AFFINE_BETWEEN_CONVS, initializers=affine), shapes, constant_operands=True)
+    assert fused_ops(default.model)["QLinearAdd"] == 0 and fused_ops(default.model)["QLinearMul"] == 0
+    assert fused_ops(asked.model)["QLinearAdd"] == 1 and fused_ops(asked.model)["QLinearMul"] == 2  # x*h and *scale
+    feeds = {"x": rng(12).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    original = make_model(AFFINE_BETWEEN_CONVS, initializers=affine)
+    assert rel_l2(original, asked.model, feeds) < REL_L2_BOUND
+    check_full(asked.model)
+    # a bias Add whose result only float ops read (the residual Add before a LayerNorm) stays float,
+    # and so does the MatMul output it would have re-rounded
+    residual = {"w": r.standard_normal((16, 16)).astype(np.float32) / 4, "bias": r.standard_normal(16).astype(np.float32),
+                "gamma": np.ones(16, np.float32), "beta": np.zeros(16, np.float32)}
+    result = _quantize(make_model(BIAS_THEN_RESIDUAL, initializers=residual), {"x": (4, 8, 16)}, constant_operands=True)
+    (matmul,) = [n for n in result.model.graph if n.op_type == "MatMul"]
+    assert matmul.outputs[0].consumers()[0].op_type == "Add"  # no QuantizeLinear on the MatMul output
+    assert fused_ops(result.model)["QLinearAdd"] == 0
