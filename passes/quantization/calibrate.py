@@ -14,6 +14,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import DataError, first_line
+from onnxslim.passes.quantization.derived import derivable, derive
+from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.statistics import TensorStats
 from onnxslim.runtime.session import make_session, model_bytes
 
@@ -55,6 +57,39 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
         raise DataError("calibration data has no samples")
     logger.info("calibrated %d tensors on %d samples", len(stats), samples)
     return stats, samples
+
+
+def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[str], *, minmax_only: bool = False,
+                      cache=None, progress: Callable[[str], None] | None = None) -> dict[str, TensorStats]:
+    """Statistics of ``tensors``: from ``cache`` when it holds them all for this data, else calibrated.
+
+    Sigmoid / SiLU outputs are derived from their input's statistics instead of fetched
+    (``derived.py``). ``minmax_only``: histograms only where ranging still reads them (SiLU inputs,
+    whose lower bound is searched, and the sources of derived tensors); such partial statistics
+    are never cached, since another method would silently read them as minmax.
+    """
+    source = describe(calibration)
+    found = cache.lookup(source, tensors) if cache is not None else None
+    if found is not None:
+        logger.info("calibration statistics reused from the cache (%s)", source)
+        return found
+    computed = derivable(model.graph, set(tensors))
+    histograms = None
+    if minmax_only:
+        silu_fed = {v.name for node in model.graph for v in node.outputs if v.name in tensors and feeds_only_silu(v)}
+        histograms = silu_fed | {origin for origin, _ in computed.values()}
+    stats, samples = collect_statistics(
+        model, calibration, [t for t in tensors if t not in computed], histograms=histograms,
+        progress=(lambda n: progress(f"quantize-static: calibrating, {n} samples")) if progress else None)
+    stats.update({name: derive(stats[origin], function, histogram=histograms is None or name in histograms)
+                  for name, (origin, function) in computed.items()})
+    if cache is not None and histograms is None:
+        cache.store(source, samples, stats)
+    return stats
+
+
+def describe(reader) -> str:
+    return reader.describe() if hasattr(reader, "describe") else type(reader).__name__
 
 
 def _is_input(model: ir.Model, name: str) -> bool:

@@ -12,9 +12,8 @@ import onnx_ir as ir
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.passes.quantization import mixed_precision, plan as planning, smoothing
 from onnxslim.passes.quantization.bias_correction import correct_biases
-from onnxslim.passes.quantization.calibrate import collect_statistics
+from onnxslim.passes.quantization.calibrate import tensor_statistics
 from onnxslim.passes.quantization.common import refused, tensor_dtypes
-from onnxslim.passes.quantization.derived import derivable, derive
 from onnxslim.passes.quantization.embedding import quantize_embeddings
 from onnxslim.passes.quantization.opset import per_channel_opset
 from onnxslim.passes.quantization.qdq import (NAMES_KEY, activation_params, insert_qdq, quantize_bias,
@@ -186,31 +185,9 @@ class QuantizeStatic(Pass):
         return [row for row in rows if row is not None]
 
     def _statistics(self, model: ir.Model, tensors: list[str]):
-        cache = getattr(self.context, "calibration_cache", None)
-        source = describe(self.context.calibration)
-        found = cache.lookup(source, tensors) if cache is not None else None
-        if found is not None:
-            logger.info("calibration statistics reused from the cache (%s)", source)
-            return found
-        report = self.context.progress
-        computed = derivable(model.graph, set(tensors))  # SiLU/Sigmoid outputs: from their input's statistics
-        histograms = self._histograms(model, tensors, computed)
-        stats, samples = collect_statistics(
-            model, self.context.calibration, [t for t in tensors if t not in computed], histograms=histograms,
-            progress=(lambda n: report(f"quantize-static: calibrating, {n} samples")) if report else None)
-        stats.update({name: derive(stats[origin], function, histogram=histograms is None or name in histograms)
-                      for name, (origin, function) in computed.items()})
-        if cache is not None and histograms is None:  # min/max-only statistics would mislead other methods
-            cache.store(source, samples, stats)
-        return stats
-
-    def _histograms(self, model: ir.Model, tensors: list[str], computed: dict) -> set[str] | None:
-        """Tensors whose ranging reads a histogram; None (all) unless the method is minmax, whose ranges
-        use min/max only, except the SiLU lower-bound search and the derived SiLU/Sigmoid outputs."""
-        if self.config.method != "minmax":
-            return None
-        silu_fed = {v.name for node in model.graph for v in node.outputs if v.name in tensors and planning.feeds_only_silu(v)}
-        return silu_fed | {origin for origin, _ in computed.values()}
+        context = self.context
+        return tensor_statistics(model, context.calibration, tensors, minmax_only=self.config.method == "minmax",
+                                 cache=getattr(context, "calibration_cache", None), progress=context.progress)
 
     def _params(self, plan: planning.Plan, stats) -> dict[ir.Value, tuple]:
         """Scale and zero point per quantized tensor, in graph order (shared ops copy their input's).
@@ -326,7 +303,3 @@ def _float_rows(plan: planning.Plan) -> list[dict]:
 
 def _opset(model: ir.Model) -> int:
     return model.opset_imports.get("", 1)
-
-
-def describe(reader) -> str:
-    return reader.describe() if hasattr(reader, "describe") else type(reader).__name__
