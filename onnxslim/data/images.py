@@ -4,7 +4,7 @@ Spec (``--preprocess``), every key optional::
 
     size=224x224,mean=0.485;0.456;0.406,std=0.229;0.224;0.225,scale=1/255,layout=NCHW,color=RGB
 
-``size`` is WIDTHxHEIGHT (default: the model input's static dims); pixels are multiplied by
+``size`` is WIDTHxHEIGHT or one number for a square (default: the model input's static dims); pixels are multiplied by
 ``scale`` (default 1/255), then ``(x - mean) / std`` per channel; ``layout`` NCHW or NHWC
 (default: guessed from the input shape); ``color`` RGB, BGR or L (default: from the channel
 count). A folder holding only subfolders is read as one class per subfolder (sorted names
@@ -52,9 +52,11 @@ def parse_preprocess(spec: str | None) -> Preprocess:
 
 
 def _parse_value(key: str, text: str):
-    if key == "size":
-        width, height = (int(v) for v in text.lower().split("x"))
-        return width, height
+    if key == "size":  # WIDTHxHEIGHT, or one number for a square
+        parts = [int(v) for v in text.lower().split("x")]
+        if len(parts) not in (1, 2):
+            raise ValueError(text)
+        return parts[0], parts[-1]
     if key in ("mean", "std"):
         return tuple(float(v) for v in text.split(";"))
     if key == "scale":

@@ -80,7 +80,8 @@ def test_preprocess_spec_parsing():
     pre = parse_preprocess("size=6x4,mean=0.5;0.25;0,std=0.5;0.5;1,scale=1/255,layout=nhwc,color=BGR")
     assert pre.size == (6, 4) and pre.mean == (0.5, 0.25, 0.0) and pre.layout == "NHWC" and pre.color == "BGR"
     assert pre.scale == pytest.approx(1 / 255)
-    for bad in ("size=6", "layout=CHW", "zoom=2", "scale=1/0"):
+    assert parse_preprocess("size=320").size == (320, 320)  # one number: a square
+    for bad in ("size=6x4x2", "size=x", "layout=CHW", "zoom=2", "scale=1/0"):
         with pytest.raises(DataError, match="--preprocess"):
             parse_preprocess(bad)
 
