@@ -47,6 +47,12 @@ class QuantizeStaticConfig:
     """Automatic mixed precision against labels: keep the most error-prone tensors float until
     top-1 accuracy on the labelled calibration samples is at most this much below float's
     (0.01 = one point). Needs ``labels`` in the calibration data; combines with ``min_cosine``."""
+    detector_min_cosine: float | None = 0.9999
+    """Mixed-precision floor applied by default to detectors (graphs with per-scale head branches,
+    ``plan.head_branches``) when no ``min_cosine`` / ``max_accuracy_drop`` is given: their outputs
+    are judged by rare extremes, which a 0.99988 output cosine already loses (YOLOv8n, 960 images,
+    F1 at score 0.05 / 0.25: 0.898 / 0.886 all int8, 0.929 / 0.908 at 0.9999 with 5 tensors and
+    5% of the weights float, 1.5x float speed instead of 1.65x). None turns it off."""
     sensitivity_samples: int = 16
     """Calibration samples used by the sensitivity ranking, mixed-precision search and bias correction."""
     accuracy_samples: int = 512
@@ -72,8 +78,10 @@ class QuantizeStaticConfig:
     def __post_init__(self):
         if not 50.0 < self.percentile <= 100.0:
             raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
-        if self.min_cosine is not None and not 0.0 < self.min_cosine <= 1.0:
-            raise ValueError(f"min_cosine must be in (0, 1], got {self.min_cosine}")
+        for name in ("min_cosine", "detector_min_cosine"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
         if self.max_accuracy_drop is not None and not 0.0 <= self.max_accuracy_drop < 1.0:
             raise ValueError(f"max_accuracy_drop must be in [0, 1) (0.01 = one point), got {self.max_accuracy_drop}")
         if not 0.0 <= self.smoothing_alpha < 1.0:
@@ -116,12 +124,12 @@ class QuantizeStatic(Pass):
         if smoothed:  # the smoothed activations were renamed
             dtypes = tensor_dtypes(model)
         sources = _range_sources(plan)
-        if config.mixed_precision:  # a Relu kept float leaves its producer's raw output to range
+        goal = self._goal(plan)
+        if goal is not None:  # a Relu kept float leaves its producer's raw output to range
             sources += [p.outputs[0].name for p in plan.absorbed.values() if p.outputs[0].name not in sources]
         stats = self._statistics(model, sources)
         keep, rows = frozenset(), []
-        if config.mixed_precision:
-            goal = mixed_precision.Goal(config.min_cosine, config.max_accuracy_drop)
+        if goal is not None:
             keep, rows = mixed_precision.search(
                 model, lambda floats: self._apply(model.clone(), dtypes, stats, floats)[2:], self.context.calibration,
                 goal=goal, samples=config.sensitivity_samples, accuracy_samples=config.accuracy_samples)
@@ -143,7 +151,7 @@ class QuantizeStatic(Pass):
             "nodes_quantized": len(plan.quantized), "activations_absorbed": len(plan.absorbed),
             "tensors_quantized": len(params), "weights_quantized": len(weights), "kept_float": len(plan.kept_float),
             "weight_elements_quantized_fraction": round(fraction, 4),
-            **({"tensors_kept_float_by_sensitivity": len(keep)} if config.mixed_precision else {}),
+            **({"tensors_kept_float_by_sensitivity": len(keep)} if goal is not None else {}),
             **({"activations_smoothed": len(smoothed)} if smoothed else {}),
             **({"embeddings_quantized": len(embeddings)} if embeddings else {}),
             **({"opset_converted": 1} if any("opset_converted" in row for row in upgraded) else {}),
@@ -166,6 +174,17 @@ class QuantizeStatic(Pass):
         ir.passes.common.RemoveUnusedNodesPass()(model)
         graph.meta.pop(NAMES_KEY, None)
         return plan, weights, model, {_reference(plan, v): p for v, p in params.items()}
+
+    def _goal(self, plan: planning.Plan) -> mixed_precision.Goal | None:
+        """The mixed-precision goal: the user's, else the detector default when the graph has head branches."""
+        config = self.config
+        if config.mixed_precision:
+            return mixed_precision.Goal(config.min_cosine, config.max_accuracy_drop)
+        if config.detector_min_cosine is not None and plan.branches:
+            logger.info("quantize-static: detection head branches found; mixed precision to output cosine %s "
+                        "(detector_min_cosine)", config.detector_min_cosine)
+            return mixed_precision.Goal(config.detector_min_cosine, None)
+        return None
 
     def _plan(self, graph: ir.Graph, dtypes, float_tensors: frozenset[str] = frozenset()) -> planning.Plan:
         config = self.config

@@ -267,7 +267,7 @@ def test_detection_head_branches_are_not_clipped_but_the_trunk_is():
     # heavy-tailed inputs and a 99th percentile: the trunk's range is clipped wherever allowed
     calibration = [DataBatch({"x": rng(10 + i).standard_t(2, (4, 3, 8, 8)).astype(np.float32)}) for i in range(4)]
     observed, _ = collect_statistics(model.clone(), calibration, ["tr", "ar"])
-    result = QuantizeStatic(QuantizeStaticConfig(method="percentile", percentile=99.0), context=PassContext(calibration=calibration))(model)
+    result = QuantizeStatic(QuantizeStaticConfig(method="percentile", percentile=99.0, detector_min_cosine=None), context=PassContext(calibration=calibration))(model)
     scales = {n.inputs[0].name: float(n.inputs[1].const_value.numpy()) for n in result.model.graph if n.op_type == "QuantizeLinear"}
     assert scales["t"] * 255 < 0.9 * observed["tr"].maximum  # trunk (Relu absorbed into t): clipped
     assert scales["a"] * 255 == pytest.approx(observed["ar"].maximum, rel=1e-3)  # branch: full observed range
@@ -363,3 +363,20 @@ def test_constant_operands_are_quantized_only_when_asked_and_only_between_quanti
     (matmul,) = [n for n in result.model.graph if n.op_type == "MatMul"]
     assert matmul.outputs[0].consumers()[0].op_type == "Add"  # no QuantizeLinear on the MatMul output
     assert fused_ops(result.model)["QLinearAdd"] == 0
+
+
+def test_detectors_get_mixed_precision_by_default_and_classifiers_do_not():
+    r = rng(5)
+    weights = {"wt": r.standard_normal((6, 3, 3, 3)).astype(np.float32) * 0.4,
+               "wa": r.standard_normal((6, 6, 3, 3)).astype(np.float32) * 0.3,
+               "wa2": r.standard_normal((2, 6, 1, 1)).astype(np.float32),
+               "wb": r.standard_normal((6, 6, 3, 3)).astype(np.float32) * 0.3,
+               "wb2": r.standard_normal((2, 6, 1, 1)).astype(np.float32)}
+    detector = _quantize(_named(make_model(TWO_BRANCH_HEAD, initializers=weights)), {"x": (2, 3, 8, 8)})
+    (summary,) = [row["mixed_precision"] for row in detector.details if "mixed_precision" in row]
+    assert summary["target_cosine"] == 0.9999 and summary["target_met"]
+    assert "tensors_kept_float_by_sensitivity" in detector.stats
+    classifier = _quantize(_conv_model(), {"x": (2, 3, 8, 8)})
+    assert not any("mixed_precision" in row for row in classifier.details)
+    off = _quantize(_named(make_model(TWO_BRANCH_HEAD, initializers=weights)), {"x": (2, 3, 8, 8)}, detector_min_cosine=None)
+    assert not any("mixed_precision" in row for row in off.details)
