@@ -250,18 +250,22 @@ g (float[N, 3, 8, 8] x) => (float[N, 4, 64] y) {
 """
 
 
-def test_detection_head_branches_are_not_clipped_but_the_trunk_is():
-    """Per-scale head branches (YOLO's box/class convs) keep their full range: their rare extremes are the detections."""
-    from onnxslim.passes.quantization import plan as planning
-    from onnxslim.passes.quantization.calibrate import collect_statistics
-
+def _two_branch_model():
     r = rng(5)
     weights = {"wt": r.standard_normal((6, 3, 3, 3)).astype(np.float32) * 0.4,
                "wa": r.standard_normal((6, 6, 3, 3)).astype(np.float32) * 0.3,
                "wa2": r.standard_normal((2, 6, 1, 1)).astype(np.float32),
                "wb": r.standard_normal((6, 6, 3, 3)).astype(np.float32) * 0.3,
                "wb2": r.standard_normal((2, 6, 1, 1)).astype(np.float32)}
-    model = _named(make_model(TWO_BRANCH_HEAD, initializers=weights))
+    return _named(make_model(TWO_BRANCH_HEAD, initializers=weights))
+
+
+def test_detection_head_branches_are_not_clipped_but_the_trunk_is():
+    """Per-scale head branches (YOLO's box/class convs) keep their full range: their rare extremes are the detections."""
+    from onnxslim.passes.quantization import plan as planning
+    from onnxslim.passes.quantization.calibrate import collect_statistics
+
+    model = _two_branch_model()
     branches = {n.outputs[0].name for n in planning.head_branches(model.graph, planning.post_processing(model.graph))}
     assert branches == {"a", "ar", "ao", "b", "br", "bo"}
     # heavy-tailed inputs and a 99th percentile: the trunk's range is clipped wherever allowed
@@ -366,17 +370,11 @@ def test_constant_operands_are_quantized_only_when_asked_and_only_between_quanti
 
 
 def test_detectors_get_mixed_precision_by_default_and_classifiers_do_not():
-    r = rng(5)
-    weights = {"wt": r.standard_normal((6, 3, 3, 3)).astype(np.float32) * 0.4,
-               "wa": r.standard_normal((6, 6, 3, 3)).astype(np.float32) * 0.3,
-               "wa2": r.standard_normal((2, 6, 1, 1)).astype(np.float32),
-               "wb": r.standard_normal((6, 6, 3, 3)).astype(np.float32) * 0.3,
-               "wb2": r.standard_normal((2, 6, 1, 1)).astype(np.float32)}
-    detector = _quantize(_named(make_model(TWO_BRANCH_HEAD, initializers=weights)), {"x": (2, 3, 8, 8)})
+    detector = _quantize(_two_branch_model(), {"x": (2, 3, 8, 8)})
     (summary,) = [row["mixed_precision"] for row in detector.details if "mixed_precision" in row]
     assert summary["target_cosine"] == 0.9999 and summary["target_met"]
     assert "tensors_kept_float_by_sensitivity" in detector.stats
     classifier = _quantize(_conv_model(), {"x": (2, 3, 8, 8)})
     assert not any("mixed_precision" in row for row in classifier.details)
-    off = _quantize(_named(make_model(TWO_BRANCH_HEAD, initializers=weights)), {"x": (2, 3, 8, 8)}, detector_min_cosine=None)
+    off = _quantize(_two_branch_model(), {"x": (2, 3, 8, 8)}, detector_min_cosine=None)
     assert not any("mixed_precision" in row for row in off.details)
