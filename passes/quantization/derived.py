@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import onnx_ir as ir
 
+from onnxslim.passes.quantization.ranges import silu
 from onnxslim.passes.quantization.statistics import TensorStats
 
 SILU_ARGMIN = -1.2784645
@@ -22,10 +23,6 @@ SILU_ARGMIN = -1.2784645
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-np.clip(x, -60, 60)))
-
-
-def silu(x: np.ndarray) -> np.ndarray:
-    return x * sigmoid(x)
 
 
 def derivable(graph: ir.Graph, names: set[str]) -> dict[str, tuple[str, Callable]]:

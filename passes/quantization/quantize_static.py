@@ -121,8 +121,8 @@ class QuantizeStatic(Pass):
             dtypes = tensor_dtypes(model)
             plan = self._plan(model.graph, dtypes)
         smoothed = self._smooth(model, plan) if config.smoothing_alpha > 0 else []
-        if smoothed:  # the smoothed activations were renamed
-            dtypes = tensor_dtypes(model)
+        # smoothed activations were renamed; they are float32 (their MatMul readers are quantized)
+        dtypes.update({row["smoothed"]: ir.DataType.FLOAT for row in smoothed})
         sources = _range_sources(plan)
         goal = self._goal(plan)
         if goal is not None:  # a Relu kept float leaves its producer's raw output to range
