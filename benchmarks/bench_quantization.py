@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_quantization.py [--models digits_cnn resnet_mini mobilenet_mini vit_tiny yolov8n ppocr_det ppocr_rec]
-        [--methods minmax percentile entropy mse] [--extras ours+bc ours+mp] [--min-cosine 0.99995]
+        [--methods minmax percentile entropy mse] [--extras ours+bc ours+mp ours+det] [--min-cosine 0.99995]
         [--samples 32 256] [--rounds 30] [--json FILE]
 
 Each quantization runs in its own subprocess (peak RSS is that process's VmHWM; ORT's
@@ -18,6 +18,10 @@ scikit-learn (benchmarks/quant_detection.py; calibration seed 1, 320 evaluation 
 detection agreement = F1 of boxes (score >= 0.05 and >= 0.25, IoU >= 0.5, same class) against
 the float model. Rows "ours+bc" (bias correction) and "ours+mp" (mixed precision,
 ``--min-cosine``) use the default mse method; their time includes those steps.
+"calib s" is the whole quantization call (load, calibration, rewrite, save; on YOLOv8n also the
+detector default's mixed-precision search); "stats s (x)" is our calibration phase alone (the
+pass's ``calibration_s``: session with the ranged tensors as outputs, runs, statistics) and its
+ratio to the floor.
 """
 
 from __future__ import annotations
@@ -101,9 +105,10 @@ def child(job: dict) -> dict:
     else:
         work = _ours(job, batches) if job["tool"] == "ours" else _ort(job, batches)
         started = time.perf_counter()  # imports excluded: only the quantization call is timed
-        work()
+        stats = work() or {}
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rss_mb": peak_rss_mb()}
+    return {"seconds": seconds, "rss_mb": peak_rss_mb(),
+            **({"calibration_s": stats["calibration_s"]} if job["tool"] == "ours" and "calibration_s" in stats else {})}
 
 
 def peak_rss_mb() -> float:
@@ -134,6 +139,7 @@ def _ours(job: dict, batches: list):
             config = QuantizeStaticConfig(method=job["method"], **job.get("extra", {}))
             result = QuantizeStatic(config, context=context)(model)
         io.save(result.model, job["dst"])
+        return result.stats
 
     return work
 
@@ -261,8 +267,11 @@ def opset13_copy(src: str) -> str:
     return dst
 
 
-EXTRAS = {"ours+bc": {"bias_correction": True}, "ours+mp": {"min_cosine": None}}
-"""Our optional accuracy tools, run with the default method at the first sample count."""
+EXTRAS = {"ours+bc": {"bias_correction": True, "detector_min_cosine": None}, "ours+mp": {"min_cosine": None},
+          "ours+det": {}}
+"""Our optional accuracy tools, run with the default method at the first sample count. The
+method rows quantize everything (``detector_min_cosine=None``), as ORT does; "ours+det" is the
+plain default, which on a detector adds the mixed-precision search (docs/quantization.md)."""
 
 
 def variants(name: str, methods: list[str], samples: list[int], extras: list[str]):
@@ -270,7 +279,7 @@ def variants(name: str, methods: list[str], samples: list[int], extras: list[str
     for method in methods:
         for tool in ("ours", "ort"):
             for n in samples:
-                yield "static", method, tool, n, {}
+                yield "static", method, tool, n, {"detector_min_cosine": None} if tool == "ours" else {}
     for extra in extras:
         yield "static", "mse", extra, samples[0], EXTRAS[extra]
     if name == "vit_tiny":
@@ -292,7 +301,7 @@ def bench_model(name: str, methods: list[str], samples: list[int], rounds: int, 
         if skip:
             rows.append({"model": name, "mode": mode, "method": method, "tool": tool, "samples": n, "error": skip})
             continue
-        extra = {k: (min_cosine if v is None else v) for k, v in extra.items()}
+        extra = {k: (min_cosine if v is None and k == "min_cosine" else v) for k, v in extra.items()}
         dst = str(folder / f"{name}_{mode}_{method}_{tool}_{n}.onnx")
         job = {"tool": "ours" if tool.startswith("ours") else tool, "mode": mode, "method": method, "model": name,
                "samples": n, "src": opset13_copy(src) if tool == "ort" else src, "dst": dst, "extra": extra}
@@ -319,7 +328,7 @@ def print_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="quantization (2 shared CPU cores; latency = median ms, batch 1, round-robin)")
-    for column in ("model", "mode", "method", "tool", "N", "calib s", "x floor", "RSS MB", "size KB", "ms", "x float", "quality"):
+    for column in ("model", "mode", "method", "tool", "N", "calib s", "x floor", "stats s (x)", "RSS MB", "size KB", "ms", "x float", "quality"):
         table.add_column(column)
     fmt = lambda v, f: "-" if v is None else format(v, f)
     for r in rows:
@@ -327,9 +336,11 @@ def print_table(rows: list[dict]) -> None:
             table.add_row(r["model"], r["mode"], r.get("method", ""), r["tool"], str(r.get("samples", "")), r["error"])
             continue
         ratio = r["seconds"] / r["floor_s"] if r.get("floor_s") else None
+        phase = r.get("calibration_s")
+        phase = f"{phase:.2f} ({phase / r['floor_s']:.2f})" if phase is not None and r.get("floor_s") else "-"
         speed = r["float_ms"] / r["latency_ms"] if r.get("latency_ms") else None
         table.add_row(r["model"], r["mode"], r.get("method", ""), r["tool"], str(r.get("samples", "")),
-                      fmt(r.get("seconds"), ".2f"), fmt(ratio, ".2f"), fmt(r.get("rss_mb"), ".0f"), fmt(r.get("size_kb"), ".0f"),
+                      fmt(r.get("seconds"), ".2f"), fmt(ratio, ".2f"), phase, fmt(r.get("rss_mb"), ".0f"), fmt(r.get("size_kb"), ".0f"),
                       fmt(r.get("latency_ms"), ".2f"), fmt(speed, ".2f") + "x", r.get("quality", ""))
     Console(width=170).print(table)
 

@@ -33,7 +33,11 @@ def refused(model: ir.Model, pass_name: str) -> PassResult | None:
 
 
 def tensor_dtypes(model: ir.Model) -> dict[str, ir.DataType]:
-    """Element type of every named tensor, from onnx's type inference on a copy of the model."""
+    """Element type of every named tensor, from onnx's type inference on a copy of the model
+    (skipped when every value already carries its type, as after the cleanup pipeline's shape inference)."""
+    values = [*model.graph.inputs, *model.graph.initializers.values(), *(v for node in model.graph for v in node.outputs)]
+    if all(v.dtype is not None for v in values if v.name):
+        return {v.name: v.dtype for v in values if v.name}
     proto = ir.serde.serialize_model(model)
     try:
         proto = onnx.shape_inference.infer_shapes(proto)

@@ -70,7 +70,7 @@ def search(model: ir.Model, build: Build, calibration: Iterable, *, goal: Goal, 
     if goal.max_accuracy_drop is not None:
         feeds, labels = labelled_subset(calibration, accuracy_samples)
     reference = run_outputs(model, feeds)
-    scored = _Scorer(reference, labels)
+    scored = _Scorer(reference, labels, concat_parts(model))
     margins: dict[int, float] = {}
 
     def margin(count: int) -> float:
@@ -100,14 +100,14 @@ def search(model: ir.Model, build: Build, calibration: Iterable, *, goal: Goal, 
 class _Scorer:
     """Cosine (and top-1 accuracy drop, with labels) of each candidate's outputs, remembered per prefix."""
 
-    def __init__(self, reference: dict[str, np.ndarray], labels: np.ndarray | None):
-        self.reference, self.labels = reference, labels
+    def __init__(self, reference: dict[str, np.ndarray], labels: np.ndarray | None, parts: dict | None = None):
+        self.reference, self.labels, self.parts = reference, labels, parts
         self.cosine: dict[int, float] = {}
         self.accuracy: dict[int, float] = {}
         self.float_accuracy = top1_accuracy(reference, labels) if labels is not None else 0.0
 
     def __call__(self, count: int, outputs: dict[str, np.ndarray]) -> tuple[float, float | None]:
-        self.cosine[count] = output_cosine(self.reference, outputs)
+        self.cosine[count] = output_cosine(self.reference, outputs, self.parts)
         if self.labels is None:
             return self.cosine[count], None
         self.accuracy[count] = top1_accuracy(outputs, self.labels)
@@ -117,6 +117,7 @@ class _Scorer:
 def top1_accuracy(outputs: dict[str, np.ndarray], labels: np.ndarray) -> float:
     """Top-1 accuracy of the first output shaped [samples, classes]."""
     for value in outputs.values():
+        value = value.reshape(len(value), -1) if value.ndim else value
         if value.ndim == 2 and len(value) == len(labels) and value.shape[1] > 1:
             return float(np.mean(value.argmax(axis=1) == labels))
     raise DataError(f"--quantize-max-accuracy-drop: no model output is shaped [samples, classes] "
@@ -192,16 +193,50 @@ def fake_quantize(value: np.ndarray, scale, zero) -> np.ndarray:
     return ((q - zero) * np.float32(scale)).astype(np.float32)
 
 
-def output_cosine(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> float:
-    """The smallest cosine similarity over the float outputs (each flattened over all samples)."""
+def output_cosine(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray],
+                  parts: dict[str, tuple[int, list[int]]] | None = None) -> float:
+    """The smallest cosine similarity over the float outputs (each flattened over all samples).
+
+    An output listed in ``parts`` (see ``concat_parts``) is scored part by part.
+    """
     cosines = []
     for name, expected in reference.items():
         if not np.issubdtype(expected.dtype, np.floating):
             continue
-        a, b = expected.reshape(-1).astype(np.float64), actual[name].reshape(-1).astype(np.float64)
-        norm = np.linalg.norm(a) * np.linalg.norm(b)
-        cosines.append(float(a @ b / norm) if norm > 0 else float(np.array_equal(a, b)))
+        pieces = [(expected, actual[name])]
+        if parts and name in parts and expected.ndim > parts[name][0]:
+            axis, sizes = parts[name]
+            cuts = np.cumsum(sizes)[:-1]
+            pieces = list(zip(np.split(expected, cuts, axis=axis), np.split(actual[name], cuts, axis=axis)))
+        cosines.extend(_cosine(e, a) for e, a in pieces)
     return min(cosines, default=1.0)
+
+
+def _cosine(expected: np.ndarray, actual: np.ndarray) -> float:
+    a, b = expected.reshape(-1).astype(np.float64), actual.reshape(-1).astype(np.float64)
+    norm = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / norm) if norm > 0 else float(np.array_equal(a, b))
+
+
+def concat_parts(model: ir.Model) -> dict[str, tuple[int, list[int]]]:
+    """Float graph outputs made by a Concat whose inputs have static sizes on its axis: (axis, sizes).
+
+    A detector concatenates box coordinates (hundreds of pixels) with class scores (0 to 1); one
+    cosine over the whole output hardly sees the scores, so each part is scored on its own.
+    """
+    parts = {}
+    for output in model.graph.outputs:
+        node = output.producer()
+        if node is None or node.op_type != "Concat" or output.shape is None:
+            continue
+        axis = node.attributes.get_int("axis", 0) % len(output.shape)
+        sizes = [value.shape[axis] if value is not None and value.shape is not None else None for value in node.inputs]
+        unknown = [i for i, size in enumerate(sizes) if not isinstance(size, int)]
+        if len(unknown) == 1 and isinstance(output.shape[axis], int):  # the one part without a shape is the rest
+            sizes[unknown[0]] = output.shape[axis] - sum(size for i, size in enumerate(sizes) if i != unknown[0])
+        if len(sizes) > 1 and all(isinstance(size, int) and size > 0 for size in sizes):
+            parts[output.name] = (axis, sizes)
+    return parts
 
 
 def subset(calibration: Iterable, samples: int) -> list[dict]:
@@ -226,8 +261,9 @@ def _size(feeds: dict) -> int:
 
 
 def run_outputs(model: ir.Model, feeds: list[dict]) -> dict[str, np.ndarray]:
+    """Every output of ``model`` over ``feeds``, batches joined on the leading axis."""
     session = make_session(model_bytes(model))
     names = [o.name for o in session.get_outputs()]
     runs = [session.run(names, batch) for batch in feeds]
-    return {n: np.concatenate([np.asarray(r[i]).reshape(len(r[i]) if np.ndim(r[i]) else 1, -1) for r in runs])
+    return {n: np.concatenate([np.asarray(r[i]).reshape(np.shape(r[i]) or (1,)) for r in runs])
             for i, n in enumerate(names)}

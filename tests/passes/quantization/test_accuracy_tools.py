@@ -168,3 +168,25 @@ def test_max_accuracy_drop_without_labels_is_one_clear_error():
         QuantizeStatic(QuantizeStaticConfig(max_accuracy_drop=0.01), context=context({"x": (4, 3, 8, 8)}))(_conv_model())
     with pytest.raises(ValueError, match="max_accuracy_drop"):
         QuantizeStaticConfig(max_accuracy_drop=1.5)
+
+
+def test_concatenated_output_is_scored_part_by_part():
+    """A detector output joins boxes (hundreds of pixels) and scores (0-1): a 20% error on every
+    score is invisible in one cosine over the whole output, and found when each part is scored."""
+    model = make_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4, 6] boxes, float[N, 2, 6] logits) => (float[N, 6, 6] out) {
+            scores = Sigmoid(logits)
+            out = Concat<axis = 1>(boxes, scores)
+        }""")
+    from onnxslim.passes.quantization.mixed_precision import concat_parts, output_cosine
+
+    parts = concat_parts(model)
+    assert parts == {"out": (1, [4, 2])}
+    boxes = rng(0).uniform(100, 300, (3, 4, 6)).astype(np.float32)
+    scores = rng(1).uniform(0, 1, (3, 2, 6)).astype(np.float32)
+    reference = {"out": np.concatenate([boxes, scores], axis=1)}
+    noisy = {"out": np.concatenate([boxes, scores * rng(2).uniform(0.6, 1.4, scores.shape)], axis=1).astype(np.float32)}
+    assert output_cosine(reference, noisy) > 0.9999
+    assert output_cosine(reference, noisy, parts) < 0.99
+    assert output_cosine(reference, reference, parts) == pytest.approx(1.0)
