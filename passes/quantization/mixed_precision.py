@@ -44,6 +44,8 @@ class Goal:
     """Smallest cosine similarity between float and quantized outputs."""
     max_accuracy_drop: float | None = None
     """Largest top-1 accuracy loss against the labels (0.01 = one point), float minus quantized."""
+    per_part: bool = True
+    """Score each part of a concatenated output on its own (``concat_parts``); False: whole outputs."""
 
     def margin(self, cosine: float, accuracy_drop: float | None) -> float:
         """>= 0 when every bound holds: the worst bound's slack."""
@@ -70,7 +72,7 @@ def search(model: ir.Model, build: Build, calibration: Iterable, *, goal: Goal, 
     if goal.max_accuracy_drop is not None:
         feeds, labels = labelled_subset(calibration, accuracy_samples)
     reference = run_outputs(model, feeds)
-    scored = _Scorer(reference, labels, concat_parts(model))
+    scored = _Scorer(reference, labels, concat_parts(model) if goal.per_part else None)
     margins: dict[int, float] = {}
 
     def margin(count: int) -> float:
@@ -81,7 +83,8 @@ def search(model: ir.Model, build: Build, calibration: Iterable, *, goal: Goal, 
 
     count = _shortest_prefix(margin, len(order), 0.0)
     keep = frozenset(order[:count])
-    summary = {"target_cosine": goal.min_cosine, "max_accuracy_drop": goal.max_accuracy_drop,
+    summary = {"target_cosine": goal.min_cosine, "cosine_per_output_part": goal.per_part,
+               "max_accuracy_drop": goal.max_accuracy_drop,
                "samples": sum(_size(f) for f in feeds), "cosine_all_quantized": round(scored.cosine[0], 6),
                "cosine_final": round(scored.cosine[count], 6), "tensors_kept_float": count, "candidates": len(order),
                "evaluations": len(margins), "target_met": margin(count) >= 0}

@@ -71,13 +71,12 @@ class QuantizeAuto(Pass):
         built = {label: candidate(model.clone()) for label, candidate in candidates.items()}
         built = {label: result for label, result in built.items() if result.modified}
         reference = mixed_precision.run_outputs(model, feeds)
-        parts = mixed_precision.concat_parts(model)
         variants = {"float": model_bytes(model), **{k: model_bytes(r.model) for k, r in built.items()}}
         single = {name: np.asarray(v)[:1] for name, v in feeds[0].items()}
         times = {k: float(np.median(t)) for k, t in time_round_robin(variants, single, runs=self._runs(variants, single)).items()}
         rows = []
         for label, result in built.items():
-            cosine = mixed_precision.output_cosine(reference, mixed_precision.run_outputs(result.model, feeds), parts)
+            cosine = mixed_precision.output_cosine(reference, mixed_precision.run_outputs(result.model, feeds))
             rows.append({"format": label, "ms": round(times[label], 4), "float_ms": round(times["float"], 4),
                          "speedup": round(times["float"] / times[label], 3), "cosine": round(cosine, 6)})
         eligible = [r for r in rows if r["cosine"] >= self.config.min_cosine and r["speedup"] >= 1 + MARGIN]
