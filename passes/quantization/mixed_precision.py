@@ -58,11 +58,12 @@ class Goal:
 
 
 def search(model: ir.Model, build: Build, calibration: Iterable, *, goal: Goal, samples: int,
-           accuracy_samples: int) -> tuple[frozenset, list[dict]]:
+           accuracy_samples: int, refine: int = 0) -> tuple[frozenset, list[dict]]:
     """(tensor names to keep float, report rows); ``build(names)`` returns a quantized copy.
 
     The ranking uses the first ``samples`` calibration samples; the goal is checked on those,
-    or on ``accuracy_samples`` labelled ones when there is an accuracy bound.
+    or on ``accuracy_samples`` labelled ones when there is an accuracy bound. ``refine``: the
+    first that many ranked tensors are re-ordered by their measured effect on the outputs.
     """
     feeds = subset(calibration, samples)
     quantized, params = build(frozenset())
@@ -81,23 +82,37 @@ def search(model: ir.Model, build: Build, calibration: Iterable, *, goal: Goal, 
             margins[count] = goal.margin(*scored(count, run_outputs(candidate, feeds)))
         return margins[count]
 
+    gains = {}
+    if refine and margin(0) < 0:
+        order, gains = _refined(order, refine, lambda name: goal.margin(
+            *scored(name, run_outputs(build(frozenset([name]))[0], feeds))) - margin(0))
     count = _shortest_prefix(margin, len(order), 0.0)
     keep = frozenset(order[:count])
     summary = {"target_cosine": goal.min_cosine, "cosine_per_output_part": goal.per_part,
                "max_accuracy_drop": goal.max_accuracy_drop,
                "samples": sum(_size(f) for f in feeds), "cosine_all_quantized": round(scored.cosine[0], 6),
                "cosine_final": round(scored.cosine[count], 6), "tensors_kept_float": count, "candidates": len(order),
-               "evaluations": len(margins), "target_met": margin(count) >= 0}
+               "evaluations": len(margins) + len(gains), "target_met": margin(count) >= 0}
     if labels is not None:
         summary.update({"float_accuracy": round(scored.float_accuracy, 6),
                         "accuracy_all_quantized": round(scored.accuracy[0], 6),
                         "accuracy_final": round(scored.accuracy[count], 6)})
     rows = [{"mixed_precision": {k: v for k, v in summary.items() if v is not None}}]
-    rows += [{"sensitivity_rank": i + 1, "tensor": name, "noise_to_signal": round(error, 6), "kept_float": name in keep}
-             for i, (name, error) in enumerate(ranking[:max(SHOWN, count)])]
+    errors = dict(ranking)
+    rows += [{"sensitivity_rank": i + 1, "tensor": name, "noise_to_signal": round(errors[name], 6),
+              **({"output_gain": round(gains[name], 6)} if name in gains else {}), "kept_float": name in keep}
+             for i, name in enumerate(order[:max(SHOWN, count)])]
     logger.info("mixed precision: %d of %d tensors kept float, output cosine %.5f -> %.5f",
                 count, len(order), scored.cosine[0], scored.cosine[count])
     return keep, rows
+
+
+def _refined(order: list[str], refine: int, gain: Callable[[str], float]) -> tuple[list[str], dict[str, float]]:
+    """``order`` with its first ``refine`` names sorted by ``gain`` (the goal's margin gained by
+    keeping that tensor alone float). Those that gain nothing alone keep their place among them:
+    with many small noise sources, each matters only together with the others."""
+    gains = {name: gain(name) for name in order[:refine]}
+    return sorted(order[:refine], key=lambda n: -max(gains[n], 0.0)) + order[refine:], gains
 
 
 class _Scorer:

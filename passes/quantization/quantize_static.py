@@ -61,6 +61,9 @@ class QuantizeStaticConfig:
     """Calibration samples used by the sensitivity ranking, mixed-precision search and bias correction."""
     accuracy_samples: int = 512
     """Labelled calibration samples on which ``max_accuracy_drop`` is checked."""
+    sensitivity_refine: int = 0
+    """Mixed precision: the first this many tensors of the noise ranking are re-ranked by their
+    measured effect on the outputs (one quantized copy and run each, with that tensor alone float)."""
     smoothing_alpha: float = 0.75
     """Activation smoothing (``smoothing.py``): where a ``Mul`` by a constant feeds only MatMuls
     (GELU's ``* 0.5``), channels of its output with outliers are divided by
@@ -90,8 +93,8 @@ class QuantizeStaticConfig:
             raise ValueError(f"max_accuracy_drop must be in [0, 1) (0.01 = one point), got {self.max_accuracy_drop}")
         if not 0.0 <= self.smoothing_alpha < 1.0:
             raise ValueError(f"smoothing_alpha must be in [0, 1) (0: off), got {self.smoothing_alpha}")
-        if self.sensitivity_samples < 1 or self.accuracy_samples < 1:
-            raise ValueError("sensitivity_samples and accuracy_samples must be >= 1")
+        if self.sensitivity_samples < 1 or self.accuracy_samples < 1 or self.sensitivity_refine < 0:
+            raise ValueError("sensitivity_samples and accuracy_samples must be >= 1, sensitivity_refine >= 0")
 
     @property
     def mixed_precision(self) -> bool:
@@ -138,7 +141,8 @@ class QuantizeStatic(Pass):
         if goal is not None:
             keep, rows = mixed_precision.search(
                 model, lambda floats: self._apply(model.clone(), dtypes, stats, floats)[2:], self.context.calibration,
-                goal=goal, samples=config.sensitivity_samples, accuracy_samples=config.accuracy_samples)
+                goal=goal, samples=config.sensitivity_samples, accuracy_samples=config.accuracy_samples,
+                refine=config.sensitivity_refine)
         reference = model.clone() if config.bias_correction else None
         total = _weight_elements(model)
         plan, weights, _, params = self._apply(model, dtypes, stats, keep)

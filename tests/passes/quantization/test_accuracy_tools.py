@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import onnx_ir as ir
 
 from onnxslim.core.pass_base import PassContext
 from onnxslim.data import DataBatch
@@ -11,7 +12,7 @@ from onnxslim.passes.quantization.ranges import silu, silu_low
 from onnxslim.passes.quantization.statistics import TensorStats
 from onnxslim.passes.quantization.qdq import activation_params
 from tests.helpers import check_full, make_model, rng, run_ort
-from tests.passes.quantization.test_quantize_static import _conv_model
+from tests.passes.quantization.test_quantize_static import _conv_model, _conv_weights
 from tests.passes.quantization.util import context, ops, rel_l2
 
 
@@ -190,3 +191,27 @@ def test_concatenated_output_is_scored_part_by_part():
     assert output_cosine(reference, noisy) > 0.9999
     assert output_cosine(reference, noisy, parts) < 0.99
     assert output_cosine(reference, reference, parts) == pytest.approx(1.0)
+
+
+def test_refinement_reorders_the_ranking_by_measured_output_effect():
+    """The noise ranking puts c1 first (a coarse scale), but only keeping ``s`` float repairs the
+    output: without refinement the search keeps a prefix reaching down to ``s``; measuring each
+    candidate's own effect on the output puts ``s`` first and keeps it alone."""
+    from onnxslim.passes.quantization.mixed_precision import Goal, search
+
+    clean = _conv_model()
+    noisy = _conv_model()
+    noisy.graph.initializers["w4"].const_value = ir.tensor(_conv_weights()["w4"] + rng(9).standard_normal((5, 8)).astype(np.float32) * 0.3)
+    params = {"x": (np.float32(0.02), np.array(128, np.uint8)), "c1": (np.float32(2.0), np.array(128, np.uint8)),
+              "s": (np.float32(0.05), np.array(128, np.uint8))}
+
+    def build(floats):
+        return (clean if "s" in floats else noisy), params
+
+    calibration = context({"x": (4, 3, 8, 8)}).calibration
+    plain, _ = search(clean, build, calibration, goal=Goal(0.9999), samples=8, accuracy_samples=8)
+    refined, rows = search(clean, build, calibration, goal=Goal(0.9999), samples=8, accuracy_samples=8, refine=3)
+    assert "s" in plain and len(plain) >= 2
+    assert refined == {"s"}
+    ranks = [row for row in rows if "sensitivity_rank" in row]
+    assert ranks[0]["tensor"] == "s" and ranks[0]["output_gain"] > 0 and ranks[0]["kept_float"]
