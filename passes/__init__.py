@@ -3,6 +3,7 @@
 from onnxslim.passes.cleanup.eliminate_common_subexpressions import EliminateCommonSubexpressions
 from onnxslim.passes.cleanup.fold_constants import FoldConstants
 from onnxslim.passes.cleanup.fold_shape_chains import FoldShapeChains
+from onnxslim.passes.cleanup.fuse_affine_conv import FuseAffineConv
 from onnxslim.passes.cleanup.fuse_batchnorm import FuseBatchNorm
 from onnxslim.passes.cleanup.fuse_conv_affine import FuseConvAffine
 from onnxslim.passes.cleanup.fuse_hard_activations import FuseHardActivations
@@ -29,6 +30,7 @@ ALL_PASSES = (
     RemoveNoops,
     FuseBatchNorm,
     FuseConvAffine,
+    FuseAffineConv,
     FuseHardActivations,
     FuseMatMulAdd,
     EliminateCommonSubexpressions,
@@ -54,6 +56,7 @@ SIMPLIFY_PIPELINE = (
     "fuse-conv-affine",
     "fuse-batchnorm",
     "fuse-conv-affine",
+    "fuse-affine-conv",  # after: an affine between two convs folds exactly into the one before
     "fuse-hard-activations",
     "fuse-matmul-add",
     "eliminate-common-subexpressions",
