@@ -108,7 +108,8 @@ def child(job: dict) -> dict:
         stats = work() or {}
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "rss_mb": peak_rss_mb(),
-            **({"calibration_s": stats["calibration_s"]} if job["tool"] == "ours" and "calibration_s" in stats else {})}
+            **({"calibration_s": stats["calibration_s"]} if job["tool"] == "ours" and job["mode"] == "static"
+               and "calibration_s" in stats else {})}
 
 
 def peak_rss_mb() -> float:
