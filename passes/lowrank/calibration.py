@@ -51,19 +51,24 @@ def input_covariances(model: ir.Model, groups: list[Group], batches: Iterable, *
     return sums
 
 
+def overridable_session(proto: onnx.ModelProto, groups: list[Group]) -> ort.InferenceSession:
+    """A CPU session on ``proto`` in which each group's initializer weight is also a graph input
+    (fed: the replacement; not fed: the initializer)."""
+    for group in groups:
+        if group.weight.is_initializer():
+            dtype = onnx.helper.np_dtype_to_tensor_dtype(group.array.dtype)
+            proto.graph.input.append(onnx.helper.make_tensor_value_info(group.name, dtype, group.array.shape))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
 class Probe:
     """One session over the calibration data in which the groups' weights can be replaced."""
 
     def __init__(self, model: ir.Model, groups: list[Group], batches: Iterable):
-        proto = ir.serde.serialize_model(model)
         self.overridable = {g.name for g in groups if g.weight.is_initializer()}
-        for group in groups:
-            if group.name in self.overridable:
-                dtype = onnx.helper.np_dtype_to_tensor_dtype(group.array.dtype)
-                proto.graph.input.append(onnx.helper.make_tensor_value_info(group.name, dtype, group.array.shape))
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.session = overridable_session(ir.serde.serialize_model(model), groups)
         self.batches = batches
         self.names = [o.name for o in model.graph.outputs]
         self.reference = [self.session.run(self.names, _inputs(b)) for b in batches]

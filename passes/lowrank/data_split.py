@@ -99,6 +99,25 @@ def take(batches: Iterable, limit: int) -> list[dict[str, np.ndarray]]:
     return _rebatch(parts)
 
 
+def spread(batches: Iterable, limit: int) -> list[dict[str, np.ndarray]]:
+    """At most ``limit`` samples taken at an even stride over all of ``batches`` (every source of a
+    calibration set made of several), in batches of at most 32; batches without a common axis 0
+    are kept whole."""
+    total = sum(_samples(inputs_of(b)) or 0 for b in batches)
+    every, start, parts = max(1, math.ceil(total / max(limit, 1))), 0, []
+    for batch in batches:
+        feeds = inputs_of(batch)
+        count = _samples(feeds)
+        if count is None:
+            parts.append(feeds)
+            continue
+        keep = (np.arange(start, start + count) % every == 0) & (np.arange(start, start + count) // every < limit)
+        start += count
+        if keep.any():
+            parts.append({k: v[keep] if np.ndim(v) >= 1 else v for k, v in feeds.items()})
+    return _rebatch(parts)
+
+
 def _rebatch(parts: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
     """Joins consecutive slices with the same shapes into batches of at most 32 samples."""
     out: list[dict[str, np.ndarray]] = []

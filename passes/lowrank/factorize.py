@@ -81,6 +81,28 @@ def whitened(weight: np.ndarray, covariance: np.ndarray, *, damping: float) -> F
     return Factorization(inverse_root @ p, s, qt, total, whitened=True)
 
 
+def refit(weight: np.ndarray, c_ss: np.ndarray, c_so: np.ndarray, *, damping: float,
+          shift: np.ndarray | None = None) -> Factorization:
+    """Factors fitted to the original layer output from the split model's own inputs.
+
+    Minimizes ``||X_s A - X_o W||^2 + lam ||A - W||^2`` over rank(A) <= r, from ``C_ss = X_s^T X_s``
+    and ``C_so = X_s^T X_o`` alone (``lam = damping * mean(diag C_ss)``, the whitened mode's damping).
+    With ``G = C_ss + lam I = S^2``, the objective is ``||S A - S^-1 M||^2 + const`` for
+    ``M = C_so W + lam W``: truncating the SVD of ``S^-1 M`` to r gives the best A. With
+    ``X_s = X_o`` this is exactly ``whitened``. ``shift`` (K x N, ``X_s^T D``) adds a residual
+    correction ``D`` to the target: ``X_o W + D``.
+    """
+    w = weight.astype(np.float64)
+    c = c_ss.astype(np.float64)
+    lam = damping * (float(np.mean(np.diag(c))) or 1.0)
+    values, vectors = np.linalg.eigh(c)  # C_ss may be an estimate that is not quite PSD: clipped at 0
+    inverse_root = (vectors / np.sqrt(np.clip(values, 0.0, None) + max(lam, 1e-30))) @ vectors.T
+    target = c_so.astype(np.float64) @ w + lam * w + (0.0 if shift is None else shift.astype(np.float64))
+    p, s, qt = _svd(inverse_root @ target)
+    total = float(np.sum(s.astype(np.float64) ** 2))
+    return Factorization(inverse_root @ p, s, qt, total, whitened=True)
+
+
 def output_error(weight: np.ndarray, approx: np.ndarray, covariance: np.ndarray) -> float:
     """``||X (W - A)|| / ||X W||`` computed from ``C = X^T X`` alone."""
     w = weight.astype(np.float64)

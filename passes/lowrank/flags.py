@@ -25,6 +25,9 @@ def _add_arguments(group: argparse._ArgumentGroup) -> None:
                             f"(default {AUTO_MIN_COSINE})")
     group.add_argument("--lowrank-method", choices=("auto", "plain", "whitened"), default=None,
                        help="whitened (activation-aware) needs --calibration-data; auto uses it when given (default)")
+    group.add_argument("--lowrank-refit", choices=("none", "oneshot", "sequential"), default=None,
+                       help="with calibration data, refit the factors to the original layer outputs given the split "
+                            "model's own inputs (default sequential)")
 
 
 def _to_steps(options: Mapping[str, Any]) -> list[Step]:
@@ -47,12 +50,14 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
         raise ConfigError(f"low rank: give one of --lowrank ENERGY|auto, --lowrank-rank, --lowrank-params (got {len(modes)})")
     if options.get("lowrank_method") is not None:
         settings["method"] = options["lowrank_method"]
+    if options.get("lowrank_refit") is not None:
+        settings["refit"] = options["lowrank_refit"]
     return [Step("split-lowrank", settings)]
 
 
 LOWRANK_FLAGS = FlagGroup(
     title="low rank",
-    names=("lowrank", "lowrank_rank", "lowrank_params", "lowrank_min_cosine", "lowrank_method"),
+    names=("lowrank", "lowrank_rank", "lowrank_params", "lowrank_min_cosine", "lowrank_method", "lowrank_refit"),
     add_arguments=_add_arguments,
     to_steps=_to_steps,
 )

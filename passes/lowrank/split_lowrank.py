@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassContext, PassResult
 from onnxslim.errors import ConfigError
-from onnxslim.passes.lowrank import data_split, factorize, plan
+from onnxslim.passes.lowrank import data_split, factorize, plan, refit
 from onnxslim.passes.lowrank.allocate import Layer, max_rank
 from onnxslim.passes.lowrank.calibration import Probe, input_covariances
 from onnxslim.passes.lowrank.rewrite import Names, split_group
@@ -52,6 +52,12 @@ class Config:
     mask_input: str | None = "auto"
     """Graph input whose zeros mark padding rows of [batch, seq, K] activations (left out of the
     covariances); "auto": a 2-D input named like *mask*; None or "none": every row counts."""
+    refit: Literal["none", "oneshot", "sequential"] = "sequential"
+    """After the ranks are chosen, refit each split layer's factors to the original layer output given
+    the split model's own inputs (with data): ``sequential`` stage by stage in topological order,
+    ``oneshot`` from the fully split model once; layers with no split layer upstream keep theirs."""
+    refit_samples: int = 512
+    """Fitted calibration samples (spread over the set) that the refit runs on."""
     randomized: bool = False
     """Fixed-rank plain mode: randomized SVD when the rank is at most a quarter of min(K, N)
     (off by default: measured slower than the Gram-matrix SVD on 2 cores)."""
@@ -72,6 +78,9 @@ class Config:
             raise ValueError("rank_multiple must be >= 1, min_params and damping >= 0")
         if not 0.0 <= self.holdout < 1.0 or self.check_samples < 1:
             raise ValueError(f"holdout must be in [0, 1) and check_samples >= 1 (got {self.holdout}, {self.check_samples})")
+        if self.refit not in ("none", "oneshot", "sequential") or self.refit_samples < 1:
+            raise ValueError(f"refit must be none, oneshot or sequential and refit_samples >= 1 "
+                             f"(got {self.refit!r}, {self.refit_samples})")
         unknown = set(self.ops) - {"MatMul", "Gemm", "Conv"}
         if unknown:
             raise ValueError(f"ops must be among MatMul, Gemm, Conv (got {', '.join(sorted(unknown))})")
@@ -88,7 +97,9 @@ class SplitLowRank(Pass):
     alpha/beta and bias kept) or a 1x1 Conv (group 1) becomes U (K x r) and V (r x N) when
     ``r * (K + N)`` saves the margin. Ranks come from energy, a fixed rank, a parameter budget or
     a cosine floor; with calibration data the factorization is whitened by the input covariance
-    (minimizes the layer's output error) and budgets follow measured per-layer sensitivity.
+    (minimizes the layer's output error), budgets follow measured per-layer sensitivity, and the
+    factors of layers behind other split ones are refit to the original outputs given the split
+    model's own inputs (``refit``).
     An initializer read by several nodes is split once; nodes inside subgraphs are not touched.
     """
 
@@ -114,7 +125,8 @@ class SplitLowRank(Pass):
                         for g in groups if not g.weight.is_initializer()]
             groups = [g for g in groups if g.weight.is_initializer()]
         layers = [self._layer(g, covariances.get(g.name) if whiten else None) for g in groups]
-        chosen = self._plan(model, groups, layers, fit, check)
+        refine = self._refiner(model, groups, layers, fit, covariances) if whiten else None
+        chosen = self._plan(model, groups, layers, fit, check, refine)
         return self._apply(model, groups, layers, chosen, covariances, whiten, skipped)
 
     @property
@@ -137,6 +149,21 @@ class SplitLowRank(Pass):
             logger.warning("mask input %r is not a graph input: every row counts", self.config.mask_input)
         return input_covariances(model, groups, fit, mask=mask)
 
+    def _refiner(self, model: ir.Model, groups: list[Group], layers: list[Layer], fit,
+                 covariances: dict[str, np.ndarray]) -> plan.Refine | None:
+        """Output-aware refit of the chosen ranks' factors on ``refit_samples`` fitted samples (None: off)."""
+        cfg = self.config
+        if cfg.refit == "none" or fit is None:
+            return None
+        mask = data_split.mask_input(model.graph, cfg.mask_input)
+        batches = data_split.by_length(data_split.spread(fit, cfg.refit_samples), mask)
+        initial = [layer.factorization for layer in layers]
+
+        def refine(ranks: list[int | None]) -> list:
+            return refit.refit(model, groups, initial, ranks, batches, mask=mask, damping=cfg.damping, mode=cfg.refit,
+                               covariances=covariances, residual=True)
+        return refine
+
     def _layer(self, group: Group, covariance: np.ndarray | None) -> Layer:
         cfg, (k, n) = self.config, group.shape
         if covariance is not None:
@@ -146,13 +173,14 @@ class SplitLowRank(Pass):
             fact = factorize.plain(group.matrix, rank=cfg.rank, randomized=fast)
         return Layer(k, n, fact, max_rank(k, n, cfg.margin))
 
-    def _plan(self, model: ir.Model, groups: list[Group], layers: list[Layer], fit, check) -> plan.Plan:
-        """Ranks per layer; cosines are measured on the held-out ``check`` batches."""
+    def _plan(self, model: ir.Model, groups: list[Group], layers: list[Layer], fit, check,
+              refine: plan.Refine | None) -> plan.Plan:
+        """Ranks per layer (and their refit factors); cosines are measured on the held-out ``check`` batches."""
         cfg = self.config
-        if cfg.rank is not None:
-            return plan.by_rank(layers, cfg.rank)
         if cfg.params is None and cfg.min_cosine is None:
-            return plan.by_energy(layers, cfg.energy or DEFAULT_ENERGY, cfg.rank_multiple)
+            chosen = plan.by_rank(layers, cfg.rank) if cfg.rank is not None else \
+                plan.by_energy(layers, cfg.energy or DEFAULT_ENERGY, cfg.rank_multiple)
+            return self._refit(chosen, refine)
         mask = data_split.mask_input(model.graph, cfg.mask_input)
         probe = Probe(model, groups, data_split.by_length(check, mask)) if self._sensitivity or cfg.min_cosine else None
         fitted = None
@@ -161,15 +189,21 @@ class SplitLowRank(Pass):
         drops = plan.measure_sensitivity(groups, layers, probe, cfg.rank_multiple) if self._sensitivity else None
         if cfg.min_cosine is not None:
             probes = [probe] + ([fitted] if fitted else [])
-            chosen = plan.by_cosine(groups, layers, probes, cfg.min_cosine, cfg.rank_multiple)
+            chosen = self._refit(plan.by_cosine(groups, layers, probes, cfg.min_cosine, cfg.rank_multiple, refine), refine)
         else:
-            chosen = plan.by_budget(layers, cfg.params, cfg.rank_multiple)
+            chosen = self._refit(plan.by_budget(layers, cfg.params, cfg.rank_multiple), refine)
         chosen.drops = drops
         if probe is not None:
-            final = plan.replaced(groups, layers, chosen.ranks)
+            final = plan.replaced(groups, layers, chosen.ranks, chosen.factorizations)
             chosen.stats["check_cosine"] = round(probe.cosine(final), 6)
             if fitted is not None:
                 chosen.stats["fit_cosine"] = round(fitted.cosine(final), 6)
+        return chosen
+
+    def _refit(self, chosen: plan.Plan, refine: plan.Refine | None) -> plan.Plan:
+        if refine is not None and chosen.factorizations is None:
+            chosen.factorizations = refine(chosen.ranks)
+        chosen.stats["refit"] = self.config.refit if refine is not None else "none"
         return chosen
 
     def _apply(self, model, groups, layers, chosen, covariances, whiten, skipped) -> PassResult:
@@ -179,9 +213,12 @@ class SplitLowRank(Pass):
             if rank is None:
                 skipped.append({"weight": group.name, "reason": chosen.reasons[index]})
                 continue
+            refit = chosen.factorizations is not None and chosen.factorizations[index] is not layer.factorization
+            layer = dataclasses.replace(layer, factorization=chosen.factorizations[index]) if refit else layer
             u, v = layer.factorization.factors(rank, group.array.dtype)
             split_group(model.graph, group, u, v, names)
             row = _row(group, layer, rank, covariances.get(group.name), whiten)
+            row["refit"] = refit
             if chosen.drops:
                 row["sensitivity_drop"] = round(chosen.drops[index], 6)
             details.append(row)
@@ -191,7 +228,8 @@ class SplitLowRank(Pass):
         itemsize = {row["weight"]: g.array.itemsize for g in groups for row in details if row["weight"] == g.name}
         saved_bytes = sum(row["params_saved"] * itemsize[row["weight"]] for row in details)
         stats = {"weights_split": len(details), "candidates": len(groups), "params_before": before,
-                 "params_after": after, "params_saved": before - after, "bytes_saved": saved_bytes, **chosen.stats}
+                 "params_after": after, "params_saved": before - after, "bytes_saved": saved_bytes,
+                 "layers_refit": sum(bool(row.get("refit")) for row in details), **chosen.stats}
         details += [{**row, "split": False} for row in skipped]
         return PassResult(model, modified=bool(stats["weights_split"]), stats=stats, details=details)
 

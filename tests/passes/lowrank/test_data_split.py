@@ -132,3 +132,9 @@ def test_cut_padding_leaves_the_cosine_of_a_masked_model_unchanged():
     assert sum(b["x"].shape[1] for b in cut) < sum(b["x"].shape[1] for b in batches)
     full, short = Probe(model, groups, batches).cosine(noisy), Probe(model, groups, cut).cosine(noisy)
     assert full < 0.999 and abs(full - short) < 1e-6, (full, short)
+
+
+def test_spread_takes_samples_at_an_even_stride_over_the_whole_set():
+    picked = np.concatenate([b["x"][:, 0] for b in data_split.spread(_batches(20, 6), limit=5)])
+    np.testing.assert_array_equal(picked, [0, 4, 8, 12, 16])  # every 4th, from every batch
+    assert sum(len(b["x"]) for b in data_split.spread(_batches(20, 6), limit=100)) == 20

@@ -28,6 +28,7 @@ def _record(result, name):
     ({"lowrank": "auto", "lowrank_min_cosine": 0.97}, {"min_cosine": 0.97}),
     ({"lowrank_rank": 16}, {"rank": 16}),
     ({"lowrank_params": 0.8}, {"params": 0.8}),
+    ({"lowrank_params": 0.8, "lowrank_refit": "oneshot"}, {"params": 0.8, "refit": "oneshot"}),
 ])
 def test_flags_become_one_step(options, settings):
     (step,) = family_steps(options)
