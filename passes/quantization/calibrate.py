@@ -14,7 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import DataError, first_line
-from onnxslim.passes.quantization.derived import derivable, derive
+from onnxslim.passes.quantization.derived import derivable, derive, sigmoid, silu
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.statistics import TensorStats
 from onnxslim.runtime.session import make_session, model_bytes
@@ -77,7 +77,7 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
     histograms = None
     if minmax_only:
         silu_fed = {v.name for node in model.graph for v in node.outputs if v.name in tensors and feeds_only_silu(v)}
-        histograms = silu_fed | {origin for origin, _ in computed.values()}
+        histograms = silu_fed | {origin for origin, function in computed.values() if function in (sigmoid, silu)}
     stats, samples = collect_statistics(
         model, calibration, [t for t in tensors if t not in computed], histograms=histograms,
         progress=(lambda n: progress(f"quantize-static: calibrating, {n} samples")) if progress else None)
