@@ -7,14 +7,13 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
 from rich.markup import escape
 
-from onnxslim import api, render
+from onnxslim import api, io, render
 from onnxslim.core.flags import add_family_arguments, family_values
 from onnxslim.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, OnnxSlimError, first_line
 from onnxslim.input_shapes import parse_input_shapes
@@ -231,14 +230,7 @@ def _write_report(path: str | None, payload: dict[str, Any]) -> None:
 
 
 def _write_text(path: str, text: str) -> None:
-    """Atomic: a temporary file in the same folder, then a rename."""
-    target = Path(path)
-    if not target.parent.exists():
-        raise OnnxSlimError("report folder does not exist", path=target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, target)
+    io.write_text(path, text)
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

@@ -156,6 +156,24 @@ def save(model: ir.Model, dst: str | os.PathLike, *, external_data: bool | None 
     return dst
 
 
+def write_text(path: str | os.PathLike, text: str, *, what: str = "report") -> Path:
+    """Writes ``text`` atomically (a temporary file in the same folder, then a rename), with the
+    permissions a new file gets there; an error naming the file when its folder does not exist."""
+    target = Path(path)
+    if not target.parent.exists():
+        raise OutputPathError(f"{what} folder does not exist", path=target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, _file_mode(target))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
 def _compact_proto(model: ir.Model) -> onnx.ModelProto:
     """The model as a proto without what onnx-ir adds on top of the source: value_info
     repeating each initializer's type, and an explicit empty opset domain."""

@@ -103,7 +103,9 @@ def test_optimize_writes_model_and_json_report(tmp_path, model_copy, capsys):
     assert data["schema"] == "onnxslim.optimize/1" and data["passed"]
     assert [p["name"] for p in data["pipeline"]["passes"]][0] == "fold-constants"
     assert data["validation"]["outputs"][0]["max_abs"] <= 1e-4
-    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp.onnx")]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith((".tmp.onnx", ".tmp"))]
+    # the report is as readable as the model beside it (mkstemp alone would leave it 0600)
+    assert report.stat().st_mode & 0o777 == out.stat().st_mode & 0o777 != 0o600
 
 
 def test_json_stdout_is_only_json(tmp_path, model_copy, capsys):

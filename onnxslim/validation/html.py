@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from html import escape
 from pathlib import Path
 
-from onnxslim.errors import OnnxSlimError
+from onnxslim import io
 from onnxslim.validation.compare import OutputComparison
 from onnxslim.validation.result import ValidationReport
 from onnxslim.validation.svg import bar_chart, line_chart
@@ -27,15 +26,7 @@ document.body.dataset.plots=document.querySelectorAll('svg.plot').length;documen
 
 def write_html(report: ValidationReport, path: str | os.PathLike) -> Path:
     """Writes atomically (temporary file, then rename)."""
-    target = Path(path)
-    if not target.parent.exists():
-        raise OnnxSlimError("HTML report folder does not exist", path=target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(render_html(report))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
-    return target
+    return io.write_text(path, render_html(report), what="HTML report")
 
 
 def render_html(report: ValidationReport) -> str:
