@@ -84,6 +84,8 @@ def variants(name: str, quick: bool) -> list[tuple[str, dict]]:
             for p in budgets for m, a in (("plain", "error"), ("plain", "sensitivity"))]
     out += [(f"whitened params {p} (sensitivity, refit {r})", {"params": p, "method": "whitened", "refit": r})
             for p in budgets for r in ("none", "oneshot", "sequential")]
+    out += [(f"whitened params {p} (sensitivity, refit sequential, search 2)",
+             {"params": p, "method": "whitened", "refit": "sequential", "search": 2}) for p in budgets]
     out += [(f"auto cosine>={floor} (refit {r})", {"min_cosine": floor, "refit": r}) for r in ("none", "sequential")]
     return out
 

@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassContext, PassResult
 from onnxslim.errors import ConfigError
-from onnxslim.passes.lowrank import data_split, factorize, plan, refit
+from onnxslim.passes.lowrank import data_split, factorize, plan, refit, search
 from onnxslim.passes.lowrank.allocate import Layer, max_rank
 from onnxslim.passes.lowrank.calibration import Probe, input_covariances
 from onnxslim.passes.lowrank.rewrite import Names, split_group
@@ -58,6 +58,10 @@ class Config:
     ``oneshot`` from the fully split model once; layers with no split layer upstream keep theirs."""
     refit_samples: int = 512
     """Fitted calibration samples (spread over the set) that the refit runs on."""
+    search: int = 0
+    """Budget mode with a refit: up to this many rounds of a local search that moves rank steps
+    between split layers by their measured cost / gain on the calibration cosine with the refit
+    factors (``search.py``), then refits the moved ranks; kept where that cosine rises."""
     randomized: bool = False
     """Fixed-rank plain mode: randomized SVD when the rank is at most a quarter of min(K, N)
     (off by default: measured slower than the Gram-matrix SVD on 2 cores)."""
@@ -81,6 +85,8 @@ class Config:
         if self.refit not in ("none", "oneshot", "sequential") or self.refit_samples < 1:
             raise ValueError(f"refit must be none, oneshot or sequential and refit_samples >= 1 "
                              f"(got {self.refit!r}, {self.refit_samples})")
+        if self.search < 0:
+            raise ValueError(f"search must be >= 0, got {self.search}")
         unknown = set(self.ops) - {"MatMul", "Gemm", "Conv"}
         if unknown:
             raise ValueError(f"ops must be among MatMul, Gemm, Conv (got {', '.join(sorted(unknown))})")
@@ -191,13 +197,45 @@ class SplitLowRank(Pass):
             probes = [probe] + ([fitted] if fitted else [])
             chosen = self._refit(plan.by_cosine(groups, layers, probes, cfg.min_cosine, cfg.rank_multiple, refine), refine)
         else:
-            chosen = self._refit(plan.by_budget(layers, cfg.params, cfg.rank_multiple), refine)
+            chosen = self._refit(self._budget(groups, layers, refine, [probe, fitted]), refine)
         chosen.drops = drops
         if probe is not None:
             final = plan.replaced(groups, layers, chosen.ranks, chosen.factorizations)
             chosen.stats["check_cosine"] = round(probe.cosine(final), 6)
             if fitted is not None:
                 chosen.stats["fit_cosine"] = round(fitted.cosine(final), 6)
+        return chosen
+
+    def _budget(self, groups: list[Group], layers: list[Layer], refine: plan.Refine | None, probes: list) -> plan.Plan:
+        """Ranks for the parameter budget; with a refit and ``search``, improved by the local rank search,
+        its moves judged by the mean cosine on the held-out and fitted calibration probes."""
+        cfg, probes = self.config, [p for p in probes if p is not None]
+        chosen = plan.by_budget(layers, cfg.params, cfg.rank_multiple)
+        if refine is None or not cfg.search or not probes:
+            return chosen
+        chosen.factorizations = refine(chosen.ranks)
+
+        def score(ranks, facts):
+            final = plan.replaced(groups, layers, ranks, facts)
+            return float(np.mean([p.cosine(final) for p in probes]))
+
+        def marginal(ranks, facts):  # single steps on the fitted samples only (half the runs)
+            return probes[-1].cosine(plan.replaced(groups, layers, ranks, facts))
+        return self._search(chosen, layers, refine, score, marginal)
+
+    def _search(self, chosen: plan.Plan, layers: list[Layer], refine: plan.Refine, score, marginal) -> plan.Plan:
+        """Local rank search from the allocated, refit plan; the moved ranks are refit again (kept if better)."""
+        cfg = self.config
+        budget = int(cfg.params * sum(layer.params for layer in layers))
+        ranks, before, after = search.local_search(layers, chosen.ranks, chosen.factorizations, cfg.rank_multiple,
+                                                   budget, score, cfg.search, marginal)
+        chosen.stats.update(search_gain=round(after - before, 6), search_moves=sum(
+            a != b for a, b in zip(ranks, chosen.ranks)))
+        if ranks != chosen.ranks:
+            facts = refine(ranks)
+            refit_score = score(ranks, facts)
+            chosen.stats["search_refit_gain"] = round(refit_score - after, 6)
+            chosen.ranks, chosen.factorizations = ranks, facts if refit_score >= after else chosen.factorizations
         return chosen
 
     def _refit(self, chosen: plan.Plan, refine: plan.Refine | None) -> plan.Plan:
