@@ -24,7 +24,6 @@ import collections
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -60,20 +59,13 @@ def build(variant: str, folder: Path, samples: int, extra: dict) -> str:
 
 
 def timings(paths: dict[str, str], feeds: dict[str, np.ndarray], rounds: int, calls: int) -> dict[str, list[list[float]]]:
-    """ms per call, per round, per variant; one live session at a time."""
+    """ms per call, per round, per variant; one live session at a time (2 threads, as in bench_quantization)."""
+    from onnxslim.validation.latency import time_round_robin
+
     times: dict[str, list[list[float]]] = {k: [] for k in paths}
     for _ in range(rounds):
-        for key, path in paths.items():
-            session = bq.session(path)
-            for _ in range(3):
-                session.run(None, feeds)
-            got = []
-            for _ in range(calls):
-                started = time.perf_counter()
-                session.run(None, feeds)
-                got.append((time.perf_counter() - started) * 1000)
+        for key, got in time_round_robin(paths, feeds, runs=calls, warmup=3, threads=2).items():
             times[key].append(got)
-            del session
     return times
 
 
