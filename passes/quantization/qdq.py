@@ -77,6 +77,30 @@ def insert_qdq(graph: ir.Graph, value: ir.Value, scale: np.float32, zero: np.nda
     return dq.outputs[0]
 
 
+def quantize_layer(graph: ir.Graph, node: ir.Node, input_scale: float, per_channel: bool) -> dict:
+    """Int8 weight (input 1) and int32 bias (input 2) of a Conv/MatMul/Gemm; its report row."""
+    weight = ir.convenience.get_const_tensor(node.inputs[1])
+    axis = weight_axis(node, len(weight.shape)) if per_channel else None
+    scales = quantize_weight(graph, node, 1, axis)
+    bias = len(node.inputs) > 2 and node.inputs[2] is not None and ir.convenience.get_const_tensor(node.inputs[2]) is not None
+    if bias and ir.convenience.get_const_tensor(node.inputs[2]).shape == (weight.shape[axis if axis is not None else 0],):
+        quantize_bias(graph, node, 2, input_scale, scales)
+    elif bias and scales.size == 1:
+        quantize_bias(graph, node, 2, input_scale, scales)
+    return {"node": node.name, "op": node.op_type, "weight": "per-channel" if axis is not None else "per-tensor",
+            "weight_elements": int(np.prod(weight.shape)), "bias": "int32" if bias else None}
+
+
+def weight_axis(node: ir.Node, rank: int) -> int | None:
+    """The output-channel axis of a Conv/Gemm/MatMul weight (None: a batched MatMul weight, per-tensor)."""
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        attr = node.attributes.get("transB")
+        return 0 if attr is not None and attr.value else 1
+    return 1 if rank == 2 else None
+
+
 def quantize_weight(graph: ir.Graph, node: ir.Node, index: int, axis: int | None) -> np.ndarray:
     """Replaces input ``index`` of ``node`` by ``DequantizeLinear(int8 weight)``; returns the scales."""
     source = node.inputs[index]

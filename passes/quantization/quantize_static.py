@@ -17,8 +17,7 @@ from onnxslim.passes.quantization.calibrate import tensor_statistics
 from onnxslim.passes.quantization.common import refused, tensor_dtypes
 from onnxslim.passes.quantization.embedding import quantize_embeddings
 from onnxslim.passes.quantization.opset import per_channel_opset
-from onnxslim.passes.quantization.qdq import (NAMES_KEY, activation_params, insert_qdq, quantize_bias,
-                                              quantize_operand, quantize_weight)
+from onnxslim.passes.quantization.qdq import NAMES_KEY, activation_params, insert_qdq, quantize_layer, quantize_operand
 from onnxslim.passes.quantization.ranges import silu_low, tensor_range
 
 logger = logging.getLogger(__name__)
@@ -258,7 +257,7 @@ class QuantizeStatic(Pass):
         rows = []
         for node in plan.quantized:
             if node.op_type in planning.COMPUTE and planning.is_constant(node.inputs[1]):
-                rows.append(_quantize_weights(graph, node, params[node.inputs[0]][0], per_channel))
+                rows.append(quantize_layer(graph, node, params[node.inputs[0]][0], per_channel))
             elif node.op_type in planning.BINARY:
                 for index, operand in enumerate(node.inputs):
                     if planning.is_constant(operand):
@@ -269,33 +268,11 @@ class QuantizeStatic(Pass):
         return rows
 
 
-def _quantize_weights(graph: ir.Graph, node: ir.Node, input_scale: float, per_channel: bool) -> dict:
-    weight = ir.convenience.get_const_tensor(node.inputs[1])
-    axis = _weight_axis(node, len(weight.shape)) if per_channel else None
-    scales = quantize_weight(graph, node, 1, axis)
-    bias = len(node.inputs) > 2 and node.inputs[2] is not None and planning.is_constant(node.inputs[2])
-    if bias and ir.convenience.get_const_tensor(node.inputs[2]).shape == (weight.shape[axis if axis is not None else 0],):
-        quantize_bias(graph, node, 2, input_scale, scales)
-    elif bias and scales.size == 1:
-        quantize_bias(graph, node, 2, input_scale, scales)
-    return {"node": node.name, "op": node.op_type, "weight": "per-channel" if axis is not None else "per-tensor",
-            "weight_elements": int(np.prod(weight.shape)), "bias": "int32" if bias else None}
-
-
 def _weight_elements(model: ir.Model) -> int:
     """Elements of the constant weights of every Conv/MatMul/Gemm (what int8 could shrink)."""
     weights = [ir.convenience.get_const_tensor(n.inputs[1]) for n in model.graph
                if n.op_type in planning.COMPUTE and len(n.inputs) > 1 and planning.is_constant(n.inputs[1])]
     return int(sum(np.prod(w.shape) for w in weights))
-
-
-def _weight_axis(node: ir.Node, rank: int) -> int | None:
-    if node.op_type == "Conv":
-        return 0
-    if node.op_type == "Gemm":
-        attr = node.attributes.get("transB")
-        return 0 if attr is not None and attr.value else 1
-    return 1 if rank == 2 else None
 
 
 def _clip_max(node: ir.Node) -> float:
