@@ -14,7 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import DataError, first_line
-from onnxslim.passes.quantization.derived import derivable, derive, sigmoid, silu
+from onnxslim.passes.quantization.derived import derivable, derive
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.statistics import TensorStats
 from onnxslim.runtime.session import make_session, model_bytes
@@ -63,9 +63,9 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
                       cache=None, progress: Callable[[str], None] | None = None) -> dict[str, TensorStats]:
     """Statistics of ``tensors``: from ``cache`` when it holds them all for this data, else calibrated.
 
-    Sigmoid / SiLU outputs are derived from their input's statistics instead of fetched
-    (``derived.py``). ``minmax_only``: histograms only where ranging still reads them (SiLU inputs,
-    whose lower bound is searched, and the sources of derived tensors); such partial statistics
+    Sigmoid / SiLU / HardSigmoid / HardSwish outputs are derived from their input's statistics
+    instead of fetched (``derived.py``). ``minmax_only``: histograms only where ranging still reads
+    them (SiLU inputs, whose lower bound is searched); derived min/max need none. Such partial statistics
     are never cached, since another method would silently read them as minmax.
     """
     source = describe(calibration)
@@ -77,7 +77,7 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
     histograms = None
     if minmax_only:
         silu_fed = {v.name for node in model.graph for v in node.outputs if v.name in tensors and feeds_only_silu(v)}
-        histograms = silu_fed | {origin for origin, function in computed.values() if function in (sigmoid, silu)}
+        histograms = silu_fed
     stats, samples = collect_statistics(
         model, calibration, [t for t in tensors if t not in computed], histograms=histograms,
         progress=(lambda n: progress(f"quantize-static: calibrating, {n} samples")) if progress else None)
