@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -14,19 +14,23 @@ from onnxslim.errors import first_line
 from onnxslim.runtime.providers import PROVIDERS, ProviderUnavailable, unavailable_reason
 
 
-def model_bytes(model: ir.Model, extra_outputs: Iterable[str] = ()) -> bytes:
-    """The serialized model; ``extra_outputs`` (intermediate tensor names) become graph outputs too."""
-    return serialize(model, extra_outputs)[0]
+def model_bytes(model: ir.Model, extra_outputs: Iterable[str] = (), *, sizes: Mapping[str, str] | None = None) -> bytes:
+    """The serialized model; ``extra_outputs`` (intermediate tensor names) become graph outputs too,
+    and each ``sizes`` entry (output name -> tensor name) an output holding that tensor's element count."""
+    return serialize(model, extra_outputs, sizes=sizes)[0]
 
 
-def serialize(model: ir.Model, extra_outputs: Iterable[str] = ()) -> tuple[bytes, int]:
-    """(serialized model with ``extra_outputs`` added, size in bytes of the model as saved without them)."""
+def serialize(model: ir.Model, extra_outputs: Iterable[str] = (), *,
+              sizes: Mapping[str, str] | None = None) -> tuple[bytes, int]:
+    """(serialized model with ``extra_outputs`` and ``sizes`` added, size in bytes of the model as saved without them)."""
     data = ir.serde.serialize_model(model).SerializeToString()
-    names = list(extra_outputs)
-    if not names:
+    names, sizes = list(extra_outputs), dict(sizes or {})
+    if not names and not sizes:
         return data, len(data)
     # Protobuf merges concatenated messages (repeated fields append): the 100 MB body is not re-encoded.
-    extra = onnx.ModelProto(graph=onnx.GraphProto(output=[onnx.ValueInfoProto(name=n) for n in names]))
+    extra = onnx.ModelProto(graph=onnx.GraphProto(
+        node=[onnx.helper.make_node("Size", [tensor], [name]) for name, tensor in sizes.items()],
+        output=[onnx.ValueInfoProto(name=n) for n in (*names, *sizes)]))
     return data + extra.SerializeToString(), len(data)
 
 
@@ -47,13 +51,17 @@ def save_for_session(model: ir.Model, folder: Path, stem: str, extra_outputs: It
 
 
 def make_session(model: ir.Model | bytes | str, *, provider: str = "cpu", threads: int | None = None,
-                 profile_prefix: str | None = None) -> ort.InferenceSession:
-    """A session on ``provider`` only; raises ProviderUnavailable rather than silently running on CPU."""
+                 profile_prefix: str | None = None, memory_pattern: bool = True) -> ort.InferenceSession:
+    """A session on ``provider`` only; raises ProviderUnavailable rather than silently running on CPU.
+
+    ``memory_pattern=False`` for a few runs with many outputs (calibration): ORT then skips planning
+    a memory pattern on the first run, which made the second run as slow as the first."""
     reason = unavailable_reason(provider)
     if reason:
         raise ProviderUnavailable(reason)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.enable_mem_pattern = memory_pattern
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

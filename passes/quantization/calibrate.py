@@ -14,7 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import DataError, first_line
-from onnxslim.passes.quantization.derived import derivable, derive
+from onnxslim.passes.quantization.derived import apply, derivable
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.statistics import TensorStats
 from onnxslim.runtime.session import make_session, model_bytes
@@ -25,18 +25,21 @@ Progress = Callable[[int], None]
 
 
 def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str], *,
-                       progress: Progress | None = None,
-                       histograms: Collection[str] | None = None) -> tuple[dict[str, TensorStats], int]:
+                       progress: Progress | None = None, histograms: Collection[str] | None = None,
+                       counted: Sequence[str] = ()) -> tuple[dict[str, TensorStats], int]:
     """Statistics of ``tensors`` (graph inputs or intermediate values) over all batches; (stats, samples).
 
     ``histograms``: the tensors that need a histogram (all when None); the others get min/max only,
-    which is what the minmax method uses (the histogram update is most of calibration's own cost)."""
+    which is what the minmax method uses (the histogram update is most of calibration's own cost).
+    ``counted``: intermediate tensors whose element count alone is wanted (a ``Size`` output each,
+    not the tensor): their stats hold only ``elements``."""
     outputs = {v.name for v in model.graph.outputs}
-    extra = [t for t in dict.fromkeys(tensors) if t not in outputs]
-    session = make_session(model_bytes(model, [t for t in extra if not _is_input(model, t)]))
-    fetched = [t for t in dict.fromkeys(tensors) if not _is_input(model, t)]
+    extra = [t for t in dict.fromkeys(tensors) if t not in outputs and not _is_input(model, t)]
+    sizes = {f"{name}__onnxslim_size": name for name in counted}
+    session = make_session(model_bytes(model, extra, sizes=sizes), memory_pattern=False)
+    fetched = [t for t in dict.fromkeys(tensors) if not _is_input(model, t)] + list(sizes)
     inputs = [t for t in dict.fromkeys(tensors) if _is_input(model, t)]
-    stats = {t: TensorStats() for t in dict.fromkeys(tensors)}
+    stats = {t: TensorStats() for t in (*dict.fromkeys(tensors), *counted)}
     samples = 0
     for batch in batches:
         feeds = batch.inputs if hasattr(batch, "inputs") else batch
@@ -46,6 +49,9 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
         except Exception as exc:
             raise DataError(f"calibration batch rejected by the model: {first_line(exc)}") from None
         for name, value in zip(fetched, values):
+            if name in sizes:
+                stats[sizes[name]].elements += int(value)
+                continue
             stats[name].update(np.asarray(value, dtype=np.float32), histogram=histograms is None or name in histograms)
         for name in inputs:
             stats[name].update(np.asarray(feeds[name], dtype=np.float32),
@@ -63,8 +69,8 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
                       cache=None, progress: Callable[[str], None] | None = None) -> dict[str, TensorStats]:
     """Statistics of ``tensors``: from ``cache`` when it holds them all for this data, else calibrated.
 
-    Sigmoid / SiLU / HardSigmoid / HardSwish outputs are derived from their input's statistics
-    instead of fetched (``derived.py``). ``minmax_only``: histograms only where ranging still reads
+    Sigmoid / SiLU / HardSigmoid / HardSwish outputs, shape-only ops' outputs and Concat outputs
+    are derived from their inputs' statistics instead of fetched (``derived.py``). ``minmax_only``: histograms only where ranging still reads
     them (SiLU inputs, whose lower bound is searched); derived min/max need none. Such partial statistics
     are never cached, since another method would silently read them as minmax.
     """
@@ -73,16 +79,19 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
     if found is not None:
         logger.info("calibration statistics reused from the cache (%s)", source)
         return found
-    computed = derivable(model.graph, set(tensors))
+    wanted = set(tensors)
+    computed = derivable(model.graph, wanted)
     histograms = None
     if minmax_only:
-        silu_fed = {v.name for node in model.graph for v in node.outputs if v.name in tensors and feeds_only_silu(v)}
-        histograms = silu_fed
+        histograms = {v.name for node in model.graph for v in node.outputs if v.name in wanted and feeds_only_silu(v)}
+    # copies whose size the shapes do not give are counted: a Concat's union weighs its parts by size
+    counted = [name for name, d in computed.items() if d.function is None and d.size is None]
     stats, samples = collect_statistics(
-        model, calibration, [t for t in tensors if t not in computed], histograms=histograms,
+        model, calibration, [t for t in tensors if t not in computed], histograms=histograms, counted=counted,
         progress=(lambda n: progress(f"quantize-static: calibrating, {n} samples")) if progress else None)
-    stats.update({name: derive(stats[origin], function, histogram=histograms is None or name in histograms)
-                  for name, (origin, function) in computed.items()})
+    for name, derivation in computed.items():  # graph order: a derivation's sources are ready
+        stats[name] = apply(derivation, stats, histogram=histograms is None or name in histograms,
+                            elements=stats[name].elements if name in stats else 0)
     if cache is not None and histograms is None:
         cache.store(source, samples, stats)
     return stats

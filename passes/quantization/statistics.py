@@ -36,6 +36,9 @@ class TensorStats:
     maximum: float = -np.inf
     radius: float = 0.0
     counts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(BINS, np.int64))
+    elements: int = 0
+    """Elements the statistics stand for (every element seen, not the histogram's sample): what
+    weighs each part when statistics are merged (``derived.union``); 0 when unknown."""
 
     @property
     def empty(self) -> bool:
@@ -55,6 +58,7 @@ class TensorStats:
         flat = values.reshape(-1)
         if flat.size == 0:
             return
+        self.elements += flat.size
         if not histogram:
             self.minimum, self.maximum = min(self.minimum, float(flat.min())), max(self.maximum, float(flat.max()))
             return
@@ -81,11 +85,12 @@ class TensorStats:
             self.counts, self.radius = grown, self.radius * 2
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"limits": np.array([self.minimum, self.maximum, self.radius]), "counts": self.counts}
+        return {"limits": np.array([self.minimum, self.maximum, self.radius, self.elements]), "counts": self.counts}
 
     @classmethod
     def from_arrays(cls, limits: np.ndarray, counts: np.ndarray) -> "TensorStats":
-        return cls(float(limits[0]), float(limits[1]), float(limits[2]), np.asarray(counts, np.int64))
+        elements = int(limits[3]) if len(limits) > 3 else 0  # caches written before the count was kept
+        return cls(float(limits[0]), float(limits[1]), float(limits[2]), np.asarray(counts, np.int64), elements)
 
 
 def _histogram(sample: np.ndarray, radius: float, bins: int) -> np.ndarray:
