@@ -42,8 +42,8 @@ def _add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--quantize-smoothing", metavar="ALPHA", type=float, default=None,
                        help="static: migration strength of activation smoothing into MatMul weights "
                             "(default 0.75; 0 turns it off)")
-    group.add_argument("--quantize-bias-correction", action="store_const", const=True, default=None,
-                       help="static: correct the per-channel output shift caused by int8 weights")
+    group.add_argument("--quantize-bias-correction", action=argparse.BooleanOptionalAction, default=None,
+                       help="static: correct the per-channel output shift caused by int8 weights (default: on)")
     add_extra_arguments(group)  # --fp16, --quantize-weights (extra_flags.py)
 
 
@@ -83,8 +83,8 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
         settings["max_accuracy_drop"] = float(options["quantize_max_accuracy_drop"])
     if options.get("quantize_smoothing") is not None:
         settings["smoothing_alpha"] = float(options["quantize_smoothing"])
-    if options.get("quantize_bias_correction"):
-        settings["bias_correction"] = True
+    if options.get("quantize_bias_correction") is not None:
+        settings["bias_correction"] = bool(options["quantize_bias_correction"])
     return [Step("quantize-static", settings)]
 
 

@@ -18,6 +18,8 @@ def test_flags_become_steps():
     assert step.options == {"method": "mse", "per_channel": False, "activations": "int8", "exclude": "Softmax,head"}
     (step,) = family_steps({"quantize": "static", "quantize_min_cosine": 0.999, "quantize_bias_correction": True})
     assert step.options == {"min_cosine": 0.999, "bias_correction": True}
+    (step,) = family_steps({"quantize": "static", "quantize_bias_correction": False})  # --no-quantize-bias-correction
+    assert step.options == {"bias_correction": False}
     (step,) = family_steps({"quantize": "static", "quantize_symmetric": True, "quantize_activations": "int8"})
     assert step.options == {"symmetric_activations": True, "activations": "int8"}
     (step,) = family_steps({"quantize": "auto", "quantize_min_cosine": 0.995, "calibration_method": "minmax"})
