@@ -56,8 +56,8 @@ _measure_sensitivity = plan.measure_sensitivity
 
 def _cached_sensitivity(groups, layers, probe, multiple):
     """Per-layer sensitivities depend only on the model, the data and the factorization method:
-    measured once per (model, method) for all variants (refit variants reuse them)."""
-    key = (tuple(g.name for g in groups), tuple(layer.factorization.whitened for layer in layers), multiple)
+    measured once per (model, factorization) for all variants (refit variants reuse them)."""
+    key = (tuple(g.name for g in groups), tuple(round(layer.factorization.total_energy, 3) for layer in layers), multiple)
     if key not in _SENSITIVITY:
         drops = _measure_sensitivity(groups, layers, probe, multiple)
         _SENSITIVITY[key] = (drops, [layer.measured for layer in layers])
@@ -86,6 +86,8 @@ def variants(name: str, quick: bool) -> list[tuple[str, dict]]:
             for p in budgets for r in ("none", "oneshot", "sequential")]
     out += [(f"whitened params {p} (sensitivity, refit sequential, search 2)",
              {"params": p, "method": "whitened", "refit": "sequential", "search": 2}) for p in budgets]
+    out += [(f"whitened params {p} (sensitivity, refit sequential, no downstream)",
+             {"params": p, "method": "whitened", "refit": "sequential", "downstream": False}) for p in budgets]
     out += [(f"auto cosine>={floor} (refit {r})", {"min_cosine": floor, "refit": r}) for r in ("none", "sequential")]
     return out
 

@@ -2,7 +2,8 @@
 
 The budget allocation solves a multiple-choice knapsack by Lagrangian relaxation: for a price
 ``lam`` per parameter, each layer picks the option (unsplit, or a rank on its grid) that
-minimizes ``cost(rank) + lam * params(rank)``; ``lam`` is bisected until the total fits.
+minimizes ``cost(rank) + lam * params(rank)``; ``lam`` is bisected until the total fits; what the
+relaxation leaves of the budget is then spent greedily on rank raises of the split layers.
 ``cost`` is the layer's predicted loss: its output cosine drop measured on calibration data at a
 few ranks and interpolated (or the squared relative error without data).
 """
@@ -95,7 +96,7 @@ def allocate(layers: list[Layer], keep: float, multiple: int) -> list[int | None
             high = middle
         else:
             low = middle
-    chosen = _choose(options, 10.0**high)
+    chosen = _fill(options, _choose(options, 10.0**high), budget)
     return [ranks[i] for (ranks, _, _), i in zip(options, chosen)]
 
 
@@ -105,6 +106,26 @@ def _options(layer: Layer, multiple: int, total: int) -> tuple[list, np.ndarray,
     params = np.array([layer.params, *[layer.split_params(int(r)) for r in grid]], dtype=np.float64) / total
     cost = np.concatenate([[0.0], layer.costs(grid.astype(int))]) if len(grid) else np.zeros(1)
     return ranks, params, cost
+
+
+def _fill(options, chosen: list[int], budget: float) -> list[int]:
+    """Spends what the Lagrangian solution leaves of the budget (it only reaches points on the convex
+    hull): greedily, the rank raise of a split layer with the largest predicted loss decrease per
+    parameter that still fits, until none fits."""
+    chosen = list(chosen)
+    while True:
+        room = budget - _size(options, chosen)
+        best, best_rate = None, 0.0
+        for index, ((_, params, cost), current) in enumerate(zip(options, chosen)):
+            if current == 0:  # left whole: stays whole
+                continue
+            for option in range(current + 1, len(params)):
+                extra, gain = params[option] - params[current], cost[current] - cost[option]
+                if 0 < extra <= room and gain > best_rate * extra:
+                    best, best_rate = (index, option), gain / extra
+        if best is None:
+            return chosen
+        chosen[best[0]] = best[1]
 
 
 def _choose(options, price: float) -> list[int]:

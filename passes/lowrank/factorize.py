@@ -16,6 +16,7 @@ import numpy as np
 _RANDOMIZED_OVERSAMPLE = 10
 _ENERGY_RESOLUTION = 1e-6
 _RANDOMIZED_POWER_ITERATIONS = 2
+_METRIC_FLOOR = 1e-6
 
 
 @dataclasses.dataclass
@@ -72,17 +73,23 @@ def plain(weight: np.ndarray, *, rank: int | None = None, randomized: bool = Fal
     return Factorization(p, s, qt, total, whitened=False)
 
 
-def whitened(weight: np.ndarray, covariance: np.ndarray, *, damping: float) -> Factorization:
-    """SVD of ``C^(1/2) W``: truncation then minimizes the output error on the calibration activations."""
+def whitened(weight: np.ndarray, covariance: np.ndarray, *, damping: float,
+             metric: np.ndarray | None = None, metric_damping: float = 0.0) -> Factorization:
+    """SVD of ``C^(1/2) W``: truncation then minimizes the output error on the calibration activations.
+
+    With ``metric`` (N x N, PSD), the output error is measured as ``||X (W - A) M^(1/2)||``: the SVD
+    of ``C^(1/2) W M^(1/2)`` is truncated and ``M^(-1/2)`` is applied back to the right factor.
+    """
     w = weight.astype(np.float64)
     root, inverse_root = _sqrt_and_inverse(covariance, damping)
-    p, s, qt = _svd(root @ w)
+    out_root, out_inverse = _metric_roots(metric, metric_damping, w.shape[1])
+    p, s, qt = _svd(root @ w if out_root is None else root @ w @ out_root)
     total = float(np.sum(s.astype(np.float64) ** 2))
-    return Factorization(inverse_root @ p, s, qt, total, whitened=True)
+    return Factorization(inverse_root @ p, s, qt if out_inverse is None else qt @ out_inverse, total, whitened=True)
 
 
 def refit(weight: np.ndarray, c_ss: np.ndarray, c_so: np.ndarray, *, damping: float,
-          shift: np.ndarray | None = None) -> Factorization:
+          shift: np.ndarray | None = None, metric: np.ndarray | None = None, metric_damping: float = 0.0) -> Factorization:
     """Factors fitted to the original layer output from the split model's own inputs.
 
     Minimizes ``||X_s A - X_o W||^2 + lam ||A - W||^2`` over rank(A) <= r, from ``C_ss = X_s^T X_s``
@@ -90,7 +97,7 @@ def refit(weight: np.ndarray, c_ss: np.ndarray, c_so: np.ndarray, *, damping: fl
     With ``G = C_ss + lam I = S^2``, the objective is ``||S A - S^-1 M||^2 + const`` for
     ``M = C_so W + lam W``: truncating the SVD of ``S^-1 M`` to r gives the best A. With
     ``X_s = X_o`` this is exactly ``whitened``. ``shift`` (K x N, ``X_s^T D``) adds a residual
-    correction ``D`` to the target: ``X_o W + D``.
+    correction ``D`` to the target: ``X_o W + D``. ``metric`` weights the output error as in ``whitened``.
     """
     w = weight.astype(np.float64)
     c = c_ss.astype(np.float64)
@@ -98,9 +105,10 @@ def refit(weight: np.ndarray, c_ss: np.ndarray, c_so: np.ndarray, *, damping: fl
     values, vectors = np.linalg.eigh(c)  # C_ss may be an estimate that is not quite PSD: clipped at 0
     inverse_root = (vectors / np.sqrt(np.clip(values, 0.0, None) + max(lam, 1e-30))) @ vectors.T
     target = c_so.astype(np.float64) @ w + lam * w + (0.0 if shift is None else shift.astype(np.float64))
-    p, s, qt = _svd(inverse_root @ target)
+    out_root, out_inverse = _metric_roots(metric, metric_damping, w.shape[1])
+    p, s, qt = _svd(inverse_root @ target if out_root is None else inverse_root @ target @ out_root)
     total = float(np.sum(s.astype(np.float64) ** 2))
-    return Factorization(inverse_root @ p, s, qt, total, whitened=True)
+    return Factorization(inverse_root @ p, s, qt if out_inverse is None else qt @ out_inverse, total, whitened=True)
 
 
 def output_error(weight: np.ndarray, approx: np.ndarray, covariance: np.ndarray) -> float:
@@ -141,6 +149,21 @@ def _svd(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     p = vectors[:, order]
     safe = np.where(s > s[0] * 1e-12, s, np.inf) if len(s) else s
     return p, s, (p.T @ a) / safe[:, None]
+
+
+def _metric_roots(metric: np.ndarray | None, damping: float, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(M_d^(1/2), M_d^(-1/2))`` for ``M_d = M / mean(diag M) + damping I`` (eigenvalues floored at
+    1e-6 of the mean), or ``(None, None)`` without a metric. The scale of M does not change the optimum."""
+    if metric is None:
+        return None, None
+    m = metric.astype(np.float64)
+    if m.shape != (n, n):
+        raise ValueError(f"output metric of shape {m.shape} for a weight with {n} outputs")
+    m = m / (float(np.mean(np.diag(m))) or 1.0)
+    values, vectors = np.linalg.eigh((m + m.T) / 2 + damping * np.eye(n))
+    values = np.clip(values, _METRIC_FLOOR, None)
+    root = np.sqrt(values)
+    return (vectors * root) @ vectors.T, (vectors / root) @ vectors.T
 
 
 def _sqrt_and_inverse(covariance: np.ndarray, damping: float) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ output matches the original one: ``min ||X_s A - X_o W - (R_o - R_s)||`` over ra
 (``factorize.refit``), with ``R`` the residual added to the layer's output where the graph has
 one (``X @ W (+ bias) + R``: the layer then also cancels the error the residual stream carries),
 from ``C_ss = X_s^T X_s``, ``C_so = X_s^T X_o`` and ``X_s^T (R_o - R_s)`` collected by streaming.
-Layers with no split layer upstream see the original inputs and keep their factors.
+Layers with no split layer upstream see the original inputs and keep their factors. With a
+downstream output metric M (``downstream.py``), the error is ``||(X_s A - target) M^(1/2)||``.
 
 - ``sequential``: in topological stages (a stage holds the split layers whose inputs depend only
   on layers already refit; Q/K/V projections reading one activation share a stage), the model
@@ -143,9 +144,10 @@ def _upstream_groups(values: list[ir.Value], owner: dict[int, int]) -> set[int]:
 
 def refit(model: ir.Model, groups: list[Group], initial: list[Factorization | None], ranks: list[int | None],
           batches: list, *, mask: str | None, damping: float, mode: str, covariances: dict[str, np.ndarray] | None = None,
-          residual: bool = True) -> list[Factorization | None]:
+          residual: bool = True, metrics: dict[str, np.ndarray] | None = None,
+          metric_damping: float = 0.0) -> list[Factorization | None]:
     """Refit factorizations of the split groups (the initial ones where nothing split is upstream), in
-    ``mode`` order."""
+    ``mode`` order; ``metrics`` (per weight name) weight a layer's output error as in its factorization."""
     split = {i for i, r in enumerate(ranks) if r is not None}
     owner = {id(use.node): i for i, g in enumerate(groups) for use in g.uses}
     todo = [i for i in sorted(split) if _upstream_groups(_inputs(groups[i]), owner) & split - {i}]
@@ -162,14 +164,15 @@ def refit(model: ir.Model, groups: list[Group], initial: list[Factorization | No
         pairs = {pair for i in stage for pair in _pairs(groups[i])} if residual else set()
         sums = _products(session, batches, reference, approx, {_key(u) for i in stage for u in groups[i].uses}, pairs)
         for i in stage:
-            out[i] = _fit(groups[i], sums, covariances, damping)
+            out[i] = _fit(groups[i], sums, covariances, damping, (metrics or {}).get(groups[i].name), metric_damping)
         if mode == "sequential":
             approx.update({groups[i].name: _stored(groups[i], out[i], ranks[i]) for i in stage})
         logger.debug("refit stage of %d layers: %s", len(stage), [groups[i].name for i in stage])
     return out
 
 
-def _fit(group: Group, sums: dict[str, dict], covariances: dict | None, damping: float) -> Factorization:
+def _fit(group: Group, sums: dict[str, dict], covariances: dict | None, damping: float,
+         metric: np.ndarray | None = None, metric_damping: float = 0.0) -> Factorization:
     """``factorize.refit`` for one group from its uses' sums; with the full-data ``covariances``,
     ``C_ss`` and ``C_so`` are the full ``C_oo`` plus the refit samples' shift (a control variate:
     the few samples then only estimate how the split moved the statistics, not the statistics)."""
@@ -181,7 +184,8 @@ def _fit(group: Group, sums: dict[str, dict], covariances: dict | None, damping:
     if covariances is not None and group.name in covariances:
         scale = float(np.trace(covariances[group.name])) / max(float(np.trace(oo)), 1e-30)
         ss, so = (covariances[group.name] + scale * (c - oo) for c in (ss, so))
-    return factorize.refit(group.matrix, ss, so, damping=damping, shift=scale * shift)
+    return factorize.refit(group.matrix, ss, so, damping=damping, shift=scale * shift, metric=metric,
+                           metric_damping=metric_damping)
 
 
 def _products(session: Activations, batches: list, reference: list, approx: dict, keys: set, pairs: set) -> dict[str, dict]:

@@ -11,15 +11,18 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassContext, PassResult
 from onnxslim.errors import ConfigError
-from onnxslim.passes.lowrank import data_split, factorize, plan, refit, search
+from onnxslim.passes.lowrank import data_split, downstream, factorize, metrics, plan, refit, search
 from onnxslim.passes.lowrank.allocate import Layer, max_rank
 from onnxslim.passes.lowrank.calibration import Probe, input_covariances
+from onnxslim.passes.lowrank.report import report_row
 from onnxslim.passes.lowrank.rewrite import Names, split_group
 from onnxslim.passes.lowrank.sites import Group, find_groups
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENERGY = 0.95
+METRIC_SAMPLES = 1024
+"""Fitted calibration samples (spread over the set) that the downstream output metrics are measured on."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +61,14 @@ class Config:
     ``oneshot`` from the fully split model once; layers with no split layer upstream keep theirs."""
     refit_samples: int = 512
     """Fitted calibration samples (spread over the set) that the refit runs on."""
+    downstream: bool = True
+    """Whitened, with data: weight each layer's output error by what reads it (``downstream.py``):
+    value projections by the attention output weight, query / key projections by the other side's
+    per-head Gram, FFN up projections by the activation's slope and the down weight; the
+    factorization, its sensitivity and the refit then minimize ``||X (W - A) M^(1/2)||``."""
+    downstream_damping: float = 1.0
+    """Added to the output metric's diagonal, as a fraction of its mean eigenvalue (1: half-way between
+    the consumers' metric and the isotropic one; chosen on held-out calibration samples)."""
     search: int = 0
     """Budget mode with a refit: up to this many rounds of a local search that moves rank steps
     between split layers by their measured cost / gain on the calibration cosine with the refit
@@ -85,8 +96,8 @@ class Config:
         if self.refit not in ("none", "oneshot", "sequential") or self.refit_samples < 1:
             raise ValueError(f"refit must be none, oneshot or sequential and refit_samples >= 1 "
                              f"(got {self.refit!r}, {self.refit_samples})")
-        if self.search < 0:
-            raise ValueError(f"search must be >= 0, got {self.search}")
+        if self.search < 0 or self.downstream_damping < 0:
+            raise ValueError(f"search and downstream_damping must be >= 0 (got {self.search}, {self.downstream_damping})")
         unknown = set(self.ops) - {"MatMul", "Gemm", "Conv"}
         if unknown:
             raise ValueError(f"ops must be among MatMul, Gemm, Conv (got {', '.join(sorted(unknown))})")
@@ -103,7 +114,7 @@ class SplitLowRank(Pass):
     alpha/beta and bias kept) or a 1x1 Conv (group 1) becomes U (K x r) and V (r x N) when
     ``r * (K + N)`` saves the margin. Ranks come from energy, a fixed rank, a parameter budget or
     a cosine floor; with calibration data the factorization is whitened by the input covariance
-    (minimizes the layer's output error), budgets follow measured per-layer sensitivity, and the
+    (minimizes the layer's output error, weighted by what reads it: ``downstream``), budgets follow measured per-layer sensitivity, and the
     factors of layers behind other split ones are refit to the original outputs given the split
     model's own inputs (``refit``).
     An initializer read by several nodes is split once; nodes inside subgraphs are not touched.
@@ -130,9 +141,11 @@ class SplitLowRank(Pass):
             skipped += [{"weight": g.name, "reason": "weight is not an initializer (run fold-constants first)"}
                         for g in groups if not g.weight.is_initializer()]
             groups = [g for g in groups if g.weight.is_initializer()]
-        layers = [self._layer(g, covariances.get(g.name) if whiten else None) for g in groups]
-        refine = self._refiner(model, groups, layers, fit, covariances) if whiten else None
+        output = self._output_metrics(model, groups, fit) if whiten and covariances and cfg.downstream else {}
+        layers = [self._layer(g, covariances.get(g.name) if whiten else None, output.get(g.name)) for g in groups]
+        refine = self._refiner(model, groups, layers, fit, covariances, output) if whiten else None
         chosen = self._plan(model, groups, layers, fit, check, refine)
+        chosen.stats["layers_weighted"] = len(output)
         return self._apply(model, groups, layers, chosen, covariances, whiten, skipped)
 
     @property
@@ -155,8 +168,17 @@ class SplitLowRank(Pass):
             logger.warning("mask input %r is not a graph input: every row counts", self.config.mask_input)
         return input_covariances(model, groups, fit, mask=mask)
 
+    def _output_metrics(self, model: ir.Model, groups: list[Group], fit) -> dict[str, np.ndarray]:
+        """Downstream output metric per weight name, from its consumers and ``METRIC_SAMPLES`` fitted samples."""
+        links = downstream.find_links(model.graph, groups)
+        mask = data_split.mask_input(model.graph, self.config.mask_input)
+        stats = metrics.collect(model, links, data_split.spread(fit, METRIC_SAMPLES), mask=mask)
+        out = metrics.build(groups, links, stats)
+        logger.debug("output metrics for %d of %d weights", len(out), len(groups))
+        return out
+
     def _refiner(self, model: ir.Model, groups: list[Group], layers: list[Layer], fit,
-                 covariances: dict[str, np.ndarray]) -> plan.Refine | None:
+                 covariances: dict[str, np.ndarray], output: dict[str, np.ndarray]) -> plan.Refine | None:
         """Output-aware refit of the chosen ranks' factors on ``refit_samples`` fitted samples (None: off)."""
         cfg = self.config
         if cfg.refit == "none" or fit is None:
@@ -167,13 +189,15 @@ class SplitLowRank(Pass):
 
         def refine(ranks: list[int | None]) -> list:
             return refit.refit(model, groups, initial, ranks, batches, mask=mask, damping=cfg.damping, mode=cfg.refit,
-                               covariances=covariances, residual=True)
+                               covariances=covariances, residual=True, metrics=output,
+                               metric_damping=cfg.downstream_damping)
         return refine
 
-    def _layer(self, group: Group, covariance: np.ndarray | None) -> Layer:
+    def _layer(self, group: Group, covariance: np.ndarray | None, metric: np.ndarray | None = None) -> Layer:
         cfg, (k, n) = self.config, group.shape
         if covariance is not None:
-            fact = factorize.whitened(group.matrix, covariance, damping=cfg.damping)
+            fact = factorize.whitened(group.matrix, covariance, damping=cfg.damping, metric=metric,
+                                      metric_damping=cfg.downstream_damping)
         else:
             fast = cfg.rank is not None and cfg.randomized and cfg.rank * 4 <= min(k, n)
             fact = factorize.plain(group.matrix, rank=cfg.rank, randomized=fast)
@@ -255,7 +279,7 @@ class SplitLowRank(Pass):
             layer = dataclasses.replace(layer, factorization=chosen.factorizations[index]) if refit else layer
             u, v = layer.factorization.factors(rank, group.array.dtype)
             split_group(model.graph, group, u, v, names)
-            row = _row(group, layer, rank, covariances.get(group.name), whiten)
+            row = report_row(group, layer, rank, covariances.get(group.name), whiten)
             row["refit"] = refit
             if chosen.drops:
                 row["sensitivity_drop"] = round(chosen.drops[index], 6)
@@ -270,21 +294,3 @@ class SplitLowRank(Pass):
                  "layers_refit": sum(bool(row.get("refit")) for row in details), **chosen.stats}
         details += [{**row, "split": False} for row in skipped]
         return PassResult(model, modified=bool(stats["weights_split"]), stats=stats, details=details)
-
-
-def _row(group: Group, layer: Layer, rank: int, covariance: np.ndarray | None, whiten: bool) -> dict:
-    """Report row for one split weight; errors are relative, on calibration outputs when data was given."""
-    k, n = group.shape
-    row = {"weight": group.name, "split": True, "op": "+".join(sorted({u.node.op_type for u in group.uses})),
-           "uses": len(group.uses), "K": k, "N": n, "rank": rank, "params_before": k * n,
-           "params_after": rank * (k + n), "params_saved": k * n - rank * (k + n),
-           "method": "whitened" if whiten else "plain"}
-    if covariance is None:
-        row["weight_error"] = round(layer.factorization.relative_error(rank), 6)
-        return row
-    u, v = layer.factorization.factors(rank, np.float64)
-    row["output_error"] = round(factorize.output_error(group.matrix, u @ v, covariance), 6)
-    if whiten:
-        pu, pv = factorize.plain(group.matrix).factors(rank, np.float64)
-        row["plain_output_error"] = round(factorize.output_error(group.matrix, pu @ pv, covariance), 6)
-    return row
