@@ -6,7 +6,7 @@ import onnx_ir as ir
 import pytest
 
 from onnxslim.passes.quantization.calibrate import collect_statistics, tensor_statistics
-from onnxslim.passes.quantization.derived import HardSigmoid, apply, derivable, derive, hard_swish, sigmoid, silu, union
+from onnxslim.passes.quantization.derived import HardSigmoid, derivable, derive, hard_swish, sigmoid, silu, union
 from onnxslim.passes.quantization.ranges import tensor_range
 from onnxslim.passes.quantization.statistics import TensorStats
 from tests.helpers import make_model, rng
