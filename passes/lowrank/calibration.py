@@ -8,7 +8,7 @@ one session), to measure each layer's sensitivity and the output cosine of a who
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 import onnx
@@ -23,6 +23,18 @@ from onnxslim.passes.lowrank.sites import Group, activation_rows
 _inputs = inputs_of
 
 
+def tapped_batches(model: ir.Model, names: Iterable[str], batches: Iterable) -> Iterator[tuple[dict, dict]]:
+    """Per batch, ``(feeds, values)``: ``values`` holds the feeds and the tensors ``names`` (intermediate
+    ones fetched as extra outputs of one session)."""
+    graph_inputs = {v.name for v in model.graph.inputs}
+    outputs = {v.name for v in model.graph.outputs}
+    wanted = sorted(set(names) - graph_inputs)
+    session = make_session(model_bytes(model, [n for n in wanted if n not in outputs]))
+    for batch in batches:
+        feeds = inputs_of(batch)
+        yield feeds, {**feeds, **dict(zip(wanted, session.run(wanted, feeds)))}
+
+
 def input_covariances(model: ir.Model, groups: list[Group], batches: Iterable, *,
                       mask: str | None = None) -> dict[str, np.ndarray]:
     """``X^T X`` (K x K, float64) over all calibration rows, per group, summed over its uses.
@@ -31,14 +43,8 @@ def input_covariances(model: ir.Model, groups: list[Group], batches: Iterable, *
     activations are weighted by it: padding rows (mask 0) do not count. Uses that read the same
     activation the same way (Q/K/V projections) share one product per batch.
     """
-    graph_inputs = {v.name for v in model.graph.inputs}
-    outputs = {v.name for v in model.graph.outputs}
-    wanted = sorted({use.activation.name for g in groups for use in g.uses} - graph_inputs)
-    session = make_session(model_bytes(model, [n for n in wanted if n not in outputs]))
     sums = {g.name: np.zeros((g.shape[0], g.shape[0])) for g in groups}
-    for batch in batches:
-        feeds = _inputs(batch)
-        values = {**feeds, **dict(zip(wanted, session.run(wanted, feeds)))}
+    for feeds, values in tapped_batches(model, {use.activation.name for g in groups for use in g.uses}, batches):
         grams: dict[tuple, np.ndarray] = {}
         for group in groups:
             for use in group.uses:

@@ -14,11 +14,12 @@ import logging
 import numpy as np
 import onnx
 import onnx_ir as ir
-from onnxslim.passes.lowrank.data_split import inputs_of, row_weights, weighted_gram
+from onnxslim.passes.lowrank.calibration import tapped_batches
+from onnxslim.passes.lowrank.data_split import row_weights, weighted_gram
 from onnxslim.passes.lowrank.downstream import Link
 from onnxslim.passes.lowrank.sites import Group
 
-from onnxslim.runtime import make_session, model_bytes
+from onnxslim.runtime import make_session
 
 logger = logging.getLogger(__name__)
 
@@ -31,19 +32,13 @@ def collect(model: ir.Model, links: dict[int, Link], batches, *, mask: str | Non
     taps = {link.tap for link in links.values() if link.role != "value"}
     if not taps:
         return {}
-    graph_inputs = {v.name for v in model.graph.inputs}
-    outputs = {v.name for v in model.graph.outputs}
-    session = make_session(model_bytes(model, sorted(taps - outputs - graph_inputs)))
     slopes: dict[int, object] = {}
-    names = sorted(taps - graph_inputs)
     sums: dict[int, dict] = {}
 
     def add(i, key, value):
         sums.setdefault(i, {})[key] = sums.get(i, {}).get(key, 0.0) + value
 
-    for batch in batches:
-        feeds = inputs_of(batch)
-        values = {**feeds, **dict(zip(names, session.run(names, feeds)))}
+    for feeds, values in tapped_batches(model, taps, batches):
         for i, link in links.items():
             if link.role == "ffn":
                 value = values[link.tap]
