@@ -53,8 +53,11 @@ class TensorStats:
         edges = self.edges
         return (edges[:-1] + edges[1:]) / 2
 
-    def update(self, values: np.ndarray, *, histogram: bool = True) -> None:
-        """Adds one batch; ``histogram=False`` keeps only the exact min/max (all minmax ranging needs)."""
+    def update(self, values: np.ndarray, *, histogram: bool = True, share: float = 1.0) -> None:
+        """Adds one batch; ``histogram=False`` keeps only the exact min/max (all minmax ranging needs).
+
+        ``share``: the fraction of a batch that ``values`` is, when a batch arrives in parts: each
+        part then adds its share of the batch's histogram sample, as the whole batch would have."""
         flat = values.reshape(-1)
         if flat.size == 0:
             return
@@ -62,7 +65,8 @@ class TensorStats:
         if not histogram:
             self.minimum, self.maximum = min(self.minimum, float(flat.min())), max(self.maximum, float(flat.max()))
             return
-        stride = sample_stride(flat.size, SAMPLE if self.counts.sum() < SATURATED else SAMPLE // 4)
+        sample = SAMPLE if self.counts.sum() < SATURATED else SAMPLE // 4
+        stride = sample_stride(flat.size, max(1, round(sample * share)))
         self.observe(float(flat.min()), float(flat.max()), flat[stride // 2::stride])
 
     def observe(self, low: float, high: float, sample: np.ndarray) -> None:
