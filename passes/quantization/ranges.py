@@ -159,6 +159,14 @@ def silu_low(stats: TensorStats, low: float, high: float, levels: int = LEVELS) 
     return float(candidates[np.argmin(rounding + clipping)])
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.clip(x, -60, 60)))
+
+
+def hard_swish(x: np.ndarray) -> np.ndarray:
+    return x * np.clip(x / 6 + 0.5, 0, 1)
+
+
 def silu(x: np.ndarray) -> np.ndarray:
     return x / (1 + np.exp(-np.clip(x, -60, 60)))
 
