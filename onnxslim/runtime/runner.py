@@ -13,7 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import DataError, first_line
-from onnxslim.runtime.session import join, make_session, model_bytes
+from onnxslim.runtime.session import join, make_session, session_model
 
 
 @dataclasses.dataclass
@@ -36,7 +36,7 @@ def run_batches(model: ir.Model | bytes | str, batches: Iterable, *, provider: s
     ``model``: an onnx-ir model, serialized bytes, or a path (from session.save_for_session).
     """
     started = time.perf_counter()
-    data = model_bytes(model, capture) if isinstance(model, ir.Model) else model
+    data = session_model(model, capture) if isinstance(model, ir.Model) else model
     with tempfile.TemporaryDirectory(prefix="onnxslim-profile-") as folder:
         profile = str(Path(folder) / "run") if provider != "cpu" else None
         session = make_session(data, provider=provider, threads=threads, profile_prefix=profile)

@@ -15,7 +15,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxslim.runtime import make_session, model_bytes
+from onnxslim.runtime import make_session
 from onnxslim.passes.lowrank.data_split import inputs_of, row_weights, weighted_gram
 from onnxslim.passes.lowrank.sites import Group, activation_rows
 
@@ -29,7 +29,7 @@ def tapped_batches(model: ir.Model, names: Iterable[str], batches: Iterable) -> 
     graph_inputs = {v.name for v in model.graph.inputs}
     outputs = {v.name for v in model.graph.outputs}
     wanted = sorted(set(names) - graph_inputs)
-    session = make_session(model_bytes(model, [n for n in wanted if n not in outputs]))
+    session = make_session(model, extra_outputs=[n for n in wanted if n not in outputs])
     for batch in batches:
         feeds = inputs_of(batch)
         yield feeds, {**feeds, **dict(zip(wanted, session.run(wanted, feeds)))}

@@ -8,7 +8,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.passes.pruning._layers import Layer
-from onnxslim.runtime.session import make_session, model_bytes
+from onnxslim.runtime.session import make_session
 
 
 def stream_captures(model: ir.Model, names: Sequence[str], calibration: Iterable) -> Iterator[dict[str, np.ndarray]]:
@@ -17,7 +17,7 @@ def stream_captures(model: ir.Model, names: Sequence[str], calibration: Iterable
     outputs = {v.name for v in model.graph.outputs}
     extra = [n for n in dict.fromkeys(names) if n not in inputs and n not in outputs]
     wanted = [n for n in dict.fromkeys(names) if n not in inputs]
-    session = make_session(model_bytes(model, extra))
+    session = make_session(model, extra_outputs=extra)
     try:
         for batch in calibration:
             feeds = batch.inputs if hasattr(batch, "inputs") else batch

@@ -15,7 +15,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.runtime.session import make_session, model_bytes
+from onnxslim.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _input_means(model: ir.Model, layers: list[ir.Node], feeds: list[dict]) -> d
     axes = {node.inputs[0].name: (1 if node.op_type == "Conv" else -1) for node in layers}
     graph_inputs = {v.name for v in model.graph.inputs}
     names = [n for n in axes if n not in graph_inputs]
-    session = make_session(model_bytes(model, names))
+    session = make_session(model, extra_outputs=names)
     totals, counts = dict.fromkeys(axes, 0.0), dict.fromkeys(axes, 0)
     for batch in feeds:
         values = dict(zip(names, session.run(names, batch)))

@@ -18,7 +18,7 @@ from onnxslim.errors import DataError, first_line
 from onnxslim.passes.quantization.derived import apply, derivable
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.statistics import TensorStats
-from onnxslim.runtime.session import make_session, model_bytes
+from onnxslim.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
     outputs = {v.name for v in model.graph.outputs}
     extra = [t for t in dict.fromkeys(tensors) if t not in outputs and not _is_input(model, t)]
     sizes = {f"{name}__onnxslim_size": name for name in counted}
-    session = make_session(model_bytes(model, extra, sizes=sizes), memory_pattern=False)
+    session = make_session(model, extra_outputs=extra, sizes=sizes, memory_pattern=False)
     fetched = [t for t in dict.fromkeys(tensors) if not _is_input(model, t)] + list(sizes)
     inputs = [t for t in dict.fromkeys(tensors) if _is_input(model, t)]
     stats = {t: TensorStats() for t in (*dict.fromkeys(tensors), *counted)}

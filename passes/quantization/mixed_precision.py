@@ -25,7 +25,7 @@ import onnx_ir as ir
 from onnxslim.errors import DataError
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.ranges import silu
-from onnxslim.runtime.session import make_session, model_bytes
+from onnxslim.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def rank_tensors(model: ir.Model, params: dict[str, tuple], feeds: list[dict]) -
     inputs = {v.name for v in model.graph.inputs}
     names = [n for n in params if n not in inputs]
     silu_fed = {v.name for node in model.graph for v in node.outputs if v.name in params and feeds_only_silu(v)}
-    session = make_session(model_bytes(model, [n for n in names if n not in {v.name for v in model.graph.outputs}]))
+    session = make_session(model, extra_outputs=[n for n in names if n not in {v.name for v in model.graph.outputs}])
     noise = dict.fromkeys(params, 0.0)
     signal = dict.fromkeys(params, 0.0)
     for batch in feeds:
@@ -280,7 +280,7 @@ def _size(feeds: dict) -> int:
 
 def run_outputs(model: ir.Model, feeds: list[dict]) -> dict[str, np.ndarray]:
     """Every output of ``model`` over ``feeds``, batches joined on the leading axis."""
-    session = make_session(model_bytes(model))
+    session = make_session(model)
     names = [o.name for o in session.get_outputs()]
     runs = [session.run(names, batch) for batch in feeds]
     return {n: np.concatenate([np.asarray(r[i]).reshape(np.shape(r[i]) or (1,)) for r in runs])

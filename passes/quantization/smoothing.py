@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.runtime.session import make_session, model_bytes
+from onnxslim.runtime.session import make_session
 
 OUTLIER_RATIO = 8.0
 """Smooth only activations whose largest channel maximum is this many times the median one."""
@@ -61,7 +61,7 @@ def _smoothable_reader(node: ir.Node, value: ir.Value, quantized: set[ir.Node]) 
 
 def channel_maxima(model: ir.Model, feeds: Iterable[dict], names: list[str]) -> dict[str, np.ndarray]:
     """Per-channel (last axis) maximum of |x| for each named tensor over ``feeds``."""
-    session = make_session(model_bytes(model, names))
+    session = make_session(model, extra_outputs=names)
     maxima: dict[str, np.ndarray] = {}
     for batch in feeds:
         for name, value in zip(names, session.run(names, batch)):

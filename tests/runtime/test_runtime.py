@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from onnxslim import io
 from onnxslim.errors import ConfigError
 from onnxslim.runtime import ProviderUnavailable, make_session, parse_providers, run_batches, unavailable_reason
 from onnxslim.runtime.runner import _cpu_nodes
-from tests.helpers import MODELS
+from onnxslim.runtime.session import model_bytes, session_model
+from tests.helpers import MODELS, make_model
 
 DIGITS = MODELS / "digits_cnn.onnx"
 CUDA_MISSING = unavailable_reason("cuda")
@@ -48,3 +50,35 @@ def test_cpu_nodes_come_from_the_session_profile(tmp_path):
     session.run(None, {"input": np.zeros((1, 1, 8, 8), np.float32)})
     nodes = _cpu_nodes(session.end_profiling())
     assert any(n.startswith("Gemm ") for n in nodes) and any(n.startswith("MaxPool ") for n in nodes)
+
+
+WEIGHTED = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 64] x) => (float[N, 8, 16] y) {
+    h = MatMul (x, w)
+    c = Cast <to = 10> (h)
+    b16 = Add (c, bias16)
+    b = Cast <to = 1> (b16)
+    y = Reshape (b, shape)
+}
+"""
+
+
+def test_large_weights_reach_the_session_as_arrays_and_the_model_is_left_as_it_was():
+    r = np.random.default_rng(3)
+    arrays = {"w": r.standard_normal((64, 128)).astype(np.float32), "bias16": r.standard_normal(128).astype(np.float16),
+              "shape": np.array([-1, 8, 16], np.int64), "unused": np.ones(4096, np.float32)}
+    model = make_model(WEIGHTED, initializers=arrays)
+    before = model_bytes(model)
+    packed = session_model(model, ["h"])
+    assert set(packed.weights) == {"w"}  # float16 bias 256 B, int64 shape, the unused one: inline
+    assert len(packed.data) < len(before) - arrays["w"].nbytes + 1024
+    assert model_bytes(model) == before  # the caller's model is unchanged
+    x = r.standard_normal((3, 64)).astype(np.float32)
+    got = make_session(packed).run(["y", "h"], {"x": x})
+    want = ort.InferenceSession(model_bytes(model, ["h"]), providers=["CPUExecutionProvider"]).run(["y", "h"], {"x": x})
+    assert got[0].shape == (3, 8, 16)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    # the same through make_session(ir.Model, extra_outputs=...)
+    np.testing.assert_array_equal(make_session(model, extra_outputs=["h"]).run(["h"], {"x": x})[0], want[1])
