@@ -55,6 +55,8 @@ DATA = {"digits_cnn": "digits", "vit_tiny": "digits", "resnet_mini": "digits16",
 
 
 def model_path(name: str) -> Path:
+    if name == "minilm":  # made by models/make_minilm.py; quality rows in bench_quant_minilm.py
+        return MODELS / ".real" / "minilm.onnx"
     if name in OCR:
         return MODELS / ".real" / OCR[name][0]
     return MODELS / ".real" / "320n.onnx" if name == "yolov8n" else MODELS / f"{name}.onnx"
@@ -65,6 +67,9 @@ def calibration(name: str, samples: int) -> dict[str, np.ndarray]:
         return {"images": detection_images(samples, 1)}
     if name in OCR:
         return {"x": OCR[name][1](samples, 1)}
+    if name == "minilm":
+        data = np.load(MODELS / ".real" / "minilm_calib.npz")
+        return {k: data[k][:samples] for k in data.files}
     base = np.load(MODELS / f"{DATA[name]}_calib.npz")["input"]
     tiles = [base] + [np.clip(base + np.random.default_rng(i).normal(0, 0.05, base.shape), 0, 1).astype(np.float32)
                       for i in range(1, samples // len(base) + 1)]
@@ -86,6 +91,8 @@ def evaluation(name: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         return {"images": _yolo_eval()}, None
     if name in OCR:
         return {"x": _ocr_eval(name)}, None
+    if name == "minilm":
+        raise SystemExit("minilm: embedding quality is measured by benchmarks/bench_quant_minilm.py")
     data = np.load(MODELS / f"{DATA[name]}_eval.npz")
     return {"input": data["input"]}, data["labels"]
 

@@ -18,6 +18,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.passes.pruning._layers import Layer, as_layer
+from onnxslim.proto import graph_proto
 
 BLOCKED = 0
 UNARY = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus", "Softsign",
@@ -150,7 +151,7 @@ class ChannelGraph:
 
 def _inferred_shapes(model: ir.Model) -> dict[str, tuple]:
     """Static shapes by value name from onnx shape inference (the model itself is not annotated)."""
-    proto = ir.serde.serialize_model(model)
+    proto = graph_proto(model)
     try:
         proto = onnx.shape_inference.infer_shapes(proto)
     except Exception:  # inference is a help, not a requirement

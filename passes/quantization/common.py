@@ -8,6 +8,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import PassResult
+from onnxslim.proto import graph_proto
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def tensor_dtypes(model: ir.Model) -> dict[str, ir.DataType]:
     values = [*model.graph.inputs, *model.graph.initializers.values(), *(v for node in model.graph for v in node.outputs)]
     if all(v.dtype is not None for v in values if v.name):
         return {v.name: v.dtype for v in values if v.name}
-    proto = ir.serde.serialize_model(model)
+    proto = graph_proto(model)
     try:
         proto = onnx.shape_inference.infer_shapes(proto)
     except Exception:  # inference is best effort; unknown types are simply not quantized
