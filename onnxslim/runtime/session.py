@@ -80,11 +80,14 @@ def save_for_session(model: ir.Model, folder: Path, stem: str, extra_outputs: It
 
 def make_session(model: ir.Model | SessionModel | bytes | str, *, extra_outputs: Iterable[str] = (),
                  sizes: Mapping[str, str] | None = None, provider: str = "cpu", threads: int | None = None,
-                 profile_prefix: str | None = None, memory_pattern: bool = True) -> ort.InferenceSession:
+                 profile_prefix: str | None = None, memory_pattern: bool = True,
+                 optimize: bool = True) -> ort.InferenceSession:
     """A session on ``provider`` only; raises ProviderUnavailable rather than silently running on CPU.
 
     An onnx-ir ``model`` goes through ``session_model`` with ``extra_outputs`` and ``sizes`` (see
     ``model_bytes``); bytes and paths are used as they are.
+
+    ``optimize=False``: no graph optimizations (a load check, not a session to run).
 
     ``memory_pattern=False`` for a few runs with many outputs (calibration): ORT then skips planning
     a memory pattern on the first run, which made the second run as slow as the first."""
@@ -94,6 +97,8 @@ def make_session(model: ir.Model | SessionModel | bytes | str, *, extra_outputs:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.enable_mem_pattern = memory_pattern
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
