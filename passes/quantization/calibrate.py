@@ -102,13 +102,22 @@ class _PartRuns:
             return
         start = 0
         while start < size:
-            stop = min(size, start + (self.part or 1))
+            stop = start + self._next_length(size - start)
             values = _run(self.session, self.names, {k: v[start:stop] for k, v in feeds.items()})
             if self.part is None:  # the first run took one sample
                 self.part = max(1, PART_BYTES // max(1, sum(np.asarray(v).nbytes for v in values)))
             yield values, (stop - start) / size, False
             values = None
             start = stop
+
+    def _next_length(self, left: int) -> int:
+        """Samples in the next run: one until the part size is known, then ``left`` in as few runs
+        of at most ``part`` as possible, of near-equal length (8 in parts of 7: 4 + 4, not 7 + 1).
+        Warm, ORT takes the same time either way (32 samples: YOLOv8n 0.51 / 0.51 s, PP-OCRv4 rec
+        0.42 s for 7 + 1, 0.39 s for 4 + 4), and the largest set of live outputs is smaller."""
+        if self.part is None:
+            return 1
+        return -(-left // -(-left // self.part))
 
 
 def _run(session, names: list[str], feeds) -> list:
