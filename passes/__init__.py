@@ -1,6 +1,7 @@
 """The pass implementations, installed as ``onnxslim.passes``. Registration is this explicit tuple."""
 
 from onnxslim.passes.cleanup.eliminate_common_subexpressions import EliminateCommonSubexpressions
+from onnxslim.passes.cleanup.expand_inner_softmax import ExpandInnerSoftmax
 from onnxslim.passes.cleanup.fold_constants import FoldConstants
 from onnxslim.passes.cleanup.fold_shape_chains import FoldShapeChains
 from onnxslim.passes.cleanup.fuse_affine_conv import FuseAffineConv
@@ -34,6 +35,7 @@ ALL_PASSES = (
     FuseHardActivations,
     FuseMatMulAdd,
     EliminateCommonSubexpressions,
+    ExpandInnerSoftmax,
     RemoveUnused,
     InferShapes,
     PruneMagnitude,

@@ -63,7 +63,7 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
         if options.get(option):
             settings[key] = options[option]
     if mode == "auto":
-        return [_auto_step(options, settings)]
+        return [Step("expand-inner-softmax"), _auto_step(options, settings)]
     if mode == "dynamic":
         static_only = [k for k in ("calibration_method", "quantize_activations", "quantize_symmetric", "quantize_min_cosine",
                                    "quantize_max_accuracy_drop", "quantize_smoothing",
@@ -85,7 +85,9 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
         settings["smoothing_alpha"] = float(options["quantize_smoothing"])
     if options.get("quantize_bias_correction") is not None:
         settings["bias_correction"] = bool(options["quantize_bias_correction"])
-    return [Step("quantize-static", settings)]
+    # int8 targets ONNX Runtime's CPU kernels, whose Softmax is 3.5x slower on an inner axis: on
+    # YOLOv8n the quantized model ran 11.5 -> 8.6 ms with its DFL softmax expanded, same detections
+    return [Step("expand-inner-softmax"), Step("quantize-static", settings)]
 
 
 def _auto_step(options: Mapping[str, Any], settings: dict[str, Any]) -> Step:

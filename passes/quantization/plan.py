@@ -251,7 +251,8 @@ def feeds_only_silu(value: ir.Value) -> bool:
 def post_processing(graph: ir.Graph) -> set[ir.Node]:
     """Nodes with no feature layer (weighted Conv/MatMul/Gemm) after them, and not one themselves.
 
-    A Conv fed by a Softmax through shape-only ops (YOLO's DFL expectation) counts as decode math.
+    A Conv fed by a Softmax (or its expanded form) through shape-only ops (YOLO's DFL expectation)
+    counts as decode math.
     """
     nodes = list(graph)
     feature_below: dict[ir.Node, bool] = {}
@@ -294,4 +295,15 @@ def _is_feature(node: ir.Node) -> bool:
     source = node.inputs[0].producer()
     while source is not None and source.op_type in {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"}:
         source = source.inputs[0].producer()
-    return source is None or source.op_type != "Softmax"
+    return source is None or not _is_softmax(source)
+
+
+def _is_softmax(node: ir.Node) -> bool:
+    """A Softmax, or one written out as ``e / ReduceSum(e)`` with ``e = Exp(...)`` (expand-inner-softmax)."""
+    if node.op_type == "Softmax":
+        return True
+    if node.op_type != "Div" or len(node.inputs) != 2 or None in node.inputs:
+        return False
+    exps, total = (v.producer() for v in node.inputs)
+    return (exps is not None and exps.op_type == "Exp" and total is not None and total.op_type == "ReduceSum"
+            and total.inputs[0] is node.inputs[0])
