@@ -134,12 +134,15 @@ def _ours(job: dict, batches: list):
     from onnxslim import io
     from onnxslim.core.pass_base import PassContext
     from onnxslim.data import DataBatch
+    from onnxslim.passes.cleanup.expand_inner_softmax import ExpandInnerSoftmax
     from onnxslim.passes.quantization.quantize_auto import QuantizeAuto
     from onnxslim.passes.quantization.quantize_dynamic import QuantizeDynamic
     from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
 
     def work():
         model = io.load(job["src"])
+        if job["mode"] in ("static", "auto"):  # as `--quantize static|auto` runs it (quantization/flags.py)
+            model = ExpandInnerSoftmax()(model).model
         if job["mode"] == "dynamic":
             result = QuantizeDynamic()(model)
         elif job["mode"] == "auto":
