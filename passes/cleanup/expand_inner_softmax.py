@@ -11,9 +11,12 @@ also pays off on CUDA is not measured yet.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.passes._names import Names
 from onnxslim.passes.cleanup.infer_shapes import inferred_shapes
 
 _SINGLE_AXIS_OPSET = 13
@@ -35,7 +38,7 @@ class ExpandInnerSoftmax(Pass):
         opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
         if opset < _SINGLE_AXIS_OPSET:
             return PassResult(model, modified=False, stats={"expanded": 0})
-        expanded, fresh = [], _NameMaker(model.graph)
+        expanded, fresh = [], Names(model.graph).fresh
         with inferred_shapes(model):  # the rank of x decides which axis is the last
             for node in list(model.graph):
                 axis = _inner_axis(node)
@@ -59,22 +62,7 @@ def _inner_axis(node: ir.Node) -> int | None:
     return axis if 0 <= axis < rank - 1 else None
 
 
-class _NameMaker:
-    """Names not yet used by any node, value or initializer of the graph."""
-
-    def __init__(self, graph: ir.Graph):
-        self.taken = {*graph.initializers, *(v.name for v in graph.inputs)}
-        self.taken.update(name for node in graph for name in (node.name, *(v.name for v in node.outputs)) if name)
-
-    def __call__(self, base: str) -> str:
-        name, index = base, 1
-        while name in self.taken:
-            name, index = f"{base}_{index}", index + 1
-        self.taken.add(name)
-        return name
-
-
-def _expand(graph: ir.Graph, node: ir.Node, axis: int, opset: int, fresh: _NameMaker) -> None:
+def _expand(graph: ir.Graph, node: ir.Node, axis: int, opset: int, fresh: Callable[[str], str]) -> None:
     x, base = node.inputs[0], node.name or "softmax"
     axes_name = fresh(f"{base}_axes")
     axes = ir.Value(name=axes_name, shape=ir.Shape([1]), type=ir.TensorType(ir.DataType.INT64),

@@ -5,24 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxslim.passes._names import Names
 from onnxslim.passes.lowrank.sites import Group, Use
 
 _CONV_ATTRS = ("strides", "pads", "dilations", "auto_pad")
-
-
-class Names:
-    """Fresh value names that clash with nothing in the graph."""
-
-    def __init__(self, graph: ir.Graph):
-        self.taken = {v.name for v in graph.inputs} | set(graph.initializers)
-        self.taken |= {v.name for node in graph for v in node.outputs}
-
-    def fresh(self, base: str) -> str:
-        name, index = base, 1
-        while name in self.taken:
-            name, index = f"{base}_{index}", index + 1
-        self.taken.add(name)
-        return name
 
 
 def split_group(graph: ir.Graph, group: Group, u: np.ndarray, v: np.ndarray, names: Names) -> None:

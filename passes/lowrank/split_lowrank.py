@@ -11,11 +11,12 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassContext, PassResult
 from onnxslim.errors import ConfigError
+from onnxslim.passes._names import Names
 from onnxslim.passes.lowrank import data_split, downstream, factorize, metrics, plan, refit, search
 from onnxslim.passes.lowrank.allocate import Layer, max_rank
 from onnxslim.passes.lowrank.calibration import Probe, input_covariances
 from onnxslim.passes.lowrank.report import report_row
-from onnxslim.passes.lowrank.rewrite import Names, split_group
+from onnxslim.passes.lowrank.rewrite import split_group
 from onnxslim.passes.lowrank.sites import Group, find_groups
 
 logger = logging.getLogger(__name__)
