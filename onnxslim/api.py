@@ -120,6 +120,8 @@ def run(
     if options.get("validate", True):
         checks = _validation_options(options.get("validation"), validation, data=data, atol=atol, rtol=rtol)
         checks = dataclasses.replace(checks, input_shapes={**shapes, **checks.input_shapes}, lossy=bool(pipeline.lossy_passes))
+        if _pinned_batch(shapes) and checks.batch_size != _pinned_batch(shapes):  # the optimized model takes no other
+            checks = dataclasses.replace(checks, batch_size=_pinned_batch(shapes))
         if not checks.data and options.get("calibration_data"):
             # Random inputs say nothing about a calibrated model; calibration data at least has the real distribution.
             checks = dataclasses.replace(checks, data=str(options["calibration_data"]),
@@ -262,9 +264,16 @@ def _calibration_reader(model: ir.Model, options: Mapping[str, Any]) -> Reader |
     path = options.get("calibration_data")
     if path is None:
         return None
-    reader = open_reader(path, model, preprocess=options.get("calibration_preprocess"))
+    reader = open_reader(path, model, preprocess=options.get("calibration_preprocess"),
+                         batch_size=_pinned_batch(options.get("input_shapes")) or 32)
     samples = options.get("calibration_samples")
     return reader if samples is None else FirstSamples(reader, int(samples))
+
+
+def _pinned_batch(shapes: Mapping[str, Sequence[int]] | None) -> int | None:
+    """The batch size ``--input-shape`` fixes for every input (the model then takes no other), else None."""
+    firsts = {tuple(dims)[0] for dims in (shapes or {}).values() if len(tuple(dims))}
+    return next(iter(firsts)) if len(firsts) == 1 and next(iter(firsts)) > 0 else None
 
 
 def _auto_validate(original: ir.Model, model: ir.Model, options: ValidationOptions, *, strict: bool) -> ValidationReport:

@@ -33,6 +33,13 @@ def first_line(exc: BaseException) -> str:
     return lines[0].strip() if lines else type(exc).__name__
 
 
+def brief(exc: BaseException, limit: int = 240) -> str:
+    """The message's non-empty lines on one line, cut at ``limit`` characters: ONNX Runtime puts
+    the essential part of a shape error ("index: 0 Got: 8 Expected: 1") on its second line."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class ModelLoadError(OnnxSlimError):
     """The model file is missing, is not ONNX, or is truncated."""
 

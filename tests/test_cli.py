@@ -199,3 +199,12 @@ def test_scan_prune_without_matching_data_is_a_usage_error(tmp_path, capsys):
     np.savez(tmp_path / "wrong.npz", images=np.zeros((4, 1, 8, 8), np.float32))
     code = cli.main(["scan-prune", str(DIGITS), "--calibration-data", str(tmp_path / "wrong.npz")])
     assert code == 2 and "onnxslim: error:" in capsys.readouterr().err
+
+
+def test_brief_keeps_every_line_of_a_library_message_on_one_line():
+    from onnxslim.errors import brief
+
+    message = "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: x\n index: 0 Got: 8 Expected: 1\n\n"
+    assert brief(RuntimeError(message)) == ("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: x "
+                                            "index: 0 Got: 8 Expected: 1")
+    assert len(brief(RuntimeError("x" * 1000))) == 240 and brief(RuntimeError("")) == "RuntimeError"

@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.errors import DataError, first_line
+from onnxslim.errors import DataError, brief
 from onnxslim.runtime.session import join, make_session, session_model
 
 
@@ -59,7 +59,7 @@ def _run(session, batches: Iterable, outputs: list[str], names: list[str], captu
         try:
             values = session.run(wanted, inputs)
         except Exception as exc:  # ORT rejects inputs the readers' checks cannot see (dynamic dims, values)
-            raise DataError(f"onnxruntime cannot run the model on batch {index}: {first_line(exc)}") from None
+            raise DataError(f"onnxruntime cannot run the model on batch {index}: {brief(exc)}") from None
         for name, value in zip(wanted, values):
             collected[name].append(value)
         labels.append(batch_labels)

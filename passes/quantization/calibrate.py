@@ -14,7 +14,7 @@ from typing import Callable, Collection, Iterable, Iterator, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.errors import DataError, first_line
+from onnxslim.errors import DataError, brief
 from onnxslim.passes.quantization.derived import apply, derivable
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.statistics import TensorStats
@@ -124,7 +124,7 @@ def _run(session, names: list[str], feeds) -> list:
     try:
         return session.run(names, feeds)
     except Exception as exc:
-        raise DataError(f"calibration batch rejected by the model: {first_line(exc)}") from None
+        raise DataError(f"calibration batch rejected by the model: {brief(exc)}") from None
 
 
 def _batch_axis_is_dynamic(model: ir.Model) -> bool:

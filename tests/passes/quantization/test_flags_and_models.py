@@ -117,3 +117,14 @@ def test_calibration_cache_is_written_and_reused(tmp_path):
                      calibration_method="minmax", validate=False)
     assert cache.stat().st_mtime_ns == stamp  # nothing new to store: every range came from the cache
     assert first.pipeline.records[-1].status == second.pipeline.records[-1].status == "applied"
+
+
+def test_a_batch_pinned_by_input_shape_sets_the_calibration_and_validation_batch():
+    # --input-shape input:1,1,8,8 leaves a model that takes one sample at a time: calibration and
+    # validation (on the calibration data) must feed it that way, not in the readers' batches of 32
+    result = api.run(MODELS / "digits_cnn.onnx", quantize="static", calibration_data=str(MODELS / "digits_calib.npz"),
+                     calibration_samples=40, input_shapes={"input": [1, 1, 8, 8]})
+    assert [r.status for r in result.pipeline.records if r.name == "quantize-static"] == ["applied"]
+    # validation reads the whole calibration file, one sample per run
+    assert result.validation.passed and result.validation.samples == len(np.load(MODELS / "digits_calib.npz")["input"])
+    assert list(result.model.graph.inputs[0].shape) == [1, 1, 8, 8]
