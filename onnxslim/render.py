@@ -61,7 +61,10 @@ def print_result(console: Console, pipeline: PipelineReport | None, validation: 
         from onnxslim.validation.report import print_validation
 
         print_validation(console, validation)
-    console.print("[bold green]PASSED[/]" if passed else "[bold red]FAILED[/]")
+    if passed and validation is not None and validation.skipped:  # a bare PASSED would read as checked
+        console.print("[bold yellow]PASSED, NOT VALIDATED[/] (see the warning above)")
+    else:
+        console.print("[bold green]PASSED[/]" if passed else "[bold red]FAILED[/]")
 
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:

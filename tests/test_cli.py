@@ -208,3 +208,20 @@ def test_brief_keeps_every_line_of_a_library_message_on_one_line():
     assert brief(RuntimeError(message)) == ("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: x "
                                             "index: 0 Got: 8 Expected: 1")
     assert len(brief(RuntimeError("x" * 1000))) == 240 and brief(RuntimeError("")) == "RuntimeError"
+
+
+def test_a_run_whose_validation_was_skipped_does_not_print_a_bare_passed(tmp_path, capsys):
+    proto = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, S] x) => (float[N, S] y) {
+        a = Identity (x)
+        y = Relu (a)
+    }
+    """)
+    onnx.save(proto, tmp_path / "seq.onnx")
+    assert cli.main([str(tmp_path / "seq.onnx"), str(tmp_path / "out.onnx")]) == 0
+    out = capsys.readouterr().err
+    assert "PASSED, NOT VALIDATED" in out  # dim 1 is dynamic: no random inputs without --input-shape
+    assert cli.main([str(tmp_path / "seq.onnx"), str(tmp_path / "out2.onnx"), "--input-shape", "x:2,5"]) == 0
+    out = capsys.readouterr().err
+    assert "PASSED" in out and "NOT VALIDATED" not in out

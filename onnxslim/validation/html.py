@@ -14,7 +14,7 @@ from onnxslim.validation.svg import bar_chart, line_chart
 
 STYLE = """body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:980px}
 table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}.fail{color:#cc3311;font-weight:bold}.ok{color:#228833;font-weight:bold}
+td:first-child,th:first-child{text-align:left}.fail{color:#cc3311;font-weight:bold}.ok{color:#228833;font-weight:bold}.skip{color:#b8860b;font-weight:bold}
 svg text{font:12px system-ui,sans-serif}svg .title{font-weight:bold;font-size:13px}svg .axis{fill:#666}
 .note{color:#666}"""
 
@@ -31,6 +31,8 @@ def write_html(report: ValidationReport, path: str | os.PathLike) -> Path:
 
 def render_html(report: ValidationReport) -> str:
     verdict = '<span class="ok">PASSED</span>' if report.passed else '<span class="fail">FAILED</span>'
+    if report.passed and report.skipped:
+        verdict = f'<span class="skip">PASSED, NOT VALIDATED</span> ({escape(report.skipped)})'
     data = json.dumps(report.to_dict()).replace("</", "<\\/")
     body = [f"<h1>onnxslim validation: {verdict}</h1>",
             f'<p>{report.samples} samples from {escape(report.data)}; {report.seconds:.2f} s. {_tolerances(report)}</p>',

@@ -51,3 +51,10 @@ def _write(path, report):
     from onnxslim.validation.html import write_html
 
     return write_html(report, path)
+
+
+def test_a_skipped_validation_is_not_reported_as_a_bare_pass():
+    from onnxslim.validation.result import ValidationReport
+
+    page = render_html(ValidationReport(passed=True, outputs=[], samples=0, skipped="input 'x' dim 1 is dynamic"))
+    assert "PASSED, NOT VALIDATED" in page and "dim 1 is dynamic" in page
