@@ -41,6 +41,8 @@ class LatencyReport:
     """Optimized median / original median (below 1 is faster)."""
     slower: bool
     """Optimized is slower than the original beyond the noise band."""
+    batch: int = 0
+    """Samples per timed call (0: unknown)."""
 
 
 def default_threads() -> int:
@@ -56,7 +58,8 @@ def measure_latency(original: bytes | str, optimized: bytes | str, inputs: dict[
     base, opt, repeat = (s.median_ms for s in stats)
     noise = abs(repeat - base) / base if base else 0.0
     ratio = opt / base if base else 1.0
-    return LatencyReport(provider, threads, warmup, stats, noise, ratio, ratio > 1.0 + max(noise, MIN_MARGIN))
+    batch = next((int(np.shape(v)[0]) for v in inputs.values() if np.ndim(v)), 0)
+    return LatencyReport(provider, threads, warmup, stats, noise, ratio, ratio > 1.0 + max(noise, MIN_MARGIN), batch)
 
 
 def time_round_robin(variants: dict[str, bytes | str], inputs: dict[str, np.ndarray], *, provider: str = "cpu",

@@ -84,7 +84,8 @@ def _print_sizes_latency(console: Console, report: ValidationReport) -> None:
     lat = report.latency
     if lat is None:
         return
-    table = Table(title=f"Latency ({lat.provider}, {lat.threads} threads, ms)", title_justify="left")
+    batch = f", batch {lat.batch}" if lat.batch else ""
+    table = Table(title=f"Latency ({lat.provider}, {lat.threads} threads{batch}, ms)", title_justify="left")
     for column in ("model", "median", "p90", "runs"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for v in lat.variants:

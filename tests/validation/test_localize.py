@@ -79,3 +79,25 @@ def _run(passes, model):
     from onnxslim.core.manager import PassManager
 
     return PassManager(passes).run(model)
+
+
+def test_capture_and_latency_use_the_first_samples_of_a_dynamic_batch(monkeypatch):
+    import onnxslim.validation.harness as harness
+
+    fed = []
+    run = harness.run_batches
+
+    def recording(model, batches, **kwargs):
+        batches = list(batches)
+        if kwargs.get("capture"):
+            fed.extend(len(next(iter(b.values() if isinstance(b, dict) else b.inputs.values()))) for b in batches)
+        return run(model, batches, **kwargs)
+
+    monkeypatch.setattr(harness, "run_batches", recording)
+    broken = io.load(DIGITS)
+    broken.graph.initializers[next(iter(broken.graph.initializers))].const_value = ir.tensor(
+        np.asarray(next(iter(broken.graph.initializers.values())).const_value.numpy()) * 1.5)
+    report = validate_models(io.load(DIGITS), broken, ValidationOptions(data=str(DIGITS_DATA), latency_runs=3))
+    assert not report.passed and report.providers[0].localization is not None
+    assert fed == [harness.CAPTURE_SAMPLES] * 2  # both models, first 4 samples of the first batch of 32
+    assert report.latency.batch == 1 and report.to_dict()["latency"]["batch"] == 1
