@@ -28,9 +28,11 @@ _TYPES = {ir.DataType.FLOAT, ir.DataType.DOUBLE}
 
 
 class ExpandInnerSoftmax(Pass):
-    """Rewrite ``Softmax(x, axis=k)`` with ``k`` not the last axis as
-    ``e = Exp(x - ReduceMax(x, k)); e / ReduceSum(e, k)`` (keepdims), for float32/64 ``x`` of known
-    rank at opset 13 or later. The output keeps its name, type and shape."""
+    """Write a Softmax over an inner axis as ReduceMax, Sub, Exp, ReduceSum, Div (faster on ORT CPU).
+
+    ``Softmax(x, axis=k)`` with ``k`` not the last axis becomes ``e = Exp(x - ReduceMax(x, k));
+    e / ReduceSum(e, k)`` (keepdims), for float32/64 ``x`` of known rank at opset 13 or later.
+    The output keeps its name, type and shape."""
 
     name = "expand-inner-softmax"
 
