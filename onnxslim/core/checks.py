@@ -10,7 +10,7 @@ import onnx_ir as ir
 
 from onnxslim.errors import OnnxSlimError, first_line
 from onnxslim.io import PROTOBUF_LIMIT, model_nbytes
-from onnxslim.proto import PLACEHOLDER_LOCATION, weights_detached
+from onnxslim.proto import PLACEHOLDER_LOCATION
 from onnxslim.runtime.session import SessionModel, make_session, session_model
 
 
@@ -72,15 +72,14 @@ def check_model(model: ir.Model, *, runtime: bool = True) -> None:
             if runtime:
                 _check_runtime(str(path))
         return
+    packed = session_model(model)  # one serialization serves both checks
     with tempfile.TemporaryDirectory(prefix="onnxslim-check-") as folder:
-        with weights_detached(model):
-            proto = ir.serde.serialize_model(model)
         (Path(folder) / PLACEHOLDER_LOCATION).touch()
         path = Path(folder) / "model.onnx"
-        onnx.save(proto, path)
+        path.write_bytes(packed.data)
         _check_onnx(str(path))
     if runtime:
-        _check_runtime(session_model(model))
+        _check_runtime(packed)
 
 
 def _check_onnx(path: str) -> None:
