@@ -69,3 +69,9 @@ def resolve_shape(value: ir.Value, shapes: Mapping[str, tuple[int, ...]], *, def
                 f"input {value.name!r} dim {axis} ({label}) is dynamic; give --input-shape {value.name}:D1,D2,..."
             )
     return tuple(dims)
+
+
+def batch_axis_is_dynamic(model: ir.Model) -> bool:
+    """Whether every input's first axis is the same symbolic dimension: a batch can then be cut along it."""
+    firsts = [v.shape[0] if v.shape is not None and len(v.shape) else 0 for v in model.graph.inputs]
+    return bool(firsts) and all(isinstance(d, ir.SymbolicDim) for d in firsts) and len({d.value for d in firsts}) == 1

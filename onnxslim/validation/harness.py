@@ -17,6 +17,7 @@ import onnx_ir as ir
 
 from onnxslim.data import RandomReader, open_reader
 from onnxslim.data.readers import Reader
+from onnxslim.input_shapes import batch_axis_is_dynamic
 from onnxslim.runtime import ProviderUnavailable, RunResult, parse_providers, run_batches, unavailable_reason
 from onnxslim.runtime.session import save_for_session
 from onnxslim.validation.compare import OutputComparison, Tolerances, accuracy, compare_arrays
@@ -151,8 +152,7 @@ on a few (32 PP-OCR pages of 320x320 captured 1.3 GB and took 30 s to compare)."
 
 def _head(inputs: dict[str, np.ndarray], model: ir.Model, count: int) -> dict[str, np.ndarray]:
     """The first ``count`` samples of a batch when every input's batch axis is dynamic, else the batch."""
-    firsts = [v.shape[0] if v.shape is not None and len(v.shape) else None for v in model.graph.inputs]
-    if not firsts or not all(isinstance(d, ir.SymbolicDim) for d in firsts):
+    if not batch_axis_is_dynamic(model):
         return inputs
     return {name: np.asarray(array)[:count] for name, array in inputs.items()}
 

@@ -15,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import DataError, brief
+from onnxslim.input_shapes import batch_axis_is_dynamic
 from onnxslim.passes.quantization.derived import apply, derivable
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.statistics import TensorStats
@@ -52,7 +53,7 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
     fetched = [t for t in dict.fromkeys(tensors) if not _is_input(model, t)] + list(sizes)
     inputs = [t for t in dict.fromkeys(tensors) if _is_input(model, t)]
     stats = {t: TensorStats() for t in (*dict.fromkeys(tensors), *counted)}
-    parts, samples = _PartRuns(session, fetched, _batch_axis_is_dynamic(model)), 0
+    parts, samples = _PartRuns(session, fetched, batch_axis_is_dynamic(model)), 0
 
     def reduce(values: list, share: float) -> None:
         for name, value in zip(fetched, values):
@@ -125,12 +126,6 @@ def _run(session, names: list[str], feeds) -> list:
         return session.run(names, feeds)
     except Exception as exc:
         raise DataError(f"calibration batch rejected by the model: {brief(exc)}") from None
-
-
-def _batch_axis_is_dynamic(model: ir.Model) -> bool:
-    """Whether every input's first axis is the same symbolic dimension: a batch can then run in parts."""
-    firsts = [v.shape[0] if v.shape is not None and len(v.shape) else 0 for v in model.graph.inputs]
-    return bool(firsts) and all(isinstance(d, ir.SymbolicDim) for d in firsts) and len({d.value for d in firsts}) == 1
 
 
 def _batch_size(feeds) -> int | None:
