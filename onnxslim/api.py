@@ -12,11 +12,12 @@ import onnx_ir as ir
 
 from onnxslim import io
 from onnxslim.core.flags import family_steps, option_names
-from onnxslim.core.manager import PassManager, PipelineReport, ProgressCallback
+from onnxslim.core.checks import ModelCheckError, check_model, io_contract
+from onnxslim.core.manager import ROLLED_BACK, PassManager, PipelineReport, ProgressCallback
 from onnxslim.core.pass_base import Pass, PassContext
 from onnxslim.core.recipe import Step, build_passes, load_recipe, plan_steps
 from onnxslim.data import FirstSamples, Reader, open_reader
-from onnxslim.errors import ConfigError, OnnxSlimError, ValidationFailed
+from onnxslim.errors import ConfigError, DataError, OnnxSlimError, OutputPathError, ValidationFailed
 from onnxslim.input_shapes import fix_input_shapes
 from onnxslim.summary import summarize
 from onnxslim.validation import ValidationOptions, ValidationReport, validate_models
@@ -102,6 +103,8 @@ def run(
              "calibration_preprocess": calibration_preprocess, **family_options}
     options = _merge_options(loaded.options if loaded else {}, given, where=str(recipe) if recipe else None)
     strict = bool(options.get("strict", False))
+    checks = _validation_options(options.get("validation"), validation, data=data, atol=atol, rtol=rtol)
+    _check_requests(options, checks)
     if dst is not None:
         io.check_output_path(Path(dst), src=Path(src) if isinstance(src, (str, Path)) else None, overwrite_input=overwrite_input)
     original = io.load(src)
@@ -109,6 +112,7 @@ def run(
     shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
     if shapes:
         fix_input_shapes(model, shapes)
+        _check_pinned_shapes(model, shapes, src)
     context = PassContext(calibration=_calibration_reader(original, options), original=original,
                           calibration_cache=_load_cache(options.get("calibration_cache")),
                           progress=getattr(progress, "detail", None))
@@ -117,8 +121,8 @@ def run(
     model, pipeline = manager.run(model)
     _save_cache(context.calibration_cache, options.get("calibration_cache"))
     result = OptimizeResult(model, pipeline, None)
+    result.warnings += [f"pass {r.name} rolled back: {r.reason}" for r in pipeline.records if r.status == ROLLED_BACK]
     if options.get("validate", True):
-        checks = _validation_options(options.get("validation"), validation, data=data, atol=atol, rtol=rtol)
         checks = dataclasses.replace(checks, input_shapes={**shapes, **checks.input_shapes}, lossy=bool(pipeline.lossy_passes))
         if _pinned_batch(shapes) and checks.batch_size != _pinned_batch(shapes):  # the optimized model takes no other
             checks = dataclasses.replace(checks, batch_size=_pinned_batch(shapes))
@@ -141,6 +145,28 @@ def run(
     if dst is not None and not (strict and (not result.passed or result.slower_than_original)):
         result.output = io.save(model, dst, external_data=external_data)
     return result
+
+
+def _check_requests(options: Mapping[str, Any], checks: ValidationOptions) -> None:
+    """Settings that cannot take effect are errors before any work (and before anything is written)."""
+    if checks.html and not options.get("validate", True):
+        raise ConfigError("an HTML report needs validation: drop --no-validate (validate: false), or --html")
+    if checks.html and not Path(checks.html).parent.exists():
+        raise OutputPathError("HTML report folder does not exist", path=checks.html)
+    if options.get("calibration_samples") is not None and options.get("calibration_data") is None:
+        raise ConfigError("--calibration-samples needs --calibration-data (calibration_data)")
+
+
+def _check_pinned_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]], src: io.ModelSource) -> None:
+    """A pinned shape the graph cannot compute (YOLOv8 at a height not a multiple of 32: its
+    upsampled and skip branches no longer concatenate) fails ONNX Runtime's load: say so now,
+    rather than roll back every pass and write a model that does not load."""
+    try:
+        check_model(model)
+    except ModelCheckError as exc:
+        given = " ".join(f"{name}:{','.join(map(str, dims))}" for name, dims in shapes.items())
+        raise ConfigError(f"--input-shape {given}: the model cannot run at this shape ({exc.message})",
+                          path=src if isinstance(src, (str, Path)) else None) from None
 
 
 def _pipeline(options: Mapping[str, Any], recipe: Any, passes: Sequence[PassSpec], context: PassContext) -> list[Pass]:
@@ -200,9 +226,30 @@ def validate(original: io.ModelSource, optimized: io.ModelSource, *, options: Va
     with ``html`` set, the HTML report is written there.
     """
     checks = _validation_options(None, options, **settings)
-    report = validate_models(io.load(original), io.load(optimized), checks)
+    models = io.load(original), io.load(optimized)
+    _check_same_interface(*models, where=optimized if isinstance(optimized, (str, Path)) else None)
+    report = validate_models(*models, checks)
     _write_html(report, checks)
     return report
+
+
+def _check_same_interface(original: ir.Model, optimized: ir.Model, *, where: Any = None) -> None:
+    """Input/output names, dtypes, ranks and fixed dims must agree (a dynamic dim may be pinned):
+    else the models are not two versions of one model, and the second would refuse the first's inputs."""
+    def agree(a: tuple, b: tuple) -> bool:
+        if a[:3] != b[:3] or (a[3] is None) != (b[3] is None):
+            return False
+        return a[3] is None or (len(a[3]) == len(b[3]) and all(
+            not (isinstance(x, int) and isinstance(y, int)) or x == y for x, y in zip(a[3], b[3])))
+
+    def show(row: tuple) -> str:
+        return f"{row[0]} {row[1]!r} {row[2]} {list(row[3]) if row[3] is not None else '?'}"
+
+    before, after = io_contract(original), io_contract(optimized)
+    if len(before) != len(after) or not all(agree(a, b) for a, b in zip(before, after)):
+        differ = next((f"{show(a)} vs {show(b)}" for a, b in zip(before, after) if not agree(a, b)),
+                      f"{len(before)} vs {len(after)} inputs and outputs")
+        raise DataError(f"not the same inputs and outputs as the original: {differ}", path=where)
 
 
 def _write_html(report: ValidationReport, options: ValidationOptions) -> None:

@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from onnxslim import api, io, render
 from onnxslim.core.flags import add_family_arguments, family_values
-from onnxslim.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, OnnxSlimError, first_line
+from onnxslim.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, OnnxSlimError, OutputPathError, first_line
 from onnxslim.input_shapes import parse_input_shapes
 from onnxslim.validation import cli as validation_cli
 
@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _optimize(args: argparse.Namespace, err: Console) -> int:
+    _check_report_folder(args.report)
     progress = None if args.quiet or args.json else _Progress(err)
     try:
         result = api.run(
@@ -124,7 +125,7 @@ def _optimize(args: argparse.Namespace, err: Console) -> int:
     payload = result.to_dict()
     _write_report(args.report, payload)
     if args.json:
-        print(json.dumps(payload, indent=2))
+        _print_json(payload)
     elif not args.quiet:
         render.print_result(err, result.pipeline, result.validation, result.passed)
         if result.first_divergent_pass:
@@ -142,11 +143,12 @@ def _optimize(args: argparse.Namespace, err: Console) -> int:
 
 
 def _validate(args: argparse.Namespace, err: Console) -> int:
+    _check_report_folder(args.report)
     report = api.validate(args.original, args.optimized, options=validation_cli.options_from_args(args))
     payload = report.to_dict()  # schema onnxslim.validate/1, docs/validation.md
     _write_report(args.report, payload)
     if args.json:
-        print(json.dumps(payload, indent=2))
+        _print_json(payload)
     elif not args.quiet:
         render.print_result(err, None, report, report.passed)
     return EXIT_OK if report.passed else EXIT_CHECK_FAILED
@@ -155,7 +157,7 @@ def _validate(args: argparse.Namespace, err: Console) -> int:
 def _inspect(args: argparse.Namespace, err: Console) -> int:
     summary = api.inspect(args.model, top=args.top)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        _print_json(summary)
     elif not args.quiet:
         render.print_summary(_console(), summary)
     return EXIT_OK
@@ -172,7 +174,7 @@ def _passes(args: argparse.Namespace, err: Console) -> int:
         for name, cls in all_passes().items()
     ]
     if args.json:
-        print(json.dumps(rows, indent=2, default=str))
+        _print_json(rows)
     elif not args.quiet:
         render.print_passes(_console(), rows)
     return EXIT_OK
@@ -213,7 +215,7 @@ def _scan_prune(args: argparse.Namespace, err: Console) -> int:
     if args.html:
         _write_text(args.html, scan_html(payload, title=f"Pruning sensitivity: {Path(args.input).name}"))
     if args.json:
-        print(json.dumps(payload, indent=2, default=str))
+        _print_json(payload)
     elif not args.quiet:
         _console().print(scan_table(payload))
         if args.html:
@@ -222,6 +224,21 @@ def _scan_prune(args: argparse.Namespace, err: Console) -> int:
 
 
 _COMMANDS = {"optimize": _optimize, "validate": _validate, "inspect": _inspect, "passes": _passes, "scan-prune": _scan_prune}
+
+
+def _check_report_folder(path: str | None) -> None:
+    """Before any work: a report that cannot be written must not leave a model behind."""
+    if path and not Path(path).parent.exists():
+        raise OutputPathError("report folder does not exist", path=path)
+
+
+def _print_json(payload: Any) -> None:
+    """JSON on stdout; a reader that stops early (``| head``) is not an error: the exit code still
+    says whether the model passed."""
+    try:
+        print(json.dumps(payload, indent=2, default=str), flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
 
 
 def _write_report(path: str | None, payload: dict[str, Any]) -> None:

@@ -98,7 +98,8 @@ class PassManager:
             record, candidate = self._run_one(slim_pass, model, current_stats, contract)
             records.append(record)
             if record.status == ROLLED_BACK:
-                logger.warning("pass %s rolled back: %s", slim_pass.name, record.reason)
+                # info, not warning: api.run's result carries it as a warning (the CLI prints those)
+                logger.info("pass %s rolled back: %s", slim_pass.name, record.reason)
                 if self.strict:
                     raise PipelineFailed(f"rolled back: {record.reason}", where=f"pass {slim_pass.name}")
                 continue

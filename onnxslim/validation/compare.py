@@ -7,9 +7,14 @@ check         lossless pipeline (cleanup)  a lossy pass ran (quantize, prune, lo
 ============  ===========================  =========================================
 atol, rtol    1e-4, 1e-4 (per element)     not checked (inf): judged by the rows below
 min cosine    0.9999                       0.99
-min SNR       40 dB                        20 dB
+min SNR       40 dB                        17 dB
 min top-1     0.99                         0.90  (classifier-like outputs only)
 ============  ===========================  =========================================
+
+The lossy SNR floor is the cosine floor's equivalent: an error uncorrelated with the output gives
+``SNR = -10 log10(2 (1 - cosine))``, 17.0 dB at cosine 0.99. At 20 dB (cosine 0.995) the SNR floor
+alone failed all-MiniLM-L6-v2 quantized statically (cosine 0.9925, 18.2 dB), the very result the
+quantization targets call good.
 
 A non-finite value (NaN, Inf) where the reference is finite, or the reverse, always fails.
 """
@@ -32,7 +37,7 @@ class Tolerances:
 
 
 LOSSLESS = Tolerances(atol=1e-4, rtol=1e-4, min_cosine=0.9999, min_snr=40.0, min_top1=0.99)
-LOSSY = Tolerances(atol=math.inf, rtol=math.inf, min_cosine=0.99, min_snr=20.0, min_top1=0.90)
+LOSSY = Tolerances(atol=math.inf, rtol=math.inf, min_cosine=0.99, min_snr=17.0, min_top1=0.90)
 
 
 @dataclasses.dataclass
@@ -55,8 +60,14 @@ class OutputComparison:
 
 
 def is_classifier(array: np.ndarray) -> bool:
-    """2-D [N, C] float with C > 1: scores or logits per class."""
-    return array.ndim == 2 and array.shape[1] > 1 and np.issubdtype(array.dtype, np.floating)
+    """2-D [N, C] float with C > 1: scores or logits per class; not L2-normalized signed rows,
+    which are embeddings (a sentence embedding's argmax is no class, yet all-MiniLM-L6-v2's
+    ``[N, 384]`` output was held to top-1 agreement). Softmax rows of a confident classifier
+    have unit norm too, but no negative value."""
+    if not (array.ndim == 2 and array.shape[1] > 1 and np.issubdtype(array.dtype, np.floating)) or not len(array):
+        return False
+    finite = np.nan_to_num(array.astype(np.float64, copy=False))
+    return not (np.allclose(np.linalg.norm(finite, axis=1), 1.0, atol=1e-3) and bool((finite < 0).any()))
 
 
 def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerances, *, classify: bool = True) -> OutputComparison:

@@ -17,6 +17,7 @@ import onnx_ir as ir
 
 from onnxslim.data import RandomReader, open_reader
 from onnxslim.data.readers import Reader
+from onnxslim.errors import DataError
 from onnxslim.input_shapes import batch_axis_is_dynamic
 from onnxslim.runtime import ProviderUnavailable, RunResult, parse_providers, run_batches, unavailable_reason
 from onnxslim.runtime.session import save_for_session
@@ -40,6 +41,27 @@ class _Prepared:
     """Models saved for the sessions, with the captured tensors as extra outputs when capture is 'always'."""
     sizes: dict[str, int]
     folder: Path
+    scores: frozenset[str] = frozenset()
+    """Outputs that may be class scores (``score_outputs``): only those are held to top-1 agreement."""
+
+
+SCORING_OPS = frozenset({"Gemm", "MatMul", "Add", "Softmax", "LogSoftmax", "Sigmoid", "Conv"})
+"""What computes class scores: a linear layer (Add: its bias), a softmax or sigmoid over it; a
+1x1 Conv head (SqueezeNet). Not pooling or normalization: all-MiniLM-L6-v2's mean-pooled sentence
+embedding ([N, 384], from ReduceSum / Div) was held to top-1 agreement of its largest coordinate."""
+PASS_THROUGH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Transpose"})
+
+
+def score_outputs(model: ir.Model) -> frozenset[str]:
+    """Names of the graph outputs computed by a scoring op, looking through reshapes and casts."""
+    found = set()
+    for value in model.graph.outputs:
+        node = value.producer()
+        while node is not None and node.op_type in PASS_THROUGH and node.inputs and node.inputs[0] is not None:
+            node = node.inputs[0].producer()
+        if node is not None and node.op_type in SCORING_OPS:
+            found.add(value.name)
+    return frozenset(found)
 
 
 def validate_models(original: ir.Model, optimized: ir.Model, options: ValidationOptions) -> ValidationReport:
@@ -62,6 +84,8 @@ def _validate(prep: _Prepared, options: ValidationOptions) -> ValidationReport:
             results[provider] = outcome.results
             _attach_cross(outcome, results.get("cpu"), prep.tol)
     ran = [p for p in report.providers if p.status == "ran"]
+    if ran and ran[0].samples == 0:  # nothing compared must not read as agreement
+        raise DataError(f"validation data has no samples ({prep.reader.describe()})")
     report.outputs = ran[0].outputs if ran else []
     report.samples = ran[0].samples if ran else 0
     report.skipped = None if ran else "no requested provider could run: " + "; ".join(p.reason or "" for p in report.providers)
@@ -80,7 +104,7 @@ def _prepare(original: ir.Model, optimized: ir.Model, options: ValidationOptions
     paths, sizes = {}, {}
     for label, model in (("original", original), ("optimized", optimized)):
         paths[label], sizes[label] = save_for_session(model, folder, label, names)
-    return _Prepared(original, optimized, reader, options.thresholds(), names, paths, sizes, folder)
+    return _Prepared(original, optimized, reader, options.thresholds(), names, paths, sizes, folder, score_outputs(original))
 
 
 def _reader(model: ir.Model, options: ValidationOptions) -> Reader:
@@ -99,13 +123,17 @@ def _run_provider(prep: _Prepared, provider: str, options: ValidationOptions) ->
     reason = unavailable_reason(provider)
     if reason:
         return _ProviderOutcome(ProviderRun(provider, "skipped", reason=reason))
-    try:
-        results = {label: run_batches(prep.paths[label], prep.reader, provider=provider, capture=prep.capture)
-                   for label in ("original", "optimized")}
-    except ProviderUnavailable as exc:
-        return _ProviderOutcome(ProviderRun(provider, "skipped", reason=exc.message))
+    results = {}
+    for label in ("original", "optimized"):
+        try:
+            results[label] = run_batches(prep.paths[label], prep.reader, provider=provider, capture=prep.capture)
+        except ProviderUnavailable as exc:
+            return _ProviderOutcome(ProviderRun(provider, "skipped", reason=exc.message))
+        except DataError as exc:  # say which of the two models refused the data
+            raise DataError(exc.message, path=exc.path, where=f"{label} model") from None
     ref, got = results["original"], results["optimized"]
-    outputs = [compare_arrays(name, ref.outputs[name], got.outputs[name], prep.tol) for name in ref.outputs]
+    outputs = [compare_arrays(name, ref.outputs[name], got.outputs[name], prep.tol, classify=name in prep.scores)
+               for name in ref.outputs]
     record = ProviderRun(provider, "ran", outputs=outputs, samples=ref.samples, cpu_nodes=got.cpu_nodes,
                          seconds=ref.seconds + got.seconds)
     if prep.capture:  # captured in the main run: the error along the graph comes for free

@@ -45,8 +45,11 @@ class ValidationOptions:
     def __post_init__(self) -> None:
         if self.capture not in CAPTURE_MODES:
             raise ConfigError(f"capture must be one of {', '.join(CAPTURE_MODES)}, got {self.capture!r}")
-        if self.batch_size < 1 or self.random_samples < 0 or self.latency_runs < 0:
-            raise ConfigError("batch_size must be >= 1; random_samples and latency_runs >= 0")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name in ("random_samples", "latency_runs", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def tolerances(self) -> tuple[float, float]:
         base = self.thresholds()

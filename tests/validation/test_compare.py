@@ -74,3 +74,23 @@ def test_lossy_tolerances_skip_the_elementwise_check_without_numpy_warnings():
         warnings.simplefilter("error")  # inf * 0 used to raise "invalid value encountered in multiply"
         result = compare_arrays("y", ref, ref + np.float32(0.001), LOSSY)
     assert result.passed and not result.failures
+
+
+def test_normalized_embeddings_are_not_held_to_top1():
+    embedding = RNG.standard_normal((32, 384))
+    embedding = (embedding / np.linalg.norm(embedding, axis=1, keepdims=True)).astype(np.float32)
+    noisy = embedding + np.float32(0.005) * RNG.standard_normal(embedding.shape).astype(np.float32)
+    c = compare_arrays("sentence_embedding", embedding, noisy, LOSSY)
+    assert c.top1 is None and c.passed, c.failures  # cosine ~0.995: a good int8 embedding
+    probabilities = np.zeros((32, 10), np.float32)
+    probabilities[:, 3] = 1.0  # a confident softmax has unit-norm rows too, but no negative value
+    assert compare_arrays("probs", probabilities, probabilities, LOSSY).top1 == 1.0
+
+
+def test_lossy_snr_floor_matches_the_cosine_floor():
+    """An uncorrelated error at cosine just above 0.99 passes both floors; just below fails both."""
+    ref = RNG.standard_normal(200_000)
+    for scale, passes in ((0.135, True), (0.150, False)):
+        got = ref + scale * RNG.standard_normal(ref.shape)
+        c = compare_arrays("y", ref.astype(np.float32)[:, None], got.astype(np.float32)[:, None], LOSSY)
+        assert (c.cosine >= 0.99) is passes and (c.snr_db >= LOSSY.min_snr) is passes, (c.cosine, c.snr_db)

@@ -1,0 +1,92 @@
+"""Requests that cannot be honoured fail up front (exit 2, nothing written); results say what happened."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from onnxslim import api, cli
+from tests.core.test_manager import Crash
+from tests.helpers import MODELS
+
+DIGITS = MODELS / "digits_cnn.onnx"
+
+
+def _run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    return code, capsys.readouterr()
+
+
+@pytest.fixture
+def zero_samples(tmp_path):
+    path = tmp_path / "zero.npz"
+    np.savez(path, input=np.zeros((0, 1, 8, 8), np.float32))
+    return path
+
+
+def test_validation_data_without_samples_is_an_error(tmp_path, capsys, zero_samples):
+    out = tmp_path / "out.onnx"
+    code, io = _run(capsys, DIGITS, out, "--data", zero_samples)
+    assert code == 2 and "no samples" in io.err and not out.exists()
+    code, io = _run(capsys, "validate", DIGITS, DIGITS, "--data", zero_samples, "--latency", "3")
+    assert code == 2 and "no samples" in io.err and "internal error" not in io.err
+
+
+def test_negative_seed_is_a_usage_error(tmp_path, capsys):
+    code, io = _run(capsys, DIGITS, tmp_path / "out.onnx", "--seed", "-1")
+    assert code == 2 and "seed must be >= 0" in io.err
+
+
+@pytest.mark.parametrize("flags", [("--report", "missing/r.json"), ("--html", "missing/r.html"),
+                                   ("--html", "r.html", "--no-validate"), ("--calibration-samples", "5")])
+def test_unwritable_or_ineffective_requests_fail_before_writing(tmp_path, capsys, flags):
+    flags = [str(tmp_path / f) if f.endswith((".json", ".html")) else f for f in flags]
+    out = tmp_path / "out.onnx"
+    code, io = _run(capsys, DIGITS, out, *flags)
+    assert code == 2 and io.err.count("\n") == 1 and not out.exists(), io.err
+
+
+def _concat_model(path):
+    """x [1, 2, H] concatenated with a [1, 2, 3] constant on axis 1, then added to a [1, 4, 3] bias:
+    it runs only at H == 3."""
+    graph = helper.make_graph(
+        [helper.make_node("Concat", ["x", "c"], ["xc"], axis=1), helper.make_node("Add", ["xc", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, "h"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3])],
+        [helper.make_tensor("c", TensorProto.FLOAT, [1, 2, 3], np.ones(6, np.float32)),
+         helper.make_tensor("b", TensorProto.FLOAT, [1, 4, 3], np.ones(12, np.float32))])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)
+    return path
+
+
+def test_a_pinned_shape_the_graph_cannot_compute_is_an_error(tmp_path, capsys):
+    model, out = _concat_model(tmp_path / "m.onnx"), tmp_path / "out.onnx"
+    code, io = _run(capsys, model, out, "--input-shape", "x:1,2,4")
+    assert code == 2 and "cannot run at this shape" in io.err and "x:1,2,4" in io.err and not out.exists()
+    code, io = _run(capsys, model, out, "--input-shape", "x:1,2,3")
+    assert code == 0 and out.exists(), io.err
+
+
+def test_validate_refuses_models_with_other_inputs(tmp_path, capsys):
+    other = tmp_path / "other.onnx"
+    proto = onnx.load(str(DIGITS))
+    proto.graph.input[0].type.tensor_type.shape.dim[2].dim_value += 1
+    onnx.save(proto, str(other))
+    code, io = _run(capsys, "validate", DIGITS, other)
+    assert code == 2 and "not the same inputs and outputs" in io.err and str(other) in io.err
+
+
+def test_rolled_back_passes_are_warnings_in_the_result(tmp_path):
+    result = api.run(DIGITS, tmp_path / "out.onnx", passes=[Crash()], validate=False)
+    assert result.warnings == ["pass crash rolled back: RuntimeError: boom"]
+    assert result.to_dict()["warnings"] == result.warnings
+
+
+def test_json_into_a_closed_pipe_keeps_the_exit_code():
+    command = f"{sys.executable} -m onnxslim validate {DIGITS} {DIGITS} --json | head -c 10"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "BrokenPipe" not in done.stderr and "internal error" not in done.stderr, done.stderr
