@@ -12,6 +12,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.errors import ExternalDataError, first_line, ModelLoadError, OutputPathError
+from onnxslim.proto import external_data_loaded, load_external_attributes, PLACEHOLDER_LOCATION
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def _load_path(path: Path) -> ir.Model:
         raise ModelLoadError(f"model is malformed: {first_line(exc)}", path=path) from None
     model = ir.serde.deserialize_model(proto)
     ir.external_data.set_base_dir(model.graph, str(path.parent))
+    load_external_attributes(model)
     return model
 
 
@@ -66,6 +68,12 @@ def _skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
         getattr(graph, field).extend(getattr(source, field))
     for tensor in source.initializer:
         graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=[0])
+    for tensor in _iter_tensor_protos(graph):  # Constant values and subgraph initializers stored externally
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            tensor.ClearField("external_data")
+            tensor.ClearField("data_location")
+            tensor.ClearField("dims")
+            tensor.dims.append(0)
     return skeleton
 
 
@@ -109,12 +117,13 @@ def model_nbytes(model: ir.Model) -> int:
 
 
 def referenced_files(model: ir.Model) -> set[Path]:
-    """Files that the model's external tensors read from."""
+    """Files that the model's external initializers (main graph and subgraphs) read from."""
     files = set()
-    for value in model.graph.initializers.values():
-        tensor = value.const_value
-        if isinstance(tensor, ir.ExternalTensor):
-            files.add(Path(tensor.path).resolve())
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if isinstance(tensor, ir.ExternalTensor) and tensor.location != PLACEHOLDER_LOCATION:
+                files.add(Path(tensor.path).resolve())
     return files
 
 
@@ -129,10 +138,13 @@ def check_output_path(dst: Path, *, src: Path | None, overwrite_input: bool = Fa
 
 
 def save(model: ir.Model, dst: str | os.PathLike, *, external_data: bool | None = None) -> Path:
-    """Writes atomically: a temporary file in the destination folder, then a rename.
+    """Writes a self-contained model atomically: a temporary file in the destination folder, then
+    a rename (onnx-ir writes the data file the same way, before the model file is renamed).
 
     External data (``<name>.data`` beside the model) is used when asked, or automatically
-    when the weights exceed what one protobuf can hold.
+    when the weights exceed what one protobuf can hold. Weights the model still reads lazily from
+    its source's data file are copied, inline or into the output's own data file: the output never
+    refers to another model's files.
     """
     dst = Path(dst)
     if external_data is None:
@@ -144,9 +156,13 @@ def save(model: ir.Model, dst: str | os.PathLike, *, external_data: bool | None 
     os.close(fd)
     try:
         if external_data:
-            ir.save(model, tmp, external_data=data_name)
+            # ir.save re-writes every initializer (external ones included) into data_name, or inline
+            # when small; tensor attributes (Constant nodes) it leaves as they are, so those are loaded.
+            with external_data_loaded(model, initializers=False):
+                ir.save(model, tmp, external_data=data_name)
         else:
-            Path(tmp).write_bytes(_compact_proto(model).SerializeToString())
+            with external_data_loaded(model):
+                Path(tmp).write_bytes(_compact_proto(model).SerializeToString())
         os.chmod(tmp, _file_mode(dst))  # mkstemp creates 0600; a model file is as readable as any other
         os.replace(tmp, dst)
     except BaseException:

@@ -5,11 +5,16 @@ ONNX Runtime sessions and onnx shape inference need the graph, not the weight by
 again took longer than the model's forward passes. Within ``weights_detached`` the large
 initializers are external-data placeholders (name, type and shape kept), so a serialized copy
 carries none of their bytes.
+
+``external_data_loaded`` is the opposite, for tensors read lazily from a model's external data
+file: within it they are in memory, so a serialized copy is self-contained (saving inline, handing
+a ModelProto to onnxruntime's converters, which resolve locations against the working folder).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable, Iterator
 
 import onnx_ir as ir
@@ -25,8 +30,10 @@ PLACEHOLDER_LOCATION = "__onnxslim_detached__"
 def weights_detached(model: ir.Model, select: Callable[[ir.Value], bool] | None = None
                      ) -> Iterator[dict[str, ir.TensorProtocol]]:
     """Main-graph initializers of ``DETACHED_BYTES`` or more (and, if given, ``select``-ed) become
-    placeholders for the duration of the block; yields ``{name: tensor}`` of those detached. The
-    model is restored exactly on exit, whatever happens inside."""
+    placeholders for the duration of the block; yields ``{name: tensor}`` of those detached. Tensors
+    still read from the source model's external data file that are not detached (small, or not
+    selected) are in memory meanwhile (``external_data_loaded``): a serialized copy refers to no file
+    but the placeholder. The model is restored exactly on exit, whatever happens inside."""
     detached = {value: value.const_value for value in model.graph.initializers.values()
                 if value.const_value is not None and value.const_value.nbytes >= DETACHED_BYTES
                 and (select is None or select(value))}
@@ -34,7 +41,8 @@ def weights_detached(model: ir.Model, select: Callable[[ir.Value], bool] | None 
         value.const_value = ir.ExternalTensor(PLACEHOLDER_LOCATION, 0, tensor.nbytes, tensor.dtype, shape=tensor.shape,
                                               name=value.name)
     try:
-        yield {value.name: tensor for value, tensor in detached.items()}
+        with external_data_loaded(model):
+            yield {value.name: tensor for value, tensor in detached.items()}
     finally:
         for value, tensor in detached.items():
             value.const_value = tensor
@@ -44,3 +52,76 @@ def graph_proto(model: ir.Model):
     """The model as an onnx ModelProto whose large initializers hold no data (for shape inference)."""
     with weights_detached(model):
         return ir.serde.serialize_model(model)
+
+
+@contextlib.contextmanager
+def external_data_loaded(model: ir.Model, *, initializers: bool = True) -> Iterator[None]:
+    """Every tensor that reads lazily from an external data file (initializers of the main graph and
+    subgraphs unless ``initializers=False``; tensor attributes anywhere) is an in-memory tensor for
+    the duration of the block, so a proto serialized inside carries its bytes instead of a location
+    relative to the source model's folder. The model is restored exactly on exit. The arrays are
+    the files' memory maps, not copies."""
+    values, attributes = _external_tensors(model.graph)
+    restore: list[Callable[[], None]] = []
+    try:
+        for value in values if initializers else ():
+            tensor = value.const_value
+            value.const_value = _in_memory(tensor)
+            restore.append(functools.partial(setattr, value, "const_value", tensor))
+        for node, attr in attributes:
+            node.attributes[attr.name] = _attribute_in_memory(attr)
+            restore.append(functools.partial(node.attributes.__setitem__, attr.name, attr))
+        yield
+    finally:
+        for undo in reversed(restore):
+            undo()
+
+
+def load_external_attributes(model: ir.Model) -> None:
+    """Tensor attributes (Constant values, anywhere) read from an external data file become
+    in-memory tensors for good: onnx-ir's saver, which the checks and the validation harness use,
+    re-writes initializers only, and would leave them pointing into the source model's folder."""
+    for node, attr in _external_tensors(model.graph)[1]:
+        node.attributes[attr.name] = _attribute_in_memory(attr)
+
+
+def _external_tensors(graph: ir.Graph) -> tuple[list[ir.Value], list[tuple[ir.Node, ir.Attr]]]:
+    """Initializers and (node, attribute) tensor attributes, of ``graph`` and its subgraphs, read
+    from an external data file. One walk, no onnx-ir traversal helpers: this runs before every
+    check and session (about 1 ms on PP-OCRv4 rec's 860 nodes, 5 ms with ``model.graphs()`` and
+    ``RecursiveGraphIterator``)."""
+    values, attributes, graphs = [], [], [graph]
+    while graphs:
+        current = graphs.pop()
+        values.extend(v for v in current.initializers.values() if _is_external(v.const_value))
+        for node in current:
+            for attr in node.attributes.values():
+                kind = attr.type
+                if kind not in _NESTED or attr.is_ref():
+                    continue
+                if (kind is ir.AttributeType.TENSOR and _is_external(attr.value)) or (
+                        kind is ir.AttributeType.TENSORS and any(_is_external(t) for t in attr.value)):
+                    attributes.append((node, attr))
+                elif kind is ir.AttributeType.GRAPH:
+                    graphs.append(attr.value)
+                elif kind is ir.AttributeType.GRAPHS:
+                    graphs.extend(attr.value)
+    return values, attributes
+
+
+_NESTED = frozenset({ir.AttributeType.TENSOR, ir.AttributeType.TENSORS, ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS})
+
+
+def _attribute_in_memory(attr: ir.Attr) -> ir.Attr:
+    if attr.type is ir.AttributeType.TENSOR:
+        return ir.AttrTensor(attr.name, _in_memory(attr.value), doc_string=attr.doc_string)
+    tensors = [_in_memory(t) if _is_external(t) else t for t in attr.value]
+    return ir.AttrTensors(attr.name, tensors, doc_string=attr.doc_string)
+
+
+def _is_external(tensor: object) -> bool:
+    return isinstance(tensor, ir.ExternalTensor) and tensor.location != PLACEHOLDER_LOCATION
+
+
+def _in_memory(tensor: ir.ExternalTensor) -> ir.Tensor:
+    return ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=tensor.name, doc_string=tensor.doc_string)

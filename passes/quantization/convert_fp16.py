@@ -36,7 +36,8 @@ class ConvertFp16(Pass):
     Before: float32 initializers and ops. After: float16 initializers and ops, a Cast to float16
     after each float32 graph input and a Cast to float32 before each float32 graph output (the
     application's input/output contract is unchanged), Casts around ops kept float32
-    (onnxruntime's block list plus ``keep_float``). Wraps
+    (onnxruntime's block list plus ``keep_float``; readers of one value share one Cast). The graph
+    inputs' and outputs' shapes are the source's. Wraps
     ``onnxruntime.transformers.float16.convert_float_to_float16`` (keep_io_types=True).
     Meant for GPU execution providers: ONNX Runtime's CPU EP runs most float16 ops by casting
     back to float32, so on CPU the model is smaller but not faster. Already-quantized or
@@ -59,11 +60,14 @@ class ConvertFp16(Pass):
 
         blocked_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(self.config.keep_float))  # a node name here is harmless
         blocked_nodes = [node.name for node in model.graph if node.name in self.config.keep_float]
+        io_shapes = {value.name: value.shape for value in (*model.graph.inputs, *model.graph.outputs)}
         with in_scratch_folder():
-            converted = convert_float_to_float16(to_proto(model), keep_io_types=True, op_block_list=blocked_ops,
-                                                 node_block_list=blocked_nodes)
+            converted = convert_float_to_float16(_converter_input(model), keep_io_types=True,
+                                                 op_block_list=blocked_ops, node_block_list=blocked_nodes)
+        merged = _merge_duplicate_casts(converted.graph)
         replace_contents(model, _retyped(converted))
-        removed = _tidy_casts(model.graph)
+        _restore_io_shapes(model.graph, io_shapes)
+        removed = merged + _tidy_casts(model.graph)
         kept = [{"node": n.name, "op": n.op_type, "kept_float32": "blocked op type or --fp16-keep-float"}
                 for n in model.graph if n.op_type in blocked_ops or n.name in blocked_nodes]
         after = float_weight_bytes(model, ir.DataType.FLOAT) + float_weight_bytes(model, ir.DataType.FLOAT16)
@@ -73,8 +77,44 @@ class ConvertFp16(Pass):
                                  "casts_removed": removed})
 
 
+def _converter_input(model: ir.Model) -> onnx.ModelProto:
+    """The model as the converter should see it: weights inline, and no value_info on initializers.
+    onnx-ir writes one per initializer; the converter retypes it to float16 even for an initializer
+    it keeps float32 (Resize scales, weights read only by kept-float ops) and then "casts it back"
+    before each reader."""
+    proto = to_proto(model)
+    initializers = {tensor.name for tensor in proto.graph.initializer}
+    kept = [info for info in proto.graph.value_info if info.name not in initializers]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(kept)
+    return proto
+
+
+def _merge_duplicate_casts(graph: onnx.GraphProto) -> int:
+    """Keep one of each set of identical Casts declaring the same output; returns how many were dropped.
+
+    The converter gives each float32 reader of a float16 value (an op kept float32, Resize's scales)
+    its own ``Cast(v) -> v_cast_to_fp32``: readers sharing ``v`` (one Resize scales initializer
+    shared by YOLOv8's two upsamples, two kept-float ops reading one activation) get the same
+    output declared twice, which neither onnx-ir nor ONNX Runtime accepts. The copies compute the
+    same value, and every reader already refers to it by that name."""
+    first: dict[str, onnx.NodeProto] = {}
+    duplicates = []
+    for index, node in enumerate(graph.node):
+        twin = first.get(node.output[0]) if node.op_type == "Cast" and len(node.output) == 1 else None
+        if twin is not None and twin.op_type == "Cast" and twin.input == node.input and twin.attribute == node.attribute:
+            duplicates.append(index)
+            continue
+        for name in node.output:
+            first.setdefault(name, node)
+    for index in reversed(duplicates):
+        del graph.node[index]
+    return len(duplicates)
+
+
 def _retyped(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """The converter leaves stale float16 value_info on initializers it kept float32: infer types afresh."""
+    """Types inferred afresh (the converter's value_info follows its own rules, not the graph's),
+    nodes in order (it appends the Casts it adds)."""
     model = ir.serde.deserialize_model(proto)
     model.graph.sort()  # it also appends nodes out of order
     proto = ir.serde.serialize_model(model)
@@ -83,6 +123,15 @@ def _retyped(proto: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(proto)
     except Exception:  # > 2 GB or an op onnx cannot infer: types of intermediates stay unknown
         return proto
+
+
+def _restore_io_shapes(graph: ir.Graph, shapes: dict[str, ir.Shape | None]) -> None:
+    """Shape inference (the converter's and ours) writes what it infers into the graph outputs: a
+    symbolic ``batch`` becomes 1 once the input shape was fixed. The I/O contract is the source's."""
+    for value in (*graph.inputs, *graph.outputs):
+        if value.name in shapes:
+            shape = shapes[value.name]
+            value.shape = shape.copy() if shape is not None else None
 
 
 def _tidy_casts(graph: ir.Graph) -> int:

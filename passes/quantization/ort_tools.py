@@ -2,7 +2,9 @@
 
 ONNX Runtime's tools take a ``ModelProto`` and may write scratch files to the working folder;
 ``in_scratch_folder`` runs them chdir'ed into a temporary folder that is removed afterwards.
-``replace_contents`` copies a converted model into the pass's model object (passes are in place).
+``to_proto`` hands them the model with its weights inline (externally stored weights would be
+looked for in that folder); ``replace_contents`` copies a converted model into the pass's model
+object (passes are in place).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Iterator
 import numpy as np
 import onnx
 import onnx_ir as ir
+
+from onnxslim.proto import external_data_loaded
 
 
 @contextlib.contextmanager
@@ -31,7 +35,10 @@ def in_scratch_folder() -> Iterator[str]:
 
 
 def to_proto(model: ir.Model) -> onnx.ModelProto:
-    return ir.serde.serialize_model(model)
+    """The model with every weight inline: the tools read external data relative to the working
+    folder (the scratch folder here), not to the folder of the model the weights came from."""
+    with external_data_loaded(model):
+        return ir.serde.serialize_model(model)
 
 
 def replace_contents(model: ir.Model, proto: onnx.ModelProto) -> None:
