@@ -12,25 +12,54 @@ and an ordered array of ``[[pass]]`` tables, each with ``name`` and that pass's 
     output_size_limit = 1000000
 
 The pseudo-pass ``simplify`` expands to the default cleanup pipeline.
+
+Loading a recipe checks its structure: tables, pass names, and every value against its type
+(``[options]`` against the API's keywords and the families' flags, ``[[pass]]`` settings against
+the pass's config dataclass). What a pass needs besides its settings (calibration data, which
+the CLI or API may give) is checked when the pipeline is built with its context.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
+from onnxslim.core.config import check_settings, coerce
 from onnxslim.core.pass_base import Pass, PassContext
-from onnxslim.core.registry import get_pass
-from onnxslim.errors import OnnxSlimError, RecipeError
+from onnxslim.core.registry import check_pass_settings, get_pass
+from onnxslim.errors import ConfigError, OnnxSlimError, RecipeError
 
 SIMPLIFY = "simplify"
+
+OPTION_TYPES: dict[str, Any] = {
+    "simplify": bool,
+    "validate": bool,
+    "strict": bool,
+    "input_shapes": dict[str, tuple[int, ...]],
+    "calibration_data": str,
+    "calibration_samples": int,
+    "calibration_preprocess": str,
+}
+"""Types of the ``[options]`` keys besides ``validation`` (ValidationOptions' fields) and the
+families' options (typed by their CLI flags)."""
+
+RECIPE_FORMS: dict[str, Any] = {
+    "lowrank": float | Literal["auto"],
+    "prune_skip": tuple[str, ...],
+    "prune_overrides": tuple[str, ...],
+    "quantize_include": tuple[str, ...],
+    "quantize_exclude": tuple[str, ...],
+    "fp16_keep_float": tuple[str, ...],
+}
+"""Family options whose CLI flag takes text but whose recipe value may be a number or a list."""
 
 
 @dataclasses.dataclass
@@ -39,6 +68,8 @@ class Step:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     instance: Pass | None = None
     """A pass object given through the API (tests, plugins) instead of a registered name."""
+    source: Path | None = None
+    """The recipe file the step comes from: errors found when its pass is built name that file."""
 
 
 @dataclasses.dataclass
@@ -74,14 +105,82 @@ def parse_recipe(data: Mapping[str, Any], *, path: Path | None = None) -> Recipe
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise RecipeError(f"[[pass]] number {index} needs a name = \"...\"", path=path)
         settings = {k: v for k, v in entry.items() if k != "name"}
-        steps.append(Step(entry["name"], settings))
-    recipe = Recipe(steps, dict(options), path)
+        steps.append(Step(entry["name"], settings, source=path))
     try:
-        build_passes(recipe.steps)  # bad names and settings fail before any work
+        recipe = Recipe(steps, check_options(options), path)
+        check_steps(recipe.steps)  # bad names, settings and types fail before any work
     except OnnxSlimError as exc:
         error_type = type(exc) if isinstance(exc, RecipeError) else RecipeError
         raise error_type(exc.message, path=path, where=exc.where) from None
     return recipe
+
+
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``[options]`` values checked against their types; core options come back as those types
+    (``input_shapes = { x = "1,3,224,224" }`` as a tuple), family options as written. Unknown keys
+    are left to the API, which knows every name."""
+    checked = dict(options)
+    families = _family_option_types()
+    for key, value in options.items():
+        where = f"[options] {key}"
+        if key == "validation":
+            checked[key] = _check_validation(value, where=where)
+        elif key == "input_shapes" and not isinstance(value, Mapping):
+            raise ConfigError(f"expected a table such as {{ input = [1, 3, 224, 224] }}, got {value!r}", where=where)
+        elif key in OPTION_TYPES:
+            checked[key] = coerce(value, OPTION_TYPES[key], where=where)
+        elif key in families:
+            coerce(value, families[key], where=where)
+    if "input_shapes" in checked:
+        _check_dims(checked["input_shapes"], where="[options] input_shapes")
+    return checked
+
+
+def _check_validation(value: Any, *, where: str) -> dict[str, Any]:
+    from onnxslim.validation import ValidationOptions
+
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"expected a table such as {{ data = \"eval.npz\", atol = 1e-4 }}, got {value!r}", where=where)
+    checked = check_settings(ValidationOptions, value, where=where)
+    if checked.get("input_shapes"):
+        _check_dims(checked["input_shapes"], where=f"{where}.input_shapes")
+    return checked
+
+
+def _check_dims(shapes: Mapping[str, Sequence[int]], *, where: str) -> None:
+    for name, dims in shapes.items():
+        if any(d <= 0 for d in dims):
+            raise ConfigError(f"expected positive dims such as [1, 3, 224, 224], got {list(dims)}", where=f"{where}.{name}")
+
+
+def _family_option_types() -> dict[str, Any]:
+    """The families' option types, read from their CLI flags (one definition serves both)."""
+    from onnxslim.core.flags import add_family_arguments
+
+    parser = argparse.ArgumentParser(add_help=False)
+    add_family_arguments(parser)
+    return {action.dest: _flag_type(action) for action in parser._actions}  # argparse has no public accessor
+
+
+def _flag_type(action: argparse.Action) -> Any:
+    """A switch takes true/false, a choice one of its choices, a typed flag its type; text flags a string."""
+    if action.dest in RECIPE_FORMS:
+        return RECIPE_FORMS[action.dest]
+    if isinstance(action, argparse.BooleanOptionalAction) or (action.nargs == 0 and isinstance(action.const, bool)):
+        return bool
+    if action.choices is not None:
+        return Literal[tuple(action.choices)]
+    if action.type in (int, float):
+        return action.type
+    return str
+
+
+def check_steps(steps: Sequence[Step]) -> None:
+    """Pass names and settings checked without building the passes: what a pass needs from its
+    context (calibration data) is known only when the pipeline is built (``build_passes``)."""
+    for step in _expand(steps):
+        if step.instance is None:
+            check_pass_settings(step.name, step.options)
 
 
 def plan_steps(steps: Sequence[Step], *, simplify: bool) -> list[Step]:
@@ -108,4 +207,17 @@ def _expand(steps: Iterable[Step]) -> Iterable[Step]:
 
 
 def build_passes(steps: Sequence[Step], context: PassContext | None = None) -> list[Pass]:
-    return [step.instance or get_pass(step.name).from_options(step.options, context) for step in _expand(steps)]
+    """The passes of ``steps`` with their context; a pass missing what it needs (calibration
+    data) raises here, naming the recipe file its step came from."""
+    return [_build(step, context) for step in _expand(steps)]
+
+
+def _build(step: Step, context: PassContext | None) -> Pass:
+    if step.instance is not None:
+        return step.instance
+    try:
+        return get_pass(step.name).from_options(step.options, context)
+    except OnnxSlimError as exc:
+        if step.source is None or exc.path is not None:
+            raise
+        raise type(exc)(exc.message, path=step.source, where=exc.where) from None
