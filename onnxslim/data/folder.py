@@ -9,6 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.data.checks import check_arrays, check_labels, input_names
+from onnxslim.data.identity import digest, files_digest
 from onnxslim.data.readers import DataBatch, Reader, read_npz
 from onnxslim.errors import DataError
 
@@ -50,6 +51,9 @@ class ArrayFolderReader(Reader):
             raise DataError(f".npy files need a single-input model; this one has {len(model.graph.inputs)} inputs "
                             "(use .npz with one key per input)", path=folder)
         self.source = f"{folder} ({len(self.files)} files)"
+
+    def identity(self) -> str:
+        return digest("arrays", files_digest(self.files, self.folder))
 
     def __iter__(self) -> Iterator[DataBatch]:
         for path in self.files:

@@ -22,6 +22,7 @@ import onnx_ir as ir
 
 from onnxslim.data.checks import check_arrays
 from onnxslim.data.folder import IMAGE_SUFFIXES, list_files
+from onnxslim.data.identity import digest, files_digest
 from onnxslim.data.readers import DataBatch, Reader
 from onnxslim.errors import DataError
 
@@ -75,11 +76,16 @@ class ImageFolderReader(Reader):
     def __init__(self, folder: Path, model: ir.Model, *, spec: str | None = None, batch_size: int = 32):
         if len(model.graph.inputs) != 1:
             raise DataError(f"a folder of images needs a single-input model; this one has {len(model.graph.inputs)}", path=folder)
-        self.model, self.batch_size = model, batch_size
+        self.model, self.batch_size, self.folder = model, batch_size, folder
         self.value = model.graph.inputs[0]
         self.items = _list_images(folder)
         self.pre = _complete(parse_preprocess(spec), self.value, folder)
         self.source = f"{folder} ({len(self.items)} images)"
+
+    def identity(self) -> str:
+        """The images (and class labels), the completed preprocessing and the batch size."""
+        return digest("images", files_digest([path for path, _ in self.items], self.folder),
+                      [label for _, label in self.items], self.pre, self.batch_size)
 
     def __iter__(self) -> Iterator[DataBatch]:
         for start in range(0, len(self.items), self.batch_size):

@@ -15,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.data.checks import LABELS, check_arrays, check_input_shapes, check_keys, check_labels
+from onnxslim.data.identity import digest, files_digest
 from onnxslim.errors import DataError
 from onnxslim.input_shapes import resolve_shape
 
@@ -27,7 +28,8 @@ class DataBatch(NamedTuple):
 
 
 class Reader:
-    """Base: subclasses implement ``__iter__``; ``describe()`` says where the data comes from."""
+    """Base: subclasses implement ``__iter__``; ``describe()`` says where the data comes from,
+    ``identity()`` whether it would yield the same batches as before."""
 
     source = "data"
 
@@ -36,6 +38,12 @@ class Reader:
 
     def describe(self) -> str:
         return self.source
+
+    def identity(self) -> str | None:
+        """A digest that changes whenever the batches could: the data's contents (``identity.py``:
+        each file's size, modification time and sampled bytes), preprocessing, batch size, subset.
+        None: no stable identity (the calibration cache is then not used)."""
+        return None
 
 
 class RandomReader(Reader):
@@ -48,6 +56,10 @@ class RandomReader(Reader):
         self.dtypes = {v.name: v.dtype.numpy() if v.dtype is not None else np.float32 for v in model.graph.inputs}
         self.count, self.seed = count, seed
         self.source = f"{count} random batch(es), seed {seed}"
+
+    def identity(self) -> str:
+        return digest("random", self.count, self.seed, sorted(self.shapes.items()),
+                      sorted((k, np.dtype(v).str) for k, v in self.dtypes.items()))
 
     def __iter__(self) -> Iterator[DataBatch]:
         rng = np.random.default_rng(self.seed)
@@ -74,6 +86,10 @@ class NpzReader(Reader):
         self.total = check_arrays(self.arrays, model, path)
         self.labels = check_labels(self.labels, self.total, path)
         self.source = str(path)
+        self.file_digest = files_digest([path], path.parent)  # now: the arrays above are what it describes
+
+    def identity(self) -> str:
+        return digest("npz", self.file_digest, self.batch_size)
 
     def __iter__(self) -> Iterator[DataBatch]:
         for start in range(0, self.total, self.batch_size):

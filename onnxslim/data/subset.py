@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from onnxslim.data.identity import digest
 from onnxslim.data.readers import DataBatch, Reader
 from onnxslim.errors import DataError
 
@@ -14,6 +15,10 @@ class FirstSamples(Reader):
             raise DataError(f"the number of samples must be at least 1, got {count}")
         self.reader, self.count = reader, count
         self.source = f"first {count} samples of {reader.describe()}"
+
+    def identity(self) -> str | None:
+        inner = self.reader.identity() if hasattr(self.reader, "identity") else None
+        return None if inner is None else digest("first", self.count, inner)
 
     def __iter__(self) -> Iterator[DataBatch]:
         left = self.count

@@ -15,6 +15,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from onnxslim.passes.quantization.calibrate import run_candidate
 from onnxslim.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def _input_means(model: ir.Model, layers: list[ir.Node], feeds: list[dict]) -> d
     session = make_session(model, extra_outputs=names)
     totals, counts = dict.fromkeys(axes, 0.0), dict.fromkeys(axes, 0)
     for batch in feeds:
-        values = dict(zip(names, session.run(names, batch)))
+        values = dict(zip(names, run_candidate(session, names, batch)))  # calibration ran these on the float model
         values.update({n: batch[n] for n in axes if n in graph_inputs})
         for name, value in values.items():
             flat = np.moveaxis(np.asarray(value, np.float64), axes[name], 0).reshape(value.shape[axes[name]], -1)

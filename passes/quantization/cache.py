@@ -1,58 +1,133 @@
 """Calibration statistics kept between runs, so re-quantizing with other settings skips calibration.
 
 The pass reads and fills a ``CalibrationCache`` object; only ``load_calibration_cache`` and
-``save_calibration_cache`` touch files, and the API calls them around the pipeline. The cache
-remembers which data produced it (``source``) and is reused only for the same data.
+``save_calibration_cache`` touch files, and the API calls them around the pipeline.
+
+Statistics are reused only under the same ``CacheKey``:
+
+- ``data``: the reader's ``identity()`` (``onnxslim/data/identity.py``): each file's name, size,
+  modification time and a sample of its bytes (no second read of a large data set), the image
+  preprocessing, the batch size and the subset (``--calibration-samples``); an in-memory list of
+  batches: a digest of its arrays. A source without an identity is never cached.
+- ``model``: a digest of the graph the statistics were computed on (after the cleanup passes,
+  pruning, smoothing...): the serialized graph without its large weights (every node, attribute,
+  name, shape, opset) plus the bytes of each of those weights.
+
+The calibration method is not in the key: every method reads the same statistics, so minmax,
+entropy and mse on the same data and model calibrate once (and give the models of uncached runs).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
+import onnx_ir as ir
 
+from onnxslim.data.identity import arrays_digest
 from onnxslim.errors import DataError
 from onnxslim.passes.quantization.statistics import TensorStats
+from onnxslim.proto import weights_detached
 
-_FORMAT = "onnxslim-calibration/1"
+logger = logging.getLogger(__name__)
+
+_FORMAT = "onnxslim-calibration/2"
+_STALE_FORMATS = ("onnxslim-calibration/1",)
+"""Keyed by the data path alone: read as empty, so the next run recalibrates and rewrites the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheKey:
+    data: str
+    model: str
+
+    def changed(self, other: CacheKey) -> str:
+        """What differs from ``other``, in words ("" when nothing does)."""
+        return " and ".join(part for part in ("data", "model") if getattr(self, part) != getattr(other, part))
 
 
 @dataclasses.dataclass
 class CalibrationCache:
+    key: CacheKey | None = None
     source: str = ""
+    """The data's description (``reader.describe()``), for people reading the file."""
     samples: int = 0
     stats: dict[str, TensorStats] = dataclasses.field(default_factory=dict)
     modified: bool = False
 
-    def lookup(self, source: str, tensors) -> dict[str, TensorStats] | None:
-        """The cached statistics for every one of ``tensors`` from ``source``, or None."""
-        if source != self.source or any(t not in self.stats for t in tensors):
+    def lookup(self, key: CacheKey, tensors) -> dict[str, TensorStats] | None:
+        """The cached statistics for every one of ``tensors`` under ``key``, or None."""
+        if key != self.key:
+            if self.key is not None:
+                logger.info("calibration cache not used: the %s changed since it was written", key.changed(self.key))
+            return None
+        if any(t not in self.stats for t in tensors):
             return None
         return {t: self.stats[t] for t in tensors}
 
-    def store(self, source: str, samples: int, stats: dict[str, TensorStats]) -> None:
-        if source != self.source:
+    def store(self, key: CacheKey, source: str, samples: int, stats: dict[str, TensorStats]) -> None:
+        """Adds ``stats`` under ``key``; statistics under another key are dropped."""
+        if key != self.key:
             self.stats = {}
-        self.source, self.samples = source, samples
+        self.key, self.source, self.samples = key, source, samples
         self.stats.update(stats)
         self.modified = True
 
 
+def cache_key(model: ir.Model, calibration: Iterable) -> CacheKey | None:
+    """The key of statistics of ``model`` over ``calibration``; None when the data has no identity."""
+    if hasattr(calibration, "identity"):
+        data = calibration.identity()
+    elif isinstance(calibration, (list, tuple)):  # batches in memory: hashing them reads nothing again
+        data = arrays_digest(dict(getattr(b, "inputs", b)) for b in calibration)
+    else:
+        data = None
+    return None if data is None else CacheKey(data, model_fingerprint(model))
+
+
+def model_fingerprint(model: ir.Model) -> str:
+    """A digest of the serialized model without its large weights, plus each such weight's bytes
+    (sha256, hardware-accelerated: 0.1 s for all-MiniLM-L6-v2's 90 MB, against 0.4 s of calibration
+    at 32 samples; only computed when a cache is given)."""
+    hasher = hashlib.sha256()
+    with weights_detached(model) as weights:
+        hasher.update(ir.serde.serialize_model(model).SerializeToString())
+        for name, tensor in weights.items():
+            hasher.update(name.encode())
+            hasher.update(_tensor_bytes(tensor))
+    return hasher.hexdigest()[:32]
+
+
+def _tensor_bytes(tensor: ir.TensorProtocol):
+    array = tensor.numpy()
+    if isinstance(array, np.ndarray) and array.dtype != object:
+        return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    return tensor.tobytes()
+
+
 def load_calibration_cache(path: str | Path) -> CalibrationCache:
-    """The cache in ``path``; an empty one when the file does not exist yet."""
+    """The cache in ``path``; an empty one when the file does not exist yet or has a stale format."""
     path = Path(path)
     if not path.exists():
         return CalibrationCache()
     try:
         with np.load(path, allow_pickle=False) as archive:
-            names = [str(n) for n in archive["names"]]
+            if str(archive["format"]) in _STALE_FORMATS:
+                logger.info("%s: calibration cache from an older version (keyed by the data path only): "
+                            "recalibrating", path)
+                return CalibrationCache()
             if str(archive["format"]) != _FORMAT:
                 raise ValueError(f"format {archive['format']} (expected {_FORMAT})")
+            names = [str(n) for n in archive["names"]]
             stats = {n: TensorStats.from_arrays(archive[f"limits/{i}"], archive[f"counts/{i}"]) for i, n in enumerate(names)}
-            return CalibrationCache(str(archive["source"]), int(archive["samples"]), stats)
+            key = CacheKey(str(archive["data"]), str(archive["model"])) if str(archive["data"]) else None
+            return CalibrationCache(key, str(archive["source"]), int(archive["samples"]), stats)
     except Exception as exc:
         raise DataError(f"not a calibration cache: {exc}", path=path) from None
 
@@ -61,8 +136,9 @@ def save_calibration_cache(cache: CalibrationCache, path: str | Path) -> None:
     """Writes ``cache`` atomically (a temp file in the same folder, then rename)."""
     path = Path(path)
     names = list(cache.stats)
-    arrays = {"format": np.array(_FORMAT), "source": np.array(cache.source), "samples": np.array(cache.samples),
-              "names": np.array(names, dtype=str)}
+    key = cache.key or CacheKey("", "")
+    arrays = {"format": np.array(_FORMAT), "data": np.array(key.data), "model": np.array(key.model),
+              "source": np.array(cache.source), "samples": np.array(cache.samples), "names": np.array(names, dtype=str)}
     for i, name in enumerate(names):
         arrays[f"limits/{i}"] = cache.stats[name].to_arrays()["limits"]
         arrays[f"counts/{i}"] = cache.stats[name].counts

@@ -2,20 +2,25 @@
 
 Each batch updates per-tensor statistics and is dropped, so memory does not grow with the
 number of samples. Bad data stops the run with one DataError: no samples, NaN/inf inputs,
-or a batch the model rejects.
+or a batch the model rejects. Every run of ONNX Runtime over calibration data in this package
+goes through ``run_batch`` (the user's model: a failure is the data's) or ``run_candidate`` (a
+model the pass made, on data the user's model already ran: a failure is the pass's).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Collection, Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx_ir as ir
+import onnxruntime as ort
 
 from onnxslim.errors import DataError, brief
 from onnxslim.input_shapes import batch_axis_is_dynamic
+from onnxslim.passes.quantization.cache import cache_key
 from onnxslim.passes.quantization.derived import apply, derivable
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.statistics import TensorStats
@@ -99,12 +104,12 @@ class _PartRuns:
         """(fetched values, fraction of the batch, whether the batch ran unsplit) per run."""
         size = _batch_size(feeds) if self.splittable else None
         if size is None:
-            yield _run(self.session, self.names, feeds), 1.0, True
+            yield run_batch(self.session, self.names, feeds), 1.0, True
             return
         start = 0
         while start < size:
             stop = start + self._next_length(size - start)
-            values = _run(self.session, self.names, {k: v[start:stop] for k, v in feeds.items()})
+            values = run_batch(self.session, self.names, {k: v[start:stop] for k, v in feeds.items()})
             if self.part is None:  # the first run took one sample
                 self.part = max(1, PART_BYTES // max(1, sum(np.asarray(v).nbytes for v in values)))
             yield values, (stop - start) / size, False
@@ -121,11 +126,39 @@ class _PartRuns:
         return -(-left // -(-left // self.part))
 
 
-def _run(session, names: list[str], feeds) -> list:
+def run_batch(session: ort.InferenceSession, names: list[str], feeds) -> list:
+    """``session.run`` of the user's model over a calibration batch; a failure is the data's: one DataError
+    line (exit 2), which the pass manager re-raises rather than rolling the pass back."""
     try:
-        return session.run(names, feeds)
+        return session.run(names, feeds, _quiet())
     except Exception as exc:
-        raise DataError(f"calibration batch rejected by the model: {brief(exc)}") from None
+        raise DataError(f"calibration batch rejected by the model: {_ort_message(exc)}") from None
+
+
+def run_candidate(session: ort.InferenceSession, names: list[str], feeds) -> list:
+    """``session.run`` of a model the pass made (a quantized copy) over calibration data that the float
+    model already ran (calibration, or a cache entry for the same data and model): a failure is the pass's
+    bug, a RuntimeError that the pass manager turns into a rollback with its reason."""
+    try:
+        return session.run(names, feeds, _quiet())
+    except Exception as exc:
+        raise RuntimeError(f"the quantized model fails on calibration data the float model ran: "
+                           f"{_ort_message(exc)}") from None
+
+
+def _quiet() -> ort.RunOptions:
+    """Run options without ONNX Runtime's own error line on stderr (a raw, coloured copy of the
+    exception's text): the exception is raised and reported once, by us. Sessions log at level 3
+    (errors); a run's own level, when set, overrides the session's."""
+    options = ort.RunOptions()
+    options.log_severity_level = 4  # fatal only
+    return options
+
+
+def _ort_message(exc: BaseException) -> str:
+    """The message on one line without ORT's "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :" prefix,
+    so that the node and the offending value fit (MiniLM's Gather: "idx=999999 must be within ...")."""
+    return brief(RuntimeError(re.sub(r"^\s*\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(exc))))
 
 
 def _batch_size(feeds) -> int | None:
@@ -136,7 +169,8 @@ def _batch_size(feeds) -> int | None:
 
 def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[str], *, minmax_only: bool = False,
                       cache=None, progress: Callable[[str], None] | None = None) -> dict[str, TensorStats]:
-    """Statistics of ``tensors``: from ``cache`` when it holds them all for this data, else calibrated.
+    """Statistics of ``tensors``: from ``cache`` when it holds them all for this data and model
+    (``cache.py``: the key is the data's identity and a fingerprint of ``model``), else calibrated.
 
     Sigmoid / SiLU / HardSigmoid / HardSwish outputs, shape-only ops' outputs and Concat outputs
     are derived from their inputs' statistics instead of fetched (``derived.py``). ``minmax_only``: histograms only where ranging still reads
@@ -144,7 +178,10 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
     are never cached, since another method would silently read them as minmax.
     """
     source = describe(calibration)
-    found = cache.lookup(source, tensors) if cache is not None else None
+    key = cache_key(model, calibration) if cache is not None else None
+    if cache is not None and key is None:
+        logger.info("calibration cache not used: %s has no identity to check it against", source)
+    found = cache.lookup(key, tensors) if key is not None else None
     if found is not None:
         logger.info("calibration statistics reused from the cache (%s)", source)
         return found
@@ -161,8 +198,8 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
     for name, derivation in computed.items():  # graph order: a derivation's sources are ready
         stats[name] = apply(derivation, stats, histogram=histograms is None or name in histograms,
                             elements=stats[name].elements if name in stats else 0)
-    if cache is not None and histograms is None:
-        cache.store(source, samples, stats)
+    if key is not None and histograms is None:
+        cache.store(key, source, samples, stats)
     return stats
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import DataError
+from onnxslim.passes.quantization.calibrate import run_batch, run_candidate
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.ranges import silu
 from onnxslim.runtime.session import make_session
@@ -79,13 +80,13 @@ def search(model: ir.Model, build: Build, calibration: Iterable, *, goal: Goal, 
     def margin(count: int) -> float:
         if count not in margins:
             candidate = quantized if count == 0 else build(frozenset(order[:count]))[0]
-            margins[count] = goal.margin(*scored(count, run_outputs(candidate, feeds)))
+            margins[count] = goal.margin(*scored(count, run_outputs(candidate, feeds, candidate=True)))
         return margins[count]
 
     gains = {}
     if refine and margin(0) < 0:
         order, gains = _refined(order, refine, lambda name: goal.margin(
-            *scored(name, run_outputs(build(frozenset([name]))[0], feeds))) - margin(0))
+            *scored(name, run_outputs(build(frozenset([name]))[0], feeds, candidate=True))) - margin(0))
     count = _shortest_prefix(margin, len(order), 0.0)
     keep = frozenset(order[:count])
     summary = {"target_cosine": goal.min_cosine, "cosine_per_output_part": goal.per_part,
@@ -190,7 +191,7 @@ def rank_tensors(model: ir.Model, params: dict[str, tuple], feeds: list[dict]) -
     noise = dict.fromkeys(params, 0.0)
     signal = dict.fromkeys(params, 0.0)
     for batch in feeds:
-        values = dict(zip(names, session.run(names, batch)))
+        values = dict(zip(names, run_batch(session, names, batch)))
         values.update({n: batch[n] for n in params if n in inputs})
         for name, value in values.items():
             value = np.asarray(value, np.float32)
@@ -278,10 +279,14 @@ def _size(feeds: dict) -> int:
     return 0 if first is None else (len(first) if np.ndim(first) else 1)
 
 
-def run_outputs(model: ir.Model, feeds: list[dict]) -> dict[str, np.ndarray]:
-    """Every output of ``model`` over ``feeds``, batches joined on the leading axis."""
+def run_outputs(model: ir.Model, feeds: list[dict], *, candidate: bool = False) -> dict[str, np.ndarray]:
+    """Every output of ``model`` over ``feeds``, batches joined on the leading axis.
+
+    ``candidate``: ``model`` is a quantized copy and the float model already ran ``feeds``, so a
+    failure is the pass's (``run_candidate``); else the user's model, and a failure is the data's (DataError)."""
     session = make_session(model)
     names = [o.name for o in session.get_outputs()]
-    runs = [session.run(names, batch) for batch in feeds]
+    run = run_candidate if candidate else run_batch
+    runs = [run(session, names, batch) for batch in feeds]
     return {n: np.concatenate([np.asarray(r[i]).reshape(np.shape(r[i]) or (1,)) for r in runs])
             for i, n in enumerate(names)}

@@ -19,6 +19,7 @@ from typing import Iterable
 import numpy as np
 import onnx_ir as ir
 
+from onnxslim.passes.quantization.calibrate import run_batch
 from onnxslim.runtime.session import make_session
 
 OUTLIER_RATIO = 8.0
@@ -60,11 +61,12 @@ def _smoothable_reader(node: ir.Node, value: ir.Value, quantized: set[ir.Node]) 
 
 
 def channel_maxima(model: ir.Model, feeds: Iterable[dict], names: list[str]) -> dict[str, np.ndarray]:
-    """Per-channel (last axis) maximum of |x| for each named tensor over ``feeds``."""
+    """Per-channel (last axis) maximum of |x| for each named tensor over ``feeds`` (the first run over
+    the calibration data: a batch the model rejects is a DataError)."""
     session = make_session(model, extra_outputs=names)
     maxima: dict[str, np.ndarray] = {}
     for batch in feeds:
-        for name, value in zip(names, session.run(names, batch)):
+        for name, value in zip(names, run_batch(session, names, batch)):
             current = np.abs(np.asarray(value, np.float32)).reshape(-1, np.shape(value)[-1]).max(axis=0)
             maxima[name] = np.maximum(maxima[name], current) if name in maxima else current
     return maxima

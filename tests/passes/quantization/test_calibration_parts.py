@@ -29,9 +29,9 @@ class _CountingSession:
     def __init__(self, session):
         self.session, self.batch_lengths = session, []
 
-    def run(self, names, feeds):
+    def run(self, names, feeds, *options):
         self.batch_lengths.append(len(feeds["x"]))
-        return self.session.run(names, feeds)
+        return self.session.run(names, feeds, *options)
 
 
 @pytest.fixture

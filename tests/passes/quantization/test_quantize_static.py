@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from onnxslim.errors import DataError
-from onnxslim.passes.quantization.cache import CalibrationCache, load_calibration_cache, save_calibration_cache
+from onnxslim.passes.quantization.cache import CalibrationCache, cache_key, load_calibration_cache, save_calibration_cache
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
 from onnxslim.core.pass_base import PassContext
 from onnxslim.data import DataBatch
@@ -217,7 +217,7 @@ def test_cache_round_trip_skips_the_second_calibration(tmp_path):
     save_calibration_cache(cache, tmp_path / "calib.npz")
     loaded = load_calibration_cache(tmp_path / "calib.npz")
     poisoned = [DataBatch({"x": np.full((2, 3, 8, 8), np.nan, np.float32)})]  # would fail if calibration ran again
-    loaded.source = "list"
+    loaded.key = cache_key(_conv_model(), poisoned)  # as if it were the same data: calibration must not run again
     second = QuantizeStatic(QuantizeStaticConfig(method="mse"),
                             context=_CachedContext(calibration=poisoned, calibration_cache=loaded))(_conv_model())
     assert second.modified and second.stats["tensors_quantized"] == first.stats["tensors_quantized"]
