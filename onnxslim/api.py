@@ -19,6 +19,7 @@ from onnxslim.core.recipe import Step, build_passes, load_recipe, plan_steps
 from onnxslim.data import FirstSamples, Reader, open_reader
 from onnxslim.errors import ConfigError, DataError, OnnxSlimError, OutputPathError, ValidationFailed
 from onnxslim.input_shapes import fix_input_shapes
+from onnxslim.proto import external_data_loaded
 from onnxslim.summary import summarize
 from onnxslim.validation import ValidationOptions, ValidationReport, validate_models
 
@@ -215,7 +216,8 @@ def optimize(src: io.ModelSource, dst: str | Path | None = None, **options: Any)
         raise ValidationFailed("optimized model's outputs differ from the original's beyond tolerance")
     if options.get("strict") and result.slower_than_original:
         raise ValidationFailed(result.warnings[-1])
-    return ir.serde.serialize_model(result.model)
+    with external_data_loaded(result.model):  # a self-contained proto: no locations relative to the input's folder
+        return ir.serde.serialize_model(result.model)
 
 
 def validate(original: io.ModelSource, optimized: io.ModelSource, *, options: ValidationOptions | None = None,

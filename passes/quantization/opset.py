@@ -22,6 +22,7 @@ import onnx_ir as ir
 from onnxslim.errors import first_line
 from onnxslim.passes.cleanup.fuse_hard_activations import FuseHardActivations
 from onnxslim.passes.quantization.plan import is_hardswish_gate
+from onnxslim.proto import external_data_loaded
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ def upgrade_opset(model: ir.Model, target: int = PER_CHANNEL_OPSET) -> str | Non
     """Converts ``model`` (in place) to ``target``; None when done, else why it could not be."""
     current = model.opset_imports.get("", 1)
     try:
-        proto = onnx.version_converter.convert_version(ir.serde.serialize_model(model), target)
+        with external_data_loaded(model):  # the converted copy must not point into the source's folder
+            proto = onnx.version_converter.convert_version(ir.serde.serialize_model(model), target)
         converted = ir.serde.deserialize_model(proto)
     except Exception as exc:  # the converter's adapters do not cover every op/opset pair
         return f"onnx's version converter failed ({first_line(exc)[:120]})"
