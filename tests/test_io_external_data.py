@@ -155,3 +155,30 @@ def test_a_failed_save_leaves_the_previous_output_and_no_temporary_files(tmp_pat
     with pytest.raises(RuntimeError, match="disk full"):
         io.save(io.load(src), dst)
     assert [p.name for p in dst.parent.iterdir()] == ["o.onnx"] and dst.read_bytes() == b"previous"
+
+
+def test_optimize_returns_a_self_contained_proto(tmp_path):
+    proto = onnxslim.optimize(_external_copy(tmp_path / "in"), validate=False)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    reference = run_ort(onnx.load(str(RESNET)), _feeds())
+    np.testing.assert_allclose(run_ort(proto, _feeds())[0], reference[0], rtol=1e-4, atol=1e-5)
+
+
+def test_opset_upgrade_for_per_channel_weights_keeps_external_weights(tmp_path):
+    """An opset-12 export quantized per channel goes through onnx's version converter (a proto round
+    trip): the upgraded graph must still find its weights."""
+    old, proto = tmp_path / "old.onnx", onnx.load(str(RESNET))
+    proto.opset_import[0].version = 12  # its ops (Conv, BatchNormalization, Relu, Add, pooling, Gemm) read the same at 12
+    for node in proto.graph.node:  # but for BatchNormalization's training_mode (opset 14), which is 0 anyway
+        kept = [a for a in node.attribute if a.name != "training_mode"]
+        del node.attribute[:]
+        node.attribute.extend(kept)
+    onnx.save(proto, str(old))
+    path = _external_copy(tmp_path / "in", model=old)
+    out = tmp_path / "out" / "q.onnx"
+    out.parent.mkdir()
+    assert main([str(path), str(out), "--quantize", "static", "--calibration-data",
+                 str(MODELS / "digits16_calib.npz"), "--no-validate", "-q"]) == 0
+    assert _locations(out) == set()
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
+    run_ort(onnx.load(str(out)), _feeds())
