@@ -8,6 +8,7 @@ reader for a path; ``load_samples`` keeps the older list-returning call working.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Iterator, Mapping, NamedTuple
 
@@ -16,7 +17,7 @@ import onnx_ir as ir
 
 from onnxslim.data.checks import LABELS, check_arrays, check_input_shapes, check_keys, check_labels
 from onnxslim.data.identity import digest, files_digest
-from onnxslim.errors import DataError
+from onnxslim.errors import DataError, first_line
 from onnxslim.input_shapes import resolve_shape
 
 Batch = dict[str, np.ndarray]
@@ -99,14 +100,35 @@ class NpzReader(Reader):
 
 
 def read_npz(path: Path, model: ir.Model) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    # np.load takes any file that is not a zip (or .npy) for a pickle, and then says that it "contains
+    # pickled (object) data": true of object arrays inside a real .npz, misleading for a text file
+    if not zipfile.is_zipfile(path):
+        raise DataError("not a valid .npz (zip) file", path=path)
+    arrays = {}
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+            for key in archive.files:
+                arrays[key] = _array(archive, key, path)
+    except DataError:
+        raise
     except Exception as exc:
-        raise DataError(f"cannot read as .npz: {exc}", path=path) from None
+        raise DataError(f"cannot read as .npz: {first_line(exc)}", path=path) from None
     check_keys(list(arrays), model, path)
     labels = arrays.pop(LABELS, None)
     return arrays, labels
+
+
+def _array(archive, key: str, path: Path) -> np.ndarray:
+    try:
+        value = archive[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # an object array: loading it would unpickle, i.e. run code from the file
+            raise DataError(f"array {key!r} contains pickled (object) data, which is not loaded; "
+                            "save numeric arrays", path=path) from None
+        raise
+    if not isinstance(value, np.ndarray):  # a member without the .npy header comes back as its raw bytes
+        raise DataError(f"member {key!r} is not a .npy array", path=path)
+    return value
 
 
 def open_reader(path: str | Path, model: ir.Model, *, batch_size: int = 32, preprocess: str | None = None) -> Reader:

@@ -12,7 +12,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.errors import DataError, brief
+from onnxslim.errors import DataError
+from onnxslim.runtime.data_runs import ort_message, quiet
 from onnxslim.runtime.session import join, make_session, session_model
 
 
@@ -57,9 +58,9 @@ def _run(session, batches: Iterable, outputs: list[str], names: list[str], captu
         inputs, batch_labels = (batch.inputs, batch.labels) if hasattr(batch, "inputs") else (batch, None)
         wanted = names if index < capture_batches else outputs
         try:
-            values = session.run(wanted, inputs)
+            values = session.run(wanted, inputs, quiet())  # reported once, by us, without ORT's raw log line
         except Exception as exc:  # ORT rejects inputs the readers' checks cannot see (dynamic dims, values)
-            raise DataError(f"onnxruntime cannot run the model on batch {index}: {brief(exc)}") from None
+            raise DataError(f"onnxruntime cannot run the model on batch {index}: {ort_message(exc)}") from None
         for name, value in zip(wanted, values):
             collected[name].append(value)
         labels.append(batch_labels)

@@ -4,6 +4,9 @@
 weight (K x K), never the activations themselves. ``Probe`` runs the model with chosen
 weights swapped for their low-rank approximations (the weights become overridable inputs of
 one session), to measure each layer's sensitivity and the output cosine of a whole split.
+
+Runs of the model as given are ``run_batch`` (a batch it rejects is the data's fault: DataError, exit 2);
+runs with replaced weights are ``run_candidate`` (the model as given ran that batch: the pass's fault).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxslim.runtime import make_session
+from onnxslim.runtime.data_runs import run_batch, run_candidate
 from onnxslim.passes.lowrank.data_split import inputs_of, row_weights, weighted_gram
 from onnxslim.passes.lowrank.sites import Group, activation_rows
 
@@ -32,7 +36,7 @@ def tapped_batches(model: ir.Model, names: Iterable[str], batches: Iterable) -> 
     session = make_session(model, extra_outputs=[n for n in wanted if n not in outputs])
     for batch in batches:
         feeds = inputs_of(batch)
-        yield feeds, {**feeds, **dict(zip(wanted, session.run(wanted, feeds)))}
+        yield feeds, {**feeds, **dict(zip(wanted, run_batch(session, wanted, feeds)))}
 
 
 def input_covariances(model: ir.Model, groups: list[Group], batches: Iterable, *,
@@ -77,16 +81,21 @@ class Probe:
         self.session = overridable_session(ir.serde.serialize_model(model), groups)
         self.batches = batches
         self.names = [o.name for o in model.graph.outputs]
-        self.reference = [self.session.run(self.names, _inputs(b)) for b in batches]
+        self.reference = [run_batch(self.session, self.names, _inputs(b)) for b in batches]
 
     def cosine(self, replaced: Mapping[str, np.ndarray]) -> float:
         """Mean cosine similarity, per sample and float output, of the model with ``replaced`` weights vs as-is."""
         extra = {k: v for k, v in replaced.items() if k in self.overridable}
         scores = []
         for batch, expected in zip(self.batches, self.reference):
-            actual = self.session.run(self.names, {**_inputs(batch), **extra})
+            actual = lowrank_run(self.session, self.names, {**_inputs(batch), **extra})
             scores.extend(_cosines(e, a) for e, a in zip(expected, actual) if np.issubdtype(e.dtype, np.floating))
         return float(np.mean(np.concatenate(scores))) if scores else 1.0
+
+
+def lowrank_run(session: ort.InferenceSession, names: list[str] | None, feeds) -> list:
+    """``run_candidate`` of the model with some weights replaced by their low-rank approximations."""
+    return run_candidate(session, names, feeds, made="low-rank", original="original")
 
 
 def _cosines(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from onnxslim.passes.lowrank.downstream import Link
 from onnxslim.passes.lowrank.sites import Group
 
 from onnxslim.runtime import make_session
+from onnxslim.runtime.data_runs import run_candidate
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,9 @@ def _elementwise_session(model: ir.Model, link: Link, dtype: np.dtype):
 
 def _slope_gram(session, name: str, value: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     h = np.asarray(value)
-    up, down = (session.run(None, {name: (h + sign * _STEP).astype(h.dtype)})[0] for sign in (1, -1))
+    # the pass's own subgraph, on activations the model as given produced: a failure is the pass's
+    up, down = (run_candidate(session, None, {name: (h + sign * _STEP).astype(h.dtype)}, made="activation-slope",
+                              original="original")[0] for sign in (1, -1))
     slope = (up.astype(np.float64) - down) / (2 * _STEP)
     return weighted_gram(slope.reshape(-1, slope.shape[-1]), row_weights(h, mask))
 

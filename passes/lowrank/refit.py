@@ -31,10 +31,11 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 from onnxslim.passes.lowrank import factorize
-from onnxslim.passes.lowrank.calibration import overridable_session
+from onnxslim.passes.lowrank.calibration import lowrank_run, overridable_session
 from onnxslim.passes.lowrank.data_split import inputs_of, row_weights
 from onnxslim.passes.lowrank.factorize import Factorization
 from onnxslim.passes.lowrank.sites import Group, Use, activation_rows
+from onnxslim.runtime.data_runs import run_batch
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +66,13 @@ class Activations:
 
     def rows(self, batch, replaced: dict[str, np.ndarray], keys: Iterable[tuple], residuals: Iterable[str] = ()) -> dict:
         """Per use key: activation rows (K values each, padding rows dropped, float32); per
-        ``("residual", name)``: a residual's rows (the last axis), padding rows dropped alike."""
+        ``("residual", name)``: a residual's rows (the last axis), padding rows dropped alike.
+        Without ``replaced`` weights this is the model as given (a rejected batch is the data's fault)."""
         feeds = inputs_of(batch)
         keys, residuals = list(keys), list(residuals)
         wanted = sorted(({key[0] for key in keys} | set(residuals)) - self.graph_inputs)
-        values = {**feeds, **dict(zip(wanted, self.session.run(wanted, {**feeds, **replaced})))}
+        run = lowrank_run if replaced else run_batch
+        values = {**feeds, **dict(zip(wanted, run(self.session, wanted, {**feeds, **replaced})))}
         out = {}
         for key in keys:
             use, value = self.uses[key], values[key[0]]

@@ -1,27 +1,37 @@
-"""Calibration activations, streamed: one ONNX Runtime session, one batch in memory at a time."""
+"""Calibration activations, streamed: one ONNX Runtime session, one batch in memory at a time.
+
+Runs of the user's model are ``run_batch`` (a batch it rejects is the data's fault: DataError, exit 2);
+runs of a pruned copy are ``run_candidate`` (the original already ran that batch: the pass's fault, rolled back).
+"""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxslim.passes.pruning._layers import Layer
+from onnxslim.runtime.data_runs import run_batch, run_candidate
 from onnxslim.runtime.session import make_session
 
 
-def stream_captures(model: ir.Model, names: Sequence[str], calibration: Iterable) -> Iterator[dict[str, np.ndarray]]:
-    """Per calibration batch, {name: value} for the requested intermediate (or input/output) tensors."""
+def stream_captures(model: ir.Model, names: Sequence[str], calibration: Iterable, *,
+                    candidate: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """Per calibration batch, {name: value} for the requested intermediate (or input/output) tensors.
+
+    ``candidate``: ``model`` is a pruned copy whose original already ran each batch first."""
     inputs = {v.name for v in model.graph.inputs}
     outputs = {v.name for v in model.graph.outputs}
     extra = [n for n in dict.fromkeys(names) if n not in inputs and n not in outputs]
     wanted = [n for n in dict.fromkeys(names) if n not in inputs]
     session = make_session(model, extra_outputs=extra)
+    run = partial(run_candidate, made="pruned", original="unpruned") if candidate else run_batch
     try:
         for batch in calibration:
             feeds = batch.inputs if hasattr(batch, "inputs") else batch
-            values = dict(zip(wanted, session.run(wanted, feeds))) if wanted else {}
+            values = dict(zip(wanted, run(session, wanted, feeds))) if wanted else {}
             values.update({n: feeds[n] for n in names if n in inputs})
             yield values
     finally:

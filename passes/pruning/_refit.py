@@ -83,8 +83,11 @@ def _accumulate(model, reference, layer: Layer, target: RefitTarget, calibration
     with_bias, groups = _bias(layer) is not None, layer.group
     xtx = xty = None
     yty = 0.0
-    pairs = zip(stream_captures(model, [x_name], calibration), stream_captures(reference, [y_name], calibration))
-    for xs, ys in pairs:
+    # the unpruned reference runs each batch first: a batch it rejects is the data's fault (DataError), one that
+    # only the pruned model rejects is the pass's (rolled back)
+    pairs = zip(stream_captures(reference, [y_name], calibration),
+                stream_captures(model, [x_name], calibration, candidate=True))
+    for ys, xs in pairs:
         y = ys[y_name]
         count = int(np.prod(y.shape)) // y.shape[1 if layer.kind == "conv" else -1]
         pick = np.sort(rng.choice(count, max_rows, replace=False)) if count > max_rows else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from functools import partial
 from typing import Iterable, Literal, Sequence
 
 import numpy as np
@@ -26,6 +27,7 @@ from onnxslim.passes.pruning._channel_select import dependency_groups
 from onnxslim.passes.pruning._layers import find_layers, plan_amounts
 from onnxslim.passes.pruning.prune_channels import PruneChannels, PruneChannelsConfig, edge_layers, spare_uncoupled_first
 from onnxslim.passes.pruning.prune_magnitude import PruneMagnitude, PruneMagnitudeConfig
+from onnxslim.runtime.data_runs import run_batch, run_candidate
 from onnxslim.runtime.session import make_session
 
 Method = Literal["channel", "magnitude"]
@@ -85,15 +87,18 @@ class Scorer:
             raise ValueError("the sensitivity scan needs at least one calibration batch")
         labels = [getattr(b, "labels", None) for b in self.batches]
         self.labels = None if any(l is None for l in labels) else np.concatenate(labels)
-        self.reference, first = self._outputs(model)
+        self.reference, first = self._outputs(model, candidate=False)
         self.baseline_accuracy = self._accuracy(first)
 
-    def _outputs(self, model: ir.Model) -> tuple[np.ndarray, np.ndarray]:
-        """([samples, features] of all outputs joined, the first output) over all batches."""
+    def _outputs(self, model: ir.Model, *, candidate: bool) -> tuple[np.ndarray, np.ndarray]:
+        """([samples, features] of all outputs joined, the first output) over all batches.
+
+        ``candidate``: a pruned copy, on batches the unpruned model ran (a failure is the pass's, not the data's)."""
         session = make_session(model)
+        run = partial(run_candidate, made="pruned", original="unpruned") if candidate else run_batch
         rows, firsts = [], []
         for batch in self.batches:
-            outs = session.run(None, batch.inputs if hasattr(batch, "inputs") else batch)
+            outs = run(session, None, batch.inputs if hasattr(batch, "inputs") else batch)
             count = len(outs[0]) if outs[0].ndim else 1
             rows.append(np.concatenate([o.reshape(count, -1) if o.ndim and len(o) == count else
                                         np.broadcast_to(o.reshape(1, -1), (count, o.size)) for o in outs], 1))
@@ -108,7 +113,7 @@ class Scorer:
 
     def score(self, model: ir.Model) -> tuple[float, float | None]:
         """(mean per-sample cosine vs the reference, top-1 accuracy or None)."""
-        rows, first = self._outputs(model)
+        rows, first = self._outputs(model, candidate=True)
         norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(self.reference, axis=1)
         cosine = np.divide(np.sum(rows * self.reference, 1), norms, out=np.ones(len(rows)), where=norms > 0)
         return float(np.mean(cosine)), self._accuracy(first)

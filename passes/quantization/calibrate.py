@@ -4,26 +4,26 @@ Each batch updates per-tensor statistics and is dropped, so memory does not grow
 number of samples. Bad data stops the run with one DataError: no samples, NaN/inf inputs,
 or a batch the model rejects. Every run of ONNX Runtime over calibration data in this package
 goes through ``run_batch`` (the user's model: a failure is the data's) or ``run_candidate`` (a
-model the pass made, on data the user's model already ran: a failure is the pass's).
+model the pass made, on data the user's model already ran: a failure is the pass's), both from
+``onnxslim.runtime.data_runs`` and importable from here.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Collection, Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx_ir as ir
-import onnxruntime as ort
 
-from onnxslim.errors import DataError, brief
+from onnxslim.errors import DataError
 from onnxslim.input_shapes import batch_axis_is_dynamic
 from onnxslim.passes.quantization.cache import cache_key
 from onnxslim.passes.quantization.derived import apply, derivable
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.statistics import TensorStats
+from onnxslim.runtime.data_runs import check_finite, run_batch, run_candidate  # noqa: F401 - run_candidate: re-exported
 from onnxslim.runtime.session import make_session
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
         pending = None
         for batch in batches:
             feeds = batch.inputs if hasattr(batch, "inputs") else batch
-            _check_finite(feeds)
+            if not fetched:  # else run_batch checks each part it runs
+                check_finite(feeds)
             for values, share, whole in parts(feeds) if fetched else ():
                 if pending is not None:
                     pending.result()
@@ -126,41 +127,6 @@ class _PartRuns:
         return -(-left // -(-left // self.part))
 
 
-def run_batch(session: ort.InferenceSession, names: list[str], feeds) -> list:
-    """``session.run`` of the user's model over a calibration batch; a failure is the data's: one DataError
-    line (exit 2), which the pass manager re-raises rather than rolling the pass back."""
-    try:
-        return session.run(names, feeds, _quiet())
-    except Exception as exc:
-        raise DataError(f"calibration batch rejected by the model: {_ort_message(exc)}") from None
-
-
-def run_candidate(session: ort.InferenceSession, names: list[str], feeds) -> list:
-    """``session.run`` of a model the pass made (a quantized copy) over calibration data that the float
-    model already ran (calibration, or a cache entry for the same data and model): a failure is the pass's
-    bug, a RuntimeError that the pass manager turns into a rollback with its reason."""
-    try:
-        return session.run(names, feeds, _quiet())
-    except Exception as exc:
-        raise RuntimeError(f"the quantized model fails on calibration data the float model ran: "
-                           f"{_ort_message(exc)}") from None
-
-
-def _quiet() -> ort.RunOptions:
-    """Run options without ONNX Runtime's own error line on stderr (a raw, coloured copy of the
-    exception's text): the exception is raised and reported once, by us. Sessions log at level 3
-    (errors); a run's own level, when set, overrides the session's."""
-    options = ort.RunOptions()
-    options.log_severity_level = 4  # fatal only
-    return options
-
-
-def _ort_message(exc: BaseException) -> str:
-    """The message on one line without ORT's "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :" prefix,
-    so that the node and the offending value fit (MiniLM's Gather: "idx=999999 must be within ...")."""
-    return brief(RuntimeError(re.sub(r"^\s*\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(exc))))
-
-
 def _batch_size(feeds) -> int | None:
     """The batch length shared by all fed arrays (None when they disagree or there is nothing to split)."""
     lengths = {np.shape(v)[0] if np.ndim(v) else None for v in feeds.values()}
@@ -209,10 +175,3 @@ def describe(reader) -> str:
 
 def _is_input(model: ir.Model, name: str) -> bool:
     return any(v.name == name for v in model.graph.inputs)
-
-
-def _check_finite(feeds) -> None:
-    for name, array in feeds.items():
-        array = np.asarray(array)
-        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-            raise DataError(f"calibration input {name!r} contains NaN or infinite values")

@@ -76,7 +76,8 @@ class QuantizeAuto(Pass):
         times = {k: float(np.median(t)) for k, t in time_round_robin(variants, single, runs=self._runs(variants, single)).items()}
         rows = []
         for label, result in built.items():
-            cosine = mixed_precision.output_cosine(reference, mixed_precision.run_outputs(result.model, feeds))
+            outputs = mixed_precision.run_outputs(result.model, feeds, candidate=True)  # the float model ran feeds
+            cosine = mixed_precision.output_cosine(reference, outputs)
             rows.append({"format": label, "ms": round(times[label], 4), "float_ms": round(times["float"], 4),
                          "speedup": round(times["float"] / times[label], 3), "cosine": round(cosine, 6)})
         eligible = [r for r in rows if r["cosine"] >= self.config.min_cosine and r["speedup"] >= 1 + MARGIN]
