@@ -11,7 +11,7 @@ import onnx_ir as ir
 from onnxslim.data.checks import check_arrays, check_labels, input_names
 from onnxslim.data.identity import digest, files_digest
 from onnxslim.data.readers import DataBatch, Reader, read_npz
-from onnxslim.errors import DataError
+from onnxslim.errors import DataError, first_line
 
 ARRAY_SUFFIXES = {".npz", ".npy"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -61,10 +61,14 @@ class ArrayFolderReader(Reader):
 
     def _read(self, path: Path) -> DataBatch:
         if path.suffix.lower() == ".npy":
+            with open(path, "rb") as handle:
+                header = handle.read(6)
+            if header != b"\x93NUMPY":  # else np.load calls any file "pickled (object) data"
+                raise DataError("not a valid .npy file (no NumPy header)", path=path)
             try:
                 arrays, labels = {input_names(self.model)[0]: np.load(path, allow_pickle=False)}, None
             except Exception as exc:
-                raise DataError(f"cannot read as .npy: {exc}", path=path) from None
+                raise DataError(f"cannot read as .npy: {first_line(exc)}", path=path) from None
         else:
             arrays, labels = read_npz(path, self.model)
         single = self._is_single_sample(arrays)

@@ -55,3 +55,14 @@ def test_the_cli_prints_one_line_and_exits_2(tmp_path, capsys, flag):
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and all(w in lines[0] for w in words), lines
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_a_text_file_named_npy_in_a_folder_is_not_called_pickled(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.ones((2, 3), np.float32))
+    (folder / "b.npy").write_text("1,2,3\n")
+    with pytest.raises(DataError) as caught:
+        list(open_reader(folder, make_model(MODEL)))
+    assert "b.npy" in str(caught.value) and "not a valid .npy file" in str(caught.value)
+    assert "pickled" not in str(caught.value)
