@@ -12,7 +12,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.errors import ExternalDataError, first_line, ModelLoadError, OutputPathError
-from onnxslim.proto import external_data_loaded, load_external_attributes, PLACEHOLDER_LOCATION
+from onnxslim.proto import arrays_from_proto, external_data_loaded, load_external_attributes, PLACEHOLDER_LOCATION
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def _load_path(path: Path) -> ir.Model:
     model = ir.serde.deserialize_model(proto)
     ir.external_data.set_base_dir(model.graph, str(path.parent))
     load_external_attributes(model)
+    arrays_from_proto(model)
     return model
 
 

@@ -85,22 +85,43 @@ def load_external_attributes(model: ir.Model) -> None:
         node.attributes[attr.name] = _attribute_in_memory(attr)
 
 
+def arrays_from_proto(model: ir.Model) -> None:
+    """Tensors still read from the loaded ModelProto (onnx-ir's ``TensorProtoTensor``: initializers
+    and tensor attributes, anywhere) become numpy-backed tensors, once, for good. Each ``numpy()``
+    of a proto-backed tensor copies its bytes out of protobuf (upb hands out a new bytes object per
+    access), and every session, check and weight rewrite asks again: on all-MiniLM-L6-v2 (90 MB)
+    that made a static quantization 1.53 s instead of 1.03 s and its peak RSS 429 MB instead of
+    370 MB. Once nothing points into the proto, it is freed: memory does not grow."""
+    values, attributes = _tensors_where(model.graph, _is_proto_backed)
+    for value in values:
+        value.const_value = _in_memory(value.const_value)
+    for node, attr in attributes:
+        node.attributes[attr.name] = _attribute_in_memory(attr, _is_proto_backed)
+
+
 def _external_tensors(graph: ir.Graph) -> tuple[list[ir.Value], list[tuple[ir.Node, ir.Attr]]]:
     """Initializers and (node, attribute) tensor attributes, of ``graph`` and its subgraphs, read
     from an external data file. One walk, no onnx-ir traversal helpers: this runs before every
     check and session (about 1 ms on PP-OCRv4 rec's 860 nodes, 5 ms with ``model.graphs()`` and
     ``RecursiveGraphIterator``)."""
+    return _tensors_where(graph, _is_external)
+
+
+def _tensors_where(graph: ir.Graph, wanted: Callable[[object], bool]
+                   ) -> tuple[list[ir.Value], list[tuple[ir.Node, ir.Attr]]]:
+    """Initializers and (node, attribute) tensor attributes of ``graph`` and its subgraphs whose
+    tensor is ``wanted``."""
     values, attributes, graphs = [], [], [graph]
     while graphs:
         current = graphs.pop()
-        values.extend(v for v in current.initializers.values() if _is_external(v.const_value))
+        values.extend(v for v in current.initializers.values() if wanted(v.const_value))
         for node in current:
             for attr in node.attributes.values():
                 kind = attr.type
                 if kind not in _NESTED or attr.is_ref():
                     continue
-                if (kind is ir.AttributeType.TENSOR and _is_external(attr.value)) or (
-                        kind is ir.AttributeType.TENSORS and any(_is_external(t) for t in attr.value)):
+                if (kind is ir.AttributeType.TENSOR and wanted(attr.value)) or (
+                        kind is ir.AttributeType.TENSORS and any(wanted(t) for t in attr.value)):
                     attributes.append((node, attr))
                 elif kind is ir.AttributeType.GRAPH:
                     graphs.append(attr.value)
@@ -112,10 +133,10 @@ def _external_tensors(graph: ir.Graph) -> tuple[list[ir.Value], list[tuple[ir.No
 _NESTED = frozenset({ir.AttributeType.TENSOR, ir.AttributeType.TENSORS, ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS})
 
 
-def _attribute_in_memory(attr: ir.Attr) -> ir.Attr:
+def _attribute_in_memory(attr: ir.Attr, wanted: Callable[[object], bool] | None = None) -> ir.Attr:
     if attr.type is ir.AttributeType.TENSOR:
         return ir.AttrTensor(attr.name, _in_memory(attr.value), doc_string=attr.doc_string)
-    tensors = [_in_memory(t) if _is_external(t) else t for t in attr.value]
+    tensors = [_in_memory(t) if (wanted or _is_external)(t) else t for t in attr.value]
     return ir.AttrTensors(attr.name, tensors, doc_string=attr.doc_string)
 
 
@@ -123,5 +144,15 @@ def _is_external(tensor: object) -> bool:
     return isinstance(tensor, ir.ExternalTensor) and tensor.location != PLACEHOLDER_LOCATION
 
 
-def _in_memory(tensor: ir.ExternalTensor) -> ir.Tensor:
+_PLAIN_NUMPY = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.INT8,
+                          ir.DataType.INT16, ir.DataType.INT32, ir.DataType.INT64, ir.DataType.UINT8,
+                          ir.DataType.UINT16, ir.DataType.UINT32, ir.DataType.UINT64, ir.DataType.BOOL})
+"""Element types whose numpy() is the stored values as they are (not packed int4, bfloat16, strings)."""
+
+
+def _is_proto_backed(tensor: object) -> bool:
+    return isinstance(tensor, ir.serde.TensorProtoTensor) and tensor.dtype in _PLAIN_NUMPY
+
+
+def _in_memory(tensor: ir.TensorProtocol) -> ir.Tensor:
     return ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=tensor.name, doc_string=tensor.doc_string)

@@ -45,3 +45,34 @@ def test_weights_are_restored_when_the_block_raises():
             assert set(detached) == {"w"} and model.graph.initializers["w"].const_value is not tensor
             raise RuntimeError
     assert model.graph.initializers["w"].const_value is tensor
+
+
+def test_a_loaded_model_holds_its_tensors_as_arrays_not_as_protobuf(tmp_path):
+    """io.load: every plain-typed initializer and Constant value is numpy-backed (numpy() then costs
+    nothing), equal to what onnx reads, and the model saves back to the same values."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    import onnx_ir as ir
+    from onnxslim import io
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 3)).astype(np.float16)
+    c = helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.arange(3, dtype=np.int64), "c"))
+    graph = helper.make_graph(
+        [c, helper.make_node("Cast", ["c"], ["cf"], to=TensorProto.FLOAT16), helper.make_node("MatMul", ["x", "w"], ["h"]),
+         helper.make_node("Add", ["h", "cf"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 3])],
+        [numpy_helper.from_array(w, "w"), helper.make_tensor("names", TensorProto.STRING, [1], [b"kept"])])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    model = io.load(path)
+    tensors = {name: v.const_value for name, v in model.graph.initializers.items()}
+    constant = next(n for n in model.graph if n.op_type == "Constant").attributes["value"].value
+    assert type(tensors["w"]) is ir.Tensor and type(constant) is ir.Tensor
+    assert tensors["names"].numpy().tolist() == [b"kept"]  # strings: onnx-ir's own StringTensor, untouched
+    np.testing.assert_array_equal(tensors["w"].numpy(), w)
+    np.testing.assert_array_equal(constant.numpy(), np.arange(3))
+    io.save(model, tmp_path / "out.onnx")
+    saved = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "out.onnx")).graph.initializer}
+    np.testing.assert_array_equal(saved["w"], w)
