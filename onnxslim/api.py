@@ -58,7 +58,8 @@ class OptimizeResult:
             "passed": self.passed,
             "output": str(self.output) if self.output else None,
             "pipeline": self.pipeline.to_dict(),
-            "validation": self.validation.to_dict() if self.validation else None,
+            # not `if self.validation`: a failed report is falsy, and the failure is what a pipeline must read
+            "validation": self.validation.to_dict() if self.validation is not None else None,
             "first_divergent_pass": self.first_divergent_pass,
             "slower_than_original": self.slower_than_original,
             "warnings": self.warnings,
@@ -156,6 +157,8 @@ def _check_requests(options: Mapping[str, Any], checks: ValidationOptions) -> No
         raise OutputPathError("HTML report folder does not exist", path=checks.html)
     if options.get("calibration_samples") is not None and options.get("calibration_data") is None:
         raise ConfigError("--calibration-samples needs --calibration-data (calibration_data)")
+    if options.get("lowrank_refit") not in (None, "none") and options.get("calibration_data") is None:
+        raise ConfigError(f"--lowrank-refit {options['lowrank_refit']} needs --calibration-data (calibration_data)")
 
 
 def _check_pinned_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]], src: io.ModelSource) -> None:
@@ -172,6 +175,9 @@ def _check_pinned_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]],
 
 def _pipeline(options: Mapping[str, Any], recipe: Any, passes: Sequence[PassSpec], context: PassContext) -> list[Pass]:
     family = family_steps({k: v for k, v in options.items() if k in option_names()})
+    if recipe is not None and any(k in option_names() for k in recipe.options):
+        # a family step set in the recipe's [options]: its build errors name the recipe, as [[pass]] steps' do
+        family = [dataclasses.replace(step, source=recipe.path) for step in family]
     steps = plan_steps([*(recipe.steps if recipe else []), *_steps(passes), *family], simplify=options.get("simplify", True))
     return build_passes(steps, context)
 

@@ -202,7 +202,7 @@ def _scan_prune(args: argparse.Namespace, err: Console) -> int:
 
     model = api.run(args.input, validate=False).model  # prune as the pass would see the model: after cleanup
     reader = open_reader(args.calibration_data, model, preprocess=args.calibration_preprocess)
-    if args.calibration_samples:
+    if args.calibration_samples is not None:  # 0 is an error, not "all"
         reader = FirstSamples(reader, args.calibration_samples)
     try:
         amounts = [float(a) for a in args.amounts.split(",") if a.strip()]

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxslim import api, cli
-from tests.core.test_manager import Crash
+from tests.core.test_manager import Crash, PerturbWeight
 from tests.helpers import MODELS
 
 DIGITS = MODELS / "digits_cnn.onnx"
@@ -90,3 +90,37 @@ def test_json_into_a_closed_pipe_keeps_the_exit_code():
     command = f"{sys.executable} -m onnxslim validate {DIGITS} {DIGITS} --json | head -c 10"
     done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "BrokenPipe" not in done.stderr and "internal error" not in done.stderr, done.stderr
+
+
+def test_a_failed_validation_is_in_the_json_report():
+    result = api.run(DIGITS, passes=[PerturbWeight()], validation={"data": str(MODELS / "digits_eval.npz")})
+    payload = json.loads(json.dumps(result.to_dict(), default=str))
+    assert payload["passed"] is False and payload["validation"] is not None
+    assert payload["validation"]["passed"] is False and payload["validation"]["outputs"]
+
+
+def test_quantize_auto_without_data_asks_for_shapes_it_cannot_guess(tmp_path, capsys):
+    model, out = _concat_model(tmp_path / "m.onnx"), tmp_path / "out.onnx"
+    code, io = _run(capsys, model, out, "--quantize", "auto", "--no-validate")
+    assert code == 2 and "give --input-shape x:" in io.err and "--calibration-data" in io.err and not out.exists()
+
+
+@pytest.mark.parametrize("flags", [("--lowrank-min-cosine", "0.9"), ("--lowrank-method", "plain"),
+                                   ("--lowrank", "0.9", "--lowrank-refit", "oneshot")])
+def test_lowrank_settings_alone_or_without_their_data_are_errors(tmp_path, capsys, flags):
+    out = tmp_path / "out.onnx"
+    code, io = _run(capsys, MODELS / "vit_tiny.onnx", out, *flags, "--no-validate")
+    assert code == 2 and io.err.count("\n") == 1 and not out.exists(), io.err
+
+
+def test_scan_prune_takes_no_zero_sample_count(capsys):
+    code, io = _run(capsys, "scan-prune", DIGITS, "--calibration-data", MODELS / "digits_calib.npz",
+                    "--calibration-samples", "0")
+    assert code == 2 and "at least 1" in io.err
+
+
+def test_recipe_options_needing_data_name_the_recipe(tmp_path, capsys):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[options]\nprune = 0.3\nprune_method = "channel"\nreconstruct = true\n')
+    code, io = _run(capsys, DIGITS, tmp_path / "out.onnx", "--recipe", recipe)
+    assert code == 2 and str(recipe) in io.err and "calibration data" in io.err

@@ -21,7 +21,7 @@ def _add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--lowrank-params", type=float, metavar="FRACTION", default=None,
                        help="keep FRACTION of the splittable weights' parameters, ranks allocated per layer")
     group.add_argument("--lowrank-min-cosine", type=float, metavar="X", default=None,
-                       help="with --lowrank auto: lowest mean output cosine on the held-out calibration samples "
+                       help="with --lowrank auto (needs it): lowest mean output cosine on the held-out calibration samples "
                             f"(default {AUTO_MIN_COSINE})")
     group.add_argument("--lowrank-method", choices=("auto", "plain", "whitened"), default=None,
                        help="whitened (activation-aware) needs --calibration-data; auto uses it when given (default)")
@@ -31,6 +31,9 @@ def _add_arguments(group: argparse._ArgumentGroup) -> None:
 
 
 def _to_steps(options: Mapping[str, Any]) -> list[Step]:
+    if all(options.get(k) is None for k in ("lowrank", "lowrank_rank", "lowrank_params")):
+        # a setting alone must not start a lossy split the user did not ask for
+        raise ConfigError(f"{', '.join(sorted(options))} need(s) --lowrank ENERGY|auto, --lowrank-rank or --lowrank-params")
     settings: dict[str, Any] = {}
     value = options.get("lowrank")
     auto = isinstance(value, str) and value.strip().lower() == "auto"

@@ -10,6 +10,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.errors import ConfigError
+from onnxslim.input_shapes import resolve_shape
 from onnxslim.passes.quantization import mixed_precision
 from onnxslim.passes.quantization.cache import CalibrationCache
 from onnxslim.passes.quantization.common import refused
@@ -115,7 +117,10 @@ def _random_feeds(model: ir.Model) -> dict[str, np.ndarray]:
     """One seeded sample per input when there is no calibration data (dynamic is then the only candidate)."""
     rng, feeds = np.random.default_rng(0), {}
     for value in model.graph.inputs:
-        shape = [d if isinstance(d, int) else 1 for d in (value.shape or [])]
+        try:  # a 1x1 image is no shape to time a detector at (YOLOv8n's Concat refuses it)
+            shape = resolve_shape(value, {}, default_batch=1)
+        except ConfigError as exc:
+            raise ConfigError(f"without calibration data, {exc.message} (or give --calibration-data)") from None
         dtype = value.dtype.numpy() if value.dtype is not None else np.float32
         feeds[value.name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
                              else np.zeros(shape, dtype))
