@@ -124,3 +124,12 @@ def test_recipe_options_needing_data_name_the_recipe(tmp_path, capsys):
     recipe.write_text('[options]\nprune = 0.3\nprune_method = "channel"\nreconstruct = true\n')
     code, io = _run(capsys, DIGITS, tmp_path / "out.onnx", "--recipe", recipe)
     assert code == 2 and str(recipe) in io.err and "calibration data" in io.err
+
+
+@pytest.mark.parametrize("flags, words", [(("--prune-skip", "no_such_layer"), "matches no prunable layer"),
+                                          (("--prune-skip", "("), "nor a valid regular expression"),
+                                          (("--prune-overrides", "no_such_layer=0.5"), "matches no prunable layer")])
+def test_pruning_names_that_match_nothing_are_errors(tmp_path, capsys, flags, words):
+    out = tmp_path / "out.onnx"
+    code, io = _run(capsys, DIGITS, out, "--prune", "0.3", *flags, "--no-validate")
+    assert code == 2 and words in io.err and not out.exists(), io.err

@@ -13,6 +13,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from onnxslim.errors import ConfigError
+
 FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16)
 
 
@@ -134,7 +136,23 @@ def matches(name: str, patterns: Iterable[str]) -> str | None:
 
 def plan_amounts(layers: Sequence[Layer], *, amount: float, skip: Sequence[str], skip_first_last: bool,
                  overrides: dict[str, float]) -> tuple[dict[str, float], list[dict]]:
-    """{layer name: amount} for the layers to prune, and report rows for the skipped ones."""
+    """{layer name: amount} for the layers to prune, and report rows for the skipped ones.
+
+    A skip or override pattern that names no prunable layer is a ConfigError: a typo would
+    otherwise prune the very layer the user meant to keep (NNCF's ignored scopes check the same)."""
+    names = [layer.name for layer in layers]
+    for where, patterns in (("skip", skip), ("overrides", overrides)):
+        for pattern in patterns:
+            if pattern not in names:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ConfigError(f"pruning {where}: {pattern!r} is not a layer name nor a valid regular "
+                                      f"expression ({exc})") from None
+            if not any(matches(name, [pattern]) for name in names):
+                shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+                raise ConfigError(f"pruning {where}: {pattern!r} matches no prunable layer "
+                                  f"(Conv/Gemm/MatMul with a constant weight: {shown})")
     amounts, rows = {}, []
     edge = {layers[0].name, layers[-1].name} if skip_first_last and layers else set()
     for layer in layers:
