@@ -52,3 +52,16 @@ def rng(seed: int = 0) -> np.random.Generator:
 
 def check_full(model: ir.Model) -> None:
     onnx.checker.check_model(ir.serde.serialize_model(model), full_check=True)
+
+
+def assert_cli_rejects_data(capfd, model: Path, data: Path, out: Path, *flags: str, mark: str = "idx=999999") -> None:
+    """``onnxslim MODEL OUT FLAGS --calibration-data DATA`` on data the model rejects: exit 2, one line
+    on stderr naming ``mark``, no ONNX Runtime log line of its own, nothing written."""
+    from onnxslim.cli import main
+
+    code = main([str(model), str(out), *flags, "--calibration-data", str(data), "--no-validate"])
+    err = capfd.readouterr().err  # file descriptor level: ORT writes its log to the C stderr
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and not Path(out).exists()
+    assert len(lines) == 1 and mark in lines[0], err
+    assert "[E:onnxruntime" not in err and "\x1b[" not in err
