@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -212,6 +213,8 @@ def _scan_prune(args: argparse.Namespace, err: Console) -> int:
     except ValueError as exc:
         raise ConfigError(f"scan-prune: {first_line(exc)}") from None
     payload = result.to_dict()
+    if payload.get("proposal"):
+        payload["proposal"]["command"] = _proposal_command(args, payload)
     if args.html:
         _write_text(args.html, scan_html(payload, title=f"Pruning sensitivity: {Path(args.input).name}"))
     if args.json:
@@ -221,6 +224,23 @@ def _scan_prune(args: argparse.Namespace, err: Console) -> int:
         if args.html:
             err.print(f"wrote {args.html}")
     return EXIT_OK
+
+
+def _proposal_command(args: argparse.Namespace, payload: dict) -> str:
+    """The `optimize` command that applies the proposal as the scan measured it: with the scan's
+    calibration data, since channels were ranked by activation importance on it (without it the pass
+    ranks by weight magnitude: YOLOv8n, 4 samples, removed 1,799,922 parameters and validated at
+    cosine 0.9889 where the scan had measured 1,809,810 and 0.9955)."""
+    command = ["onnxslim", args.input, f"{Path(args.input).stem}.pruned.onnx", "--prune", "0",
+               "--prune-method", payload["method"], "--prune-overrides", ",".join(payload["proposal"]["overrides"]),
+               "--calibration-data", args.calibration_data]
+    if args.calibration_samples is not None:
+        command += ["--calibration-samples", str(args.calibration_samples)]
+    if args.calibration_preprocess:
+        command += ["--calibration-preprocess", args.calibration_preprocess]
+    if args.prune_skip:
+        command += ["--prune-skip", args.prune_skip]
+    return shlex.join(command)
 
 
 _COMMANDS = {"optimize": _optimize, "validate": _validate, "inspect": _inspect, "passes": _passes, "scan-prune": _scan_prune}

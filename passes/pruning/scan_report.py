@@ -34,7 +34,7 @@ def scan_table(scan: dict) -> Table:
         amount = chosen.get(unit["layers"][0])
         table.add_row(_label(unit), str(unit["params"]), *cells, "-" if amount is None else f"{amount:.0%}")
     if proposal:
-        table.caption = proposal_line(scan)
+        table.caption = proposal_line(scan) + (f"\napply it: {proposal['command']}" if proposal.get("command") else "")
     return table
 
 
@@ -59,9 +59,9 @@ def scan_html(scan: dict, *, title: str = "Pruning sensitivity scan") -> str:
     proposal = scan.get("proposal")
     overrides = ""
     if proposal:
-        overrides = (f"<h2>Proposal</h2><p>{escape(proposal_line(scan))}</p>"
-                     f"<pre>--prune 0 --prune-method {escape(scan['method'])} --prune-overrides "
-                     f"\"{escape(','.join(proposal['overrides']))}\"</pre>")
+        command = proposal.get("command") or (f"--prune 0 --prune-method {scan['method']} --prune-overrides "
+                                              f"\"{','.join(proposal['overrides'])}\"")
+        overrides = f"<h2>Proposal</h2><p>{escape(proposal_line(scan))}</p><pre>{escape(command, quote=False)}</pre>"
     style = "body{font:14px sans-serif;margin:2em} svg text{font-size:12px} .title{font-weight:bold}"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{style}</style>"
             f"</head><body><h1>{escape(title)}</h1><p>method {escape(scan['method'])}, {scan['params']} parameters, "

@@ -104,3 +104,26 @@ def test_report_renders_table_and_html():
     assert "robust" in text and "0.9990" in text and "60%" in text and "20.0% of the parameters" in text
     page = scan_html(data)
     assert page.count("<svg") == 2 and '--prune-overrides "robust=0.6"' in page
+
+
+def test_the_printed_command_applies_the_proposal_as_the_scan_measured_it(tmp_path, capsys):
+    """Channels were ranked by activation importance on the scan's data: the command must carry it."""
+    import json
+    import shlex
+
+    import onnx
+
+    from onnxslim import cli
+
+    argv = ["scan-prune", str(MODELS / "resnet_mini.onnx"), "--calibration-data", str(MODELS / "digits16_calib.npz"),
+            "--calibration-samples", "16", "--target-reduction", "0.3", "--json"]
+    assert cli.main(argv) == 0
+    proposal = json.loads(capsys.readouterr().out)["proposal"]
+    command = shlex.split(proposal["command"])
+    assert command[0] == "onnxslim" and "--calibration-data" in command and "--calibration-samples" in command
+    command[2] = str(tmp_path / "pruned.onnx")
+    assert cli.main([*command[1:], "--no-validate", "--json"]) == 0
+    passes = json.loads(capsys.readouterr().out)["pipeline"]["passes"]
+    stats = next(p["stats"] for p in passes if p["name"] == "prune-channels")
+    assert stats["params_removed"] == proposal["params_removed"] > 0
+    assert onnx.load(str(tmp_path / "pruned.onnx")).graph.node
