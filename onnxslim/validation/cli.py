@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--atol", type=float, default=None, help="absolute tolerance per element (default 1e-4; lossy: off)")
     group.add_argument("--rtol", type=float, default=None, help="relative tolerance per element (default 1e-4; lossy: off)")
     group.add_argument("--min-cosine", type=float, default=None, help="lowest cosine similarity per output (default 0.9999; lossy 0.99)")
-    group.add_argument("--min-snr", type=float, default=None, help="lowest SNR in dB per output (default 40; lossy 20)")
+    group.add_argument("--min-snr", type=float, default=None, help="lowest SNR in dB per output (default 40; lossy 17, the equivalent of cosine 0.99)")
     group.add_argument("--min-top1", type=float, default=None, help="lowest top-1 agreement of classifier outputs (default 0.99; lossy 0.9)")
     group.add_argument("--providers", default="cpu", metavar="LIST", help="cpu, cuda (comma-separated) or all (default cpu)")
     group.add_argument("--capture", choices=CAPTURE_MODES, default="auto",
