@@ -17,7 +17,7 @@ from onnxslim.core.manager import ROLLED_BACK, PassManager, PipelineReport, Prog
 from onnxslim.core.pass_base import Pass, PassContext
 from onnxslim.core.recipe import Step, build_passes, load_recipe, plan_steps
 from onnxslim.data import FirstSamples, Reader, open_reader
-from onnxslim.errors import ConfigError, DataError, OnnxSlimError, OutputPathError, ValidationFailed
+from onnxslim.errors import ConfigError, DataError, ModelLoadError, OnnxSlimError, OutputPathError, ValidationFailed
 from onnxslim.input_shapes import fix_input_shapes
 from onnxslim.proto import external_data_loaded
 from onnxslim.summary import summarize
@@ -109,7 +109,7 @@ def run(
     _check_requests(options, checks)
     if dst is not None:
         io.check_output_path(Path(dst), src=Path(src) if isinstance(src, (str, Path)) else None, overwrite_input=overwrite_input)
-    original = io.load(src)
+    original = _load_runnable(src, check_runtime=check_runtime)
     model = original.clone()
     shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
     if shapes:
@@ -147,6 +147,19 @@ def run(
     if dst is not None and not (strict and (not result.passed or result.slower_than_original)):
         result.output = io.save(model, dst, external_data=external_data)
     return result
+
+
+def _load_runnable(src: io.ModelSource, *, check_runtime: bool = True) -> ir.Model:
+    """The model, checked once by onnx's checker and ONNX Runtime's loader before any work: a model
+    ORT cannot load (an IR version newer than it knows, two nodes of one name) is the input's
+    problem, exit 2, not an internal error halfway through (nor an output that does not load)."""
+    model = io.load(src)
+    try:
+        check_model(model, runtime=check_runtime)
+    except ModelCheckError as exc:
+        raise ModelLoadError(f"not a model ONNX Runtime can run: {exc.message}",
+                             path=src if isinstance(src, (str, Path)) else None) from None
+    return model
 
 
 def _check_requests(options: Mapping[str, Any], checks: ValidationOptions) -> None:
@@ -234,7 +247,7 @@ def validate(original: io.ModelSource, optimized: io.ModelSource, *, options: Va
     with ``html`` set, the HTML report is written there.
     """
     checks = _validation_options(None, options, **settings)
-    models = io.load(original), io.load(optimized)
+    models = _load_runnable(original), _load_runnable(optimized)
     _check_same_interface(*models, where=optimized if isinstance(optimized, (str, Path)) else None)
     report = validate_models(*models, checks)
     _write_html(report, checks)

@@ -133,3 +133,42 @@ def test_pruning_names_that_match_nothing_are_errors(tmp_path, capsys, flags, wo
     out = tmp_path / "out.onnx"
     code, io = _run(capsys, DIGITS, out, "--prune", "0.3", *flags, "--no-validate")
     assert code == 2 and words in io.err and not out.exists(), io.err
+
+
+def test_a_model_onnxruntime_cannot_load_is_an_input_error_before_any_work(tmp_path, capsys):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["a"], name="n"), helper.make_node("Relu", ["a"], ["y"], name="n")],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model, out = tmp_path / "dup.onnx", tmp_path / "out.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), model)
+    for argv in ([model, out], ["validate", model, model]):
+        code, io = _run(capsys, *argv)
+        assert code == 2 and "not a model ONNX Runtime can run" in io.err and "internal error" not in io.err
+    assert not out.exists()
+
+
+def _matmul_model(path, *, weight_is_input=False, batch=1):
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [64, 64], (0.1 * np.random.default_rng(0).standard_normal(4096)).astype(np.float32))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 64])]
+    if weight_is_input:  # an overridable default (IR >= 4): the application may feed w
+        inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [64, 64]))
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 64])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def test_dynamic_quantization_leaves_a_feedable_weight_float(tmp_path):
+    model = _matmul_model(tmp_path / "m.onnx", weight_is_input=True)
+    result = api.run(model, tmp_path / "out.onnx", quantize="dynamic", validate=False)
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "out.onnx")).graph.node]
+    assert "MatMulInteger" not in ops and "DynamicQuantizeLinear" not in ops, ops
+    assert result.passed
+
+
+def test_quantize_auto_times_a_fixed_batch_as_it_is(tmp_path):
+    model, data = _matmul_model(tmp_path / "m.onnx", batch=2), tmp_path / "d.npz"
+    np.savez(data, x=np.random.default_rng(1).standard_normal((2, 64)).astype(np.float32))
+    result = api.run(model, quantize="auto", calibration_data=str(data), validate=False)
+    record = next(r for r in result.pipeline.records if r.name == "quantize-auto")
+    assert record.status != "rolled-back", record.reason

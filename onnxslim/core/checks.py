@@ -40,7 +40,9 @@ def _dim_key(dim) -> int | str | None:
 def contract_violations(before: list, after: list) -> list[str]:
     """Differences in names, dtypes or shapes; refining an unknown dim or shape is allowed."""
     if [(k, n) for k, n, _, _ in before] != [(k, n) for k, n, _, _ in after]:
-        return [f"graph {kind}s changed: {[n for k, n, _, _ in before if k == kind]} -> {[n for k, n, _, _ in after if k == kind]}" for kind in ("input", "output")]
+        names = {kind: ([n for k, n, _, _ in before if k == kind], [n for k, n, _, _ in after if k == kind])
+                 for kind in ("input", "output")}
+        return [f"graph {kind}s changed: {old} -> {new}" for kind, (old, new) in names.items() if old != new]
     problems = []
     for (kind, name, dtype0, dims0), (_, _, dtype1, dims1) in zip(before, after):
         if dtype0 is not None and dtype0 != dtype1:

@@ -57,7 +57,9 @@ class Plan:
 
 
 def is_constant(value: ir.Value | None) -> bool:
-    return value is not None and ir.convenience.get_const_tensor(value) is not None
+    """A constant, not an initializer that is also a graph input: the application may feed that one
+    (ONNX's overridable defaults, IR >= 4), so baking it into int8 would ignore what it feeds."""
+    return value is not None and not value.is_graph_input() and ir.convenience.get_const_tensor(value) is not None
 
 
 def activation_inputs(node: ir.Node) -> list[ir.Value]:

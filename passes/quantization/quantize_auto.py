@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.errors import ConfigError
-from onnxslim.input_shapes import resolve_shape
+from onnxslim.input_shapes import batch_axis_is_dynamic, resolve_shape
 from onnxslim.passes.quantization import mixed_precision
 from onnxslim.passes.quantization.cache import CalibrationCache
 from onnxslim.passes.quantization.common import refused
@@ -74,7 +74,8 @@ class QuantizeAuto(Pass):
         built = {label: result for label, result in built.items() if result.modified}
         reference = mixed_precision.run_outputs(model, feeds)
         variants = {"float": model_bytes(model), **{k: model_bytes(r.model) for k, r in built.items()}}
-        single = {name: np.asarray(v)[:1] for name, v in feeds[0].items()}
+        # one sample where the batch axis allows it; a fixed batch (or a fixed-size vector input) runs as it is
+        single = {name: np.asarray(v)[:1] for name, v in feeds[0].items()} if batch_axis_is_dynamic(model) else feeds[0]
         times = {k: float(np.median(t)) for k, t in time_round_robin(variants, single, runs=self._runs(variants, single)).items()}
         rows = []
         for label, result in built.items():
