@@ -147,14 +147,14 @@ def test_a_model_onnxruntime_cannot_load_is_an_input_error_before_any_work(tmp_p
     assert not out.exists()
 
 
-def _matmul_model(path, *, weight_is_input=False, batch=1):
+def _matmul_model(path, *, weight_is_input=False, batch=1, opset=17):
     weight = helper.make_tensor("w", TensorProto.FLOAT, [64, 64], (0.1 * np.random.default_rng(0).standard_normal(4096)).astype(np.float32))
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 64])]
     if weight_is_input:  # an overridable default (IR >= 4): the application may feed w
         inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [64, 64]))
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", inputs,
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 64])], [weight])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8), path)
     return path
 
 
@@ -172,3 +172,13 @@ def test_quantize_auto_times_a_fixed_batch_as_it_is(tmp_path):
     result = api.run(model, quantize="auto", calibration_data=str(data), validate=False)
     record = next(r for r in result.pipeline.records if r.name == "quantize-auto")
     assert record.status != "rolled-back", record.reason
+
+
+def test_dynamic_quantization_below_opset_11_declines_and_auto_still_runs(tmp_path):
+    model, data = _matmul_model(tmp_path / "m.onnx", opset=9), tmp_path / "d.npz"
+    np.savez(data, x=np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)[:1])
+    result = api.run(model, quantize="dynamic", validate=False)
+    record = next(r for r in result.pipeline.records if r.name == "quantize-dynamic")
+    assert record.status == "unchanged" and "needs opset 11" in str(record.to_dict()), record.to_dict()
+    result = api.run(model, quantize="auto", calibration_data=str(data), validate=False)
+    assert next(r for r in result.pipeline.records if r.name == "quantize-auto").status != "rolled-back"

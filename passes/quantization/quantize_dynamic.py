@@ -33,6 +33,11 @@ class QuantizeDynamicConfig:
             raise ValueError("min_elements must be >= 0")
 
 
+DYNAMIC_OPSET = 11
+"""DynamicQuantizeLinear's first opset. An older model is left float and says so (static
+quantization converts the opset; a dynamic run is not worth a converted graph)."""
+
+
 class QuantizeDynamic(Pass):
     """Replace float MatMul/Gemm with a constant 2-D weight by integer MatMul on run-time-quantized inputs.
 
@@ -49,6 +54,9 @@ class QuantizeDynamic(Pass):
     def call(self, model: ir.Model) -> PassResult:
         if (unchanged := refused(model, self.name)) is not None:
             return unchanged
+        if model.opset_imports.get("", 1) < DYNAMIC_OPSET:
+            why = f"opset {model.opset_imports.get('', 1)}: DynamicQuantizeLinear needs opset {DYNAMIC_OPSET}"
+            return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": why}])
         dtypes = tensor_dtypes(model)
         rows = []
         for node in list(model.graph):
