@@ -182,3 +182,17 @@ def test_dynamic_quantization_below_opset_11_declines_and_auto_still_runs(tmp_pa
     assert record.status == "unchanged" and "needs opset 11" in str(record.to_dict()), record.to_dict()
     result = api.run(model, quantize="auto", calibration_data=str(data), validate=False)
     assert next(r for r in result.pipeline.records if r.name == "quantize-auto").status != "rolled-back"
+
+
+def test_initializers_listed_as_inputs_need_no_data(tmp_path):
+    """IR 3: every initializer is also in graph.input, and ORT takes only the real inputs."""
+    model = _matmul_model(tmp_path / "m.onnx", weight_is_input=True, opset=9)
+    proto = onnx.load(str(model))
+    proto.ir_version = 3
+    onnx.save(proto, str(model))
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.random.default_rng(2).standard_normal((4, 64)).astype(np.float32)[:1])
+    result = api.run(model, tmp_path / "out.onnx")
+    assert result.validation is not None and result.validation.skipped is None and result.passed
+    result = api.run(model, tmp_path / "out2.onnx", validation={"data": str(data)})
+    assert result.passed and result.validation.samples == 1

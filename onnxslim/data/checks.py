@@ -14,8 +14,14 @@ from onnxslim.errors import DataError
 LABELS = "labels"
 
 
+def data_inputs(model: ir.Model) -> list[ir.Value]:
+    """The graph inputs data is fed to: not the initializers also listed as inputs (constants in
+    IR < 4 models, which ONNX Runtime does not even accept as inputs; defaults in later IRs)."""
+    return [v for v in model.graph.inputs if v.const_value is None]
+
+
 def input_names(model: ir.Model) -> list[str]:
-    return [v.name for v in model.graph.inputs]
+    return [v.name for v in data_inputs(model)]
 
 
 def check_keys(keys: list[str], model: ir.Model, path: Path | str) -> None:
@@ -33,7 +39,7 @@ def check_keys(keys: list[str], model: ir.Model, path: Path | str) -> None:
 def check_arrays(arrays: Mapping[str, np.ndarray], model: ir.Model, path: Path | str) -> int:
     """Dtype, rank and static dims of each input; all inputs share one sample count, which is returned."""
     counts = set()
-    for value in model.graph.inputs:
+    for value in data_inputs(model):
         array = arrays[value.name]
         _check_one(value, array, path)
         counts.add(len(array))

@@ -8,7 +8,7 @@ from typing import Iterator
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.data.checks import check_arrays, check_labels, input_names
+from onnxslim.data.checks import check_arrays, check_labels, data_inputs, input_names
 from onnxslim.data.identity import digest, files_digest
 from onnxslim.data.readers import DataBatch, Reader, read_npz
 from onnxslim.errors import DataError, first_line
@@ -47,8 +47,8 @@ class ArrayFolderReader(Reader):
         self.files = list_files(folder)
         if not self.files:
             raise DataError("folder has no .npz/.npy files", path=folder)
-        if any(p.suffix.lower() == ".npy" for p in self.files) and len(model.graph.inputs) != 1:
-            raise DataError(f".npy files need a single-input model; this one has {len(model.graph.inputs)} inputs "
+        if any(p.suffix.lower() == ".npy" for p in self.files) and len(data_inputs(model)) != 1:
+            raise DataError(f".npy files need a single-input model; this one has {len(data_inputs(model))} inputs "
                             "(use .npz with one key per input)", path=folder)
         self.source = f"{folder} ({len(self.files)} files)"
 
@@ -79,7 +79,7 @@ class ArrayFolderReader(Reader):
         return DataBatch(arrays, check_labels(labels, count, path))
 
     def _is_single_sample(self, arrays: dict[str, np.ndarray]) -> bool:
-        for value in self.model.graph.inputs:
+        for value in data_inputs(self.model):
             if value.shape is not None and arrays[value.name].ndim == len(value.shape) - 1:
                 return True
         return False

@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.data.checks import check_arrays
+from onnxslim.data.checks import check_arrays, data_inputs
 from onnxslim.data.folder import IMAGE_SUFFIXES, list_files
 from onnxslim.data.identity import digest, files_digest
 from onnxslim.data.readers import DataBatch, Reader
@@ -74,10 +74,10 @@ class ImageFolderReader(Reader):
     """Images (optionally in one subfolder per class) as batches of one float input."""
 
     def __init__(self, folder: Path, model: ir.Model, *, spec: str | None = None, batch_size: int = 32):
-        if len(model.graph.inputs) != 1:
-            raise DataError(f"a folder of images needs a single-input model; this one has {len(model.graph.inputs)}", path=folder)
+        if len(data_inputs(model)) != 1:
+            raise DataError(f"a folder of images needs a single-input model; this one has {len(data_inputs(model))}", path=folder)
         self.model, self.batch_size, self.folder = model, batch_size, folder
-        self.value = model.graph.inputs[0]
+        self.value = data_inputs(model)[0]
         self.items = _list_images(folder)
         self.pre = _complete(parse_preprocess(spec), self.value, folder)
         self.source = f"{folder} ({len(self.items)} images)"

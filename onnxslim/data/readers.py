@@ -15,7 +15,7 @@ from typing import Iterator, Mapping, NamedTuple
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.data.checks import LABELS, check_arrays, check_input_shapes, check_keys, check_labels
+from onnxslim.data.checks import LABELS, check_arrays, check_input_shapes, check_keys, check_labels, data_inputs
 from onnxslim.data.identity import digest, files_digest
 from onnxslim.errors import DataError, first_line
 from onnxslim.input_shapes import resolve_shape
@@ -53,8 +53,8 @@ class RandomReader(Reader):
     def __init__(self, model: ir.Model, count: int, *, seed: int = 0, input_shapes: Mapping[str, tuple] | None = None,
                  batch: int = 1):
         check_input_shapes(model, input_shapes or {})
-        self.shapes = {v.name: resolve_shape(v, input_shapes or {}, default_batch=batch) for v in model.graph.inputs}
-        self.dtypes = {v.name: v.dtype.numpy() if v.dtype is not None else np.float32 for v in model.graph.inputs}
+        self.shapes = {v.name: resolve_shape(v, input_shapes or {}, default_batch=batch) for v in data_inputs(model)}
+        self.dtypes = {v.name: v.dtype.numpy() if v.dtype is not None else np.float32 for v in data_inputs(model)}
         self.count, self.seed = count, seed
         self.source = f"{count} random batch(es), seed {seed}"
 
