@@ -49,7 +49,7 @@ class ConvertFp16(Pass):
     lossy = True
 
     def call(self, model: ir.Model) -> PassResult:
-        reason = refusal(model) or _already_half(model)
+        reason = refusal(model) or _already_half(model) or _unconvertible_outputs(model)
         if reason:
             logger.warning("convert-fp16: %s; model left unchanged", reason)
             return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": reason}])
@@ -170,3 +170,14 @@ def _already_half(model: ir.Model) -> str | None:
         if node.op_type == "Cast" and to is not None and to.value == ir.DataType.FLOAT16:
             return "model already casts to float16"
     return None
+
+
+def _unconvertible_outputs(model: ir.Model) -> str | None:
+    """ORT's converter keeps float32 outputs by adding a Cast that produces the output's name; for an
+    output that is also a graph input or an initializer, that name then has two producers and the
+    graph is invalid (the pass used to be rolled back with an opaque deserialization error)."""
+    shared = [v.name for v in model.graph.outputs if v.is_graph_input() or v.is_initializer()]
+    if not shared:
+        return None
+    return (f"graph output(s) {', '.join(map(repr, shared))} are also graph inputs or initializers, which "
+            "onnxruntime's float16 converter cannot keep float32")

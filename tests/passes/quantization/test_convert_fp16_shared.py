@@ -153,3 +153,15 @@ def test_int4_weights_on_a_model_with_external_data(tmp_path):
     feeds = {"input": np.load(MODELS / "digits_eval.npz")["input"][:32]}
     np.testing.assert_allclose(run_ort(_alone(out, tmp_path / "alone"), feeds)[0], run_ort(reference, feeds)[0],
                                rtol=1e-5, atol=1e-5)  # the same model as from the inline source
+
+
+@pytest.mark.parametrize("text", [
+    # the input is also an output (a pass-through)
+    '<ir_version: 8, opset_import: ["" : 17]>\ng (float[1, 64] x) => (float[1, 64] y, float[1, 64] x) { y = MatMul (x, w) }',
+    # an initializer is also an output
+    '<ir_version: 8, opset_import: ["" : 17]>\ng (float[1, 64] x) => (float[1, 64] y, float[64, 64] w) { y = MatMul (x, w) }',
+])
+def test_outputs_that_are_inputs_or_initializers_decline_with_the_reason(text):
+    model = make_model(text, initializers={"w": rng(0).standard_normal((64, 64)).astype(np.float32)})
+    result = ConvertFp16()(model)
+    assert not result.modified and "also graph inputs or initializers" in result.details[0]["skipped"]
