@@ -196,3 +196,15 @@ def test_initializers_listed_as_inputs_need_no_data(tmp_path):
     assert result.validation is not None and result.validation.skipped is None and result.passed
     result = api.run(model, tmp_path / "out2.onnx", validation={"data": str(data)})
     assert result.passed and result.validation.samples == 1
+
+
+def test_a_string_input_is_validated_with_random_words_or_text_arrays(tmp_path):
+    graph = helper.make_graph([helper.make_node("Identity", ["s"], ["t"])], "g",
+                              [helper.make_tensor_value_info("s", TensorProto.STRING, [1, 2])],
+                              [helper.make_tensor_value_info("t", TensorProto.STRING, [1, 2])])
+    model, data = tmp_path / "s.onnx", tmp_path / "s.npz"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), model)
+    np.savez(data, s=np.array([["ab", "cd"]]))  # '<U2': what an .npz holds without pickling
+    for validation in (None, {"data": str(data)}):
+        result = api.run(model, tmp_path / "out.onnx", validation=validation)
+        assert result.validation.skipped is None and result.validation.samples >= 1 and result.passed

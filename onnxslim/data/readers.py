@@ -75,6 +75,9 @@ def _random_array(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np
         return rng.integers(0, 2, shape).astype(np.bool_)
     if np.issubdtype(dtype, np.integer):
         return rng.integers(0, 8, shape).astype(dtype)
+    if dtype == np.object_:  # a string input: short random words
+        return np.array(["".join(rng.choice(list("abcdefgh"), 4)) for _ in range(int(np.prod(shape)))],
+                        dtype=object).reshape(shape)
     raise DataError(f"cannot make random inputs of dtype {dtype}")
 
 
