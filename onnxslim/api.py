@@ -109,12 +109,12 @@ def run(
     _check_requests(options, checks)
     if dst is not None:
         io.check_output_path(Path(dst), src=Path(src) if isinstance(src, (str, Path)) else None, overwrite_input=overwrite_input)
-    original = _load_runnable(src, check_runtime=check_runtime)
+    original = io.load(src)
     model = original.clone()
     shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
     if shapes:
         fix_input_shapes(model, shapes)
-        _check_pinned_shapes(model, shapes, src)
+    _check_runnable(original, model, shapes, src, runtime=check_runtime)
     context = PassContext(calibration=_calibration_reader(original, options), original=original,
                           calibration_cache=_load_cache(options.get("calibration_cache")),
                           progress=getattr(progress, "detail", None))
@@ -149,17 +149,35 @@ def run(
     return result
 
 
-def _load_runnable(src: io.ModelSource, *, check_runtime: bool = True) -> ir.Model:
-    """The model, checked once by onnx's checker and ONNX Runtime's loader before any work: a model
-    ORT cannot load (an IR version newer than it knows, two nodes of one name) is the input's
-    problem, exit 2, not an internal error halfway through (nor an output that does not load)."""
+def _load_runnable(src: io.ModelSource) -> ir.Model:
     model = io.load(src)
-    try:
-        check_model(model, runtime=check_runtime)
-    except ModelCheckError as exc:
-        raise ModelLoadError(f"not a model ONNX Runtime can run: {exc.message}",
-                             path=src if isinstance(src, (str, Path)) else None) from None
+    _check_runnable(model, model, {}, src)
     return model
+
+
+def _check_runnable(original: ir.Model, model: ir.Model, shapes: Mapping[str, tuple[int, ...]],
+                    src: io.ModelSource, *, runtime: bool = True) -> None:
+    """One check (onnx's checker, ONNX Runtime's loader) of the model the pipeline starts from,
+    before any work. A model ORT cannot load (an IR version newer than it knows, two nodes of one
+    name) is the input's problem, exit 2, not an internal error halfway through. A pinned shape the
+    graph cannot compute (YOLOv8 at a height not a multiple of 32: its upsampled and skip branches
+    no longer concatenate) is the shape's, said now rather than as every pass rolled back and an
+    output that does not load; the original is checked only then, to tell the two apart."""
+    path = src if isinstance(src, (str, Path)) else None
+    try:
+        check_model(model, runtime=runtime)
+        return
+    except ModelCheckError as exc:
+        problem = exc.message
+    if shapes:
+        try:
+            check_model(original, runtime=runtime)
+        except ModelCheckError:
+            pass
+        else:
+            given = " ".join(f"{name}:{','.join(map(str, dims))}" for name, dims in shapes.items())
+            raise ConfigError(f"--input-shape {given}: the model cannot run at this shape ({problem})", path=path)
+    raise ModelLoadError(f"not a model ONNX Runtime can run: {problem}", path=path)
 
 
 def _check_requests(options: Mapping[str, Any], checks: ValidationOptions) -> None:
@@ -172,18 +190,6 @@ def _check_requests(options: Mapping[str, Any], checks: ValidationOptions) -> No
         raise ConfigError("--calibration-samples needs --calibration-data (calibration_data)")
     if options.get("lowrank_refit") not in (None, "none") and options.get("calibration_data") is None:
         raise ConfigError(f"--lowrank-refit {options['lowrank_refit']} needs --calibration-data (calibration_data)")
-
-
-def _check_pinned_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]], src: io.ModelSource) -> None:
-    """A pinned shape the graph cannot compute (YOLOv8 at a height not a multiple of 32: its
-    upsampled and skip branches no longer concatenate) fails ONNX Runtime's load: say so now,
-    rather than roll back every pass and write a model that does not load."""
-    try:
-        check_model(model)
-    except ModelCheckError as exc:
-        given = " ".join(f"{name}:{','.join(map(str, dims))}" for name, dims in shapes.items())
-        raise ConfigError(f"--input-shape {given}: the model cannot run at this shape ({exc.message})",
-                          path=src if isinstance(src, (str, Path)) else None) from None
 
 
 def _pipeline(options: Mapping[str, Any], recipe: Any, passes: Sequence[PassSpec], context: PassContext) -> list[Pass]:
