@@ -39,10 +39,11 @@ def infer_shapes(model: ir.Model) -> bool:
 @contextlib.contextmanager
 def inferred_shapes(model: ir.Model) -> Iterator[None]:
     """Shapes and dtypes for the duration of a rewrite, without leaving annotations behind."""
-    saved = {value: (value.shape, value.type) for node in model.graph for value in node.outputs}
+    saved = {value: (value.shape, value.type, value.is_graph_output()) for node in model.graph for value in node.outputs}
     infer_shapes(model)
     try:
         yield
     finally:
-        for value, (shape, type_) in saved.items():
-            value.shape, value.type = shape, type_
+        for value, (shape, type_, was_output) in saved.items():
+            if was_output or not value.is_graph_output():  # one that became an output carries the contract now
+                value.shape, value.type = shape, type_

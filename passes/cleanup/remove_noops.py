@@ -85,6 +85,36 @@ _RULES = (
 )
 
 
+def eliminate_identities(model: ir.Model) -> bool:
+    """Removes Identity nodes in all graphs; whether any went.
+
+    onnx-ir's IdentityEliminationPass renames ``x`` to ``y`` for ``y = Identity(x)`` when ``y`` is a
+    graph output, so two outputs ``Identity(x)`` both ended up named after the second one, and an
+    Identity inside a branch renamed the outer tensor it reads. Such an Identity stays here: it is
+    removed only when its input is produced in the same graph and is not already an output.
+    """
+    modified = False
+    for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
+        if node.op_type != "Identity" or node.domain not in ("", "ai.onnx") or len(node.inputs) != 1 \
+                or len(node.outputs) != 1 or node.inputs[0] is None:
+            continue
+        source, target = node.inputs[0], node.outputs[0]
+        renamed = target.is_graph_output()
+        if renamed:
+            producer = source.producer()
+            if producer is None or producer.graph is not node.graph or source.is_graph_output():
+                continue
+            source.shape, source.type = target.shape or source.shape, target.type or source.type  # the contract's
+        elif source.shape is None or source.type is None:
+            source.shape, source.type = source.shape or target.shape, source.type or target.type
+        ir.convenience.replace_all_uses_with(target, source, replace_graph_outputs=True)
+        if renamed:
+            source.name = target.name
+        node.graph.remove(node, safe=True)
+        modified = True
+    return modified
+
+
 class RemoveNoops(Pass):
     """Remove Identity, inference-mode Dropout, Cast to the same type, x+0, x*1 and merge repeated Reshape/Transpose.
 
@@ -99,7 +129,7 @@ class RemoveNoops(Pass):
         modified = False
         with inferred_shapes(model):  # the rules decide on dtypes and shapes
             for _ in range(_MAX_ROUNDS):  # merged Transposes become Identity, which the next round removes
-                changed = ir.passes.common.IdentityEliminationPass()(model).modified
+                changed = eliminate_identities(model)
                 changed |= apply_rules(model, _RULES).modified
                 changed |= apply_rules(model, _NEUTRAL_RULES, commute=True).modified
                 modified |= changed

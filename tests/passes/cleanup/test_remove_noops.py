@@ -1,4 +1,5 @@
 import numpy as np
+import onnx_ir as ir
 
 from onnxslim.passes.cleanup.remove_noops import RemoveNoops
 from tests.helpers import assert_same_outputs, check_full, make_model, op_types, rng
@@ -89,3 +90,64 @@ def test_dropout_in_training_mode_is_kept():
     """)
     RemoveNoops()(model)
     assert "Dropout" in op_types(model)
+
+
+def test_two_outputs_identity_of_one_tensor_keep_both_names():
+    # onnx-ir's IdentityEliminationPass renamed r twice: both outputs became "b"
+    model = make_model("""
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 8] x) => (float[N, 8] a, float[N, 8] b, float[N, 8] c) {
+        r = Relu (x)
+        a = Identity (r)
+        b = Identity (r)
+        c = Identity (a)
+    }
+    """)
+    before = ir.serde.serialize_model(model)
+    result = RemoveNoops()(model)
+    check_full(result.model)
+    assert [o.name for o in result.model.graph.outputs] == ["a", "b", "c"]
+    assert op_types(result.model).count("Identity") == 2  # one output takes r's place, the others copy it
+    x = rng().standard_normal((2, 8)).astype(np.float32)
+    assert_same_outputs(before, result.model, {"x": x})
+
+
+def test_identity_in_a_branch_does_not_rename_the_outer_tensor():
+    model = make_model("""
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 8] x, bool flag) => (float[N, 8] y, float[N, 8] r) {
+        r = Relu (x)
+        y = If (flag) <
+            then_branch = t () => (float[N, 8] t_out) { t_out = Identity (r) },
+            else_branch = e () => (float[N, 8] e_out) { e_out = Neg (r) }
+        >
+    }
+    """)
+    before = ir.serde.serialize_model(model)
+    result = RemoveNoops()(model)
+    check_full(result.model)
+    assert [o.name for o in result.model.graph.outputs] == ["y", "r"]
+    x = rng().standard_normal((2, 8)).astype(np.float32)
+    for flag in (True, False):
+        assert_same_outputs(before, result.model, {"x": x, "flag": np.array(flag)})
+
+
+def test_identity_between_inner_values_is_removed_in_a_branch():
+    model = make_model("""
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 8] x, bool flag) => (float[N, 8] y) {
+        y = If (flag) <
+            then_branch = t () => (float[N, 8] t_out) { n = Neg (x)
+                                                         i = Identity (n)
+                                                         t_out = Relu (i) },
+            else_branch = e () => (float[N, 8] e_out) { e_out = Neg (x) }
+        >
+    }
+    """)
+    before = ir.serde.serialize_model(model)
+    result = RemoveNoops()(model)
+    branch = next(iter(result.model.graph)).attributes["then_branch"].as_graph()
+    assert [n.op_type for n in branch] == ["Neg", "Relu"]
+    x = rng().standard_normal((2, 8)).astype(np.float32)
+    for flag in (True, False):
+        assert_same_outputs(before, result.model, {"x": x, "flag": np.array(flag)})
