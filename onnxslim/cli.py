@@ -275,6 +275,10 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
     level = logging.ERROR if args.quiet else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=_console(stderr=True), show_time=False, show_path=False)])
+    # the graph libraries' own warnings ("Skipped deduplication of initializer 'y' ...") are notes
+    # on what a pass left as it was, not something the user can act on; --verbose shows them
+    for library in ("onnx_ir", "onnxscript"):
+        logging.getLogger(library).setLevel(level if args.verbose else max(level, logging.ERROR))
 
 
 class _Progress:

@@ -64,7 +64,7 @@ def _run(session, batches: Iterable, outputs: list[str], names: list[str], captu
         for name, value in zip(wanted, values):
             collected[name].append(value)
         labels.append(batch_labels)
-        samples += len(next(iter(inputs.values()))) if inputs else 0
+        samples += len(next(iter(inputs.values()))) if inputs else 1  # a model without inputs: one evaluation
     joined = {n: join(v) for n, v in collected.items() if v}
     has_labels = bool(labels) and all(item is not None for item in labels)
     return RunResult(

@@ -9,6 +9,7 @@ from onnxscript.optimizer import fold_constants_ir
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import count_nodes
+from onnxslim.passes._rewrite import drop_provenance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,4 +48,5 @@ class FoldConstants(Pass):
         if self.config.lift_constants:
             modified |= ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model).modified
         modified |= ir.passes.common.RemoveUnusedNodesPass()(model).modified
+        drop_provenance(model)
         return PassResult(model, modified=modified, stats={"nodes_removed": before - count_nodes(model)})

@@ -1,8 +1,9 @@
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from onnxslim.passes.cleanup.fold_constants import FoldConstants
-from tests.helpers import assert_same_outputs, check_full, make_model, op_types, rng
+from tests.helpers import MODELS, assert_same_outputs, check_full, make_model, op_types, rng
 
 # A Paddle-style export: the weight reaches MatMul through Constant -> Cast -> Mul.
 CONSTANT_CHAIN = """
@@ -76,3 +77,20 @@ def test_output_size_limit_keeps_large_results_unmaterialized():
     model = make_model(text)
     FoldConstants(FoldConstants.Config(output_size_limit=100))(model)
     assert "ConstantOfShape" in op_types(model)
+
+
+def test_folded_and_rewritten_values_carry_no_onnxscript_metadata(tmp_path):
+    # onnxscript tags what it folds ("folded_from") and rewrites ("rule_name"); nothing reads them
+    from onnxslim import api
+
+    model = make_model(CONSTANT_CHAIN)
+    result = FoldConstants()(model)
+    keys = [k for v in (*result.model.graph.initializers.values(), *result.model.graph.outputs)
+            for k in v.metadata_props]
+    keys += [k for n in result.model.graph for k in n.metadata_props]
+    assert not [k for k in keys if k.startswith("pkg.onnxscript")]
+    out = tmp_path / "out.onnx"
+    api.optimize(str(MODELS / "resnet_mini.onnx"), str(out), validate=False)
+    saved = onnx.load(str(out))
+    holders = [*saved.graph.node, *saved.graph.initializer, *saved.graph.output, *saved.graph.value_info]
+    assert not [p.key for h in holders for p in h.metadata_props if p.key.startswith("pkg.onnxscript")]
