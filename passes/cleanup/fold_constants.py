@@ -26,6 +26,22 @@ class FoldConstantsConfig:
             raise ValueError("size limits must be >= 0")
 
 
+SHARED_ELEMENTS = 4096
+"""A constant of more elements than this that other nodes read too is not folded into a node's
+result: the result would be a second copy beside it (a tied embedding table read by Gather and,
+transposed, by the output MatMul: 0.5 MB -> 1 MB). ONNX Runtime folds such a node at load anyway."""
+
+
+def _keeps_weights_shared(node: ir.Node) -> bool | None:
+    """False for a node whose folding would copy a large constant that stays in use; else onnxscript's rules."""
+    for value in node.inputs:
+        if value is None or value.const_value is None or value.const_value.size <= SHARED_ELEMENTS:
+            continue
+        if len(value.consumers()) > 1 or value.is_graph_output():
+            return False
+    return None
+
+
 class FoldConstants(Pass):
     """Evaluate nodes whose inputs are all known (incl. Shape of static dims) and store the results.
 
@@ -43,6 +59,7 @@ class FoldConstants(Pass):
             model,
             input_size_limit=self.config.input_size_limit,
             output_size_limit=self.config.output_size_limit,
+            should_fold=_keeps_weights_shared,
         )
         modified = bool(result.modified)
         if self.config.lift_constants:

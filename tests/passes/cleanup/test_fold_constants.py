@@ -94,3 +94,28 @@ def test_folded_and_rewritten_values_carry_no_onnxscript_metadata(tmp_path):
     saved = onnx.load(str(out))
     holders = [*saved.graph.node, *saved.graph.initializer, *saved.graph.output, *saved.graph.value_info]
     assert not [p.key for h in holders for p in h.metadata_props if p.key.startswith("pkg.onnxscript")]
+
+
+TIED_EMBEDDING = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (int64[B, S] ids) => (float[B, S, 512] logits, float[B, S, 64] tail) {
+    x = Gather <axis = 0> (emb, ids)
+    t = Transpose <perm = [1, 0]> (emb)
+    logits = MatMul (x, t)
+    small_t = Transpose <perm = [1, 0]> (w)
+    tail = MatMul (x, small_t)
+}
+"""
+
+
+def test_a_tied_table_is_not_copied_by_folding_its_transpose():
+    # Gather reads the table, the output MatMul its transpose: folding that would double the weights
+    model = make_model(TIED_EMBEDDING, initializers={"emb": rng().standard_normal((512, 64)).astype(np.float32),
+                                                     "w": rng(1).standard_normal((64, 64)).astype(np.float32)})
+    original = model.clone()
+    result = FoldConstants()(model)
+    params = sum(v.const_value.size for v in result.model.graph.initializers.values())
+    assert params == 512 * 64 + 64 * 64
+    assert op_types(result.model).count("Transpose") == 1  # the 64x64 one, read once, still folds
+    ids = rng().integers(0, 512, (2, 5)).astype(np.int64)
+    assert_same_outputs(original, result.model, {"ids": ids}, atol=0, rtol=0)
