@@ -45,6 +45,8 @@ def check_arrays(arrays: Mapping[str, np.ndarray], model: ir.Model, path: Path |
         counts.add(len(array))
     if len(counts) > 1:
         raise DataError(f"inputs have different sample counts {sorted(counts)}", path=path)
+    if counts == {0}:  # caught here, before a pass calibrates on nothing and fits to nothing
+        raise DataError("no samples (every input array has length 0)", path=path)
     return counts.pop() if counts else 0
 
 

@@ -53,6 +53,8 @@ def _case(tmp_path, kind):
         return folder, ["--preprocess", "size=big"], ["--preprocess", "size"]
     if kind == "missing":
         return tmp_path / "nope.npz", [], ["nope.npz", "not found"]
+    if kind == "no-samples":
+        return _npz(tmp_path / "none.npz", input=GOOD[:0]), [], ["none.npz", "no samples"]
     raise AssertionError(kind)
 
 
@@ -62,7 +64,7 @@ def _png(path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(path)
 
 
-CASES = ["keys", "extra-key", "dtype", "rank", "labels", "empty-folder", "non-image", "corrupt-image", "npy-rank", "bad-spec", "missing"]
+CASES = ["keys", "extra-key", "dtype", "rank", "labels", "empty-folder", "non-image", "corrupt-image", "npy-rank", "bad-spec", "missing", "no-samples"]
 
 
 @pytest.mark.parametrize("kind", CASES)

@@ -79,3 +79,19 @@ def test_runs_over_calibration_data_leave_no_onnxruntime_log_line(capfd):
         with pytest.raises(error):
             run(session, ["y"], _ids(999))
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("flags", [["--quantize", "static"], ["--lowrank", "auto"],
+                                   ["--prune", "0.3", "--prune-method", "channel", "--reconstruct"]])
+def test_calibration_data_without_samples_is_exit_2_before_any_pass(tmp_path, capsys, flags):
+    # it was a KeyError and a rollback (quantize), ranks cut to 8 against nothing (low rank), a skipped refit
+    from onnxslim.cli import main
+    from tests.helpers import MODELS
+
+    data = tmp_path / "none.npz"
+    np.savez(data, input=np.zeros((0, 1, 16, 16), np.float32))
+    out = tmp_path / "out.onnx"
+    code = main([str(MODELS / "resnet_mini.onnx"), str(out), *flags, "--calibration-data", str(data), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "none.npz: no samples" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
