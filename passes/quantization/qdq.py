@@ -9,6 +9,10 @@ INT_RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
 NUMPY = {"uint8": np.uint8, "int8": np.int8}
 NAMES_KEY = "onnxslim.quantization.names"
 """graph.meta key of the names taken so far (filled on first use, dropped by the pass when done)."""
+WEIGHTS_KEY = "onnxslim.quantization.weights"
+"""graph.meta key of the weights quantized so far that other nodes read too: {(float weight value,
+axis): (its DequantizeLinear output, scales)}, so that every reader shares one int8 copy (dropped
+by the pass when done, as ``NAMES_KEY``)."""
 
 
 def activation_params(low: float, high: float, dtype: str, *, symmetric: bool = False) -> tuple[np.float32, np.ndarray]:
@@ -81,6 +85,7 @@ def quantize_layer(graph: ir.Graph, node: ir.Node, input_scale: float, per_chann
     """Int8 weight (input 1) and int32 bias (input 2) of a Conv/MatMul/Gemm; its report row."""
     weight = ir.convenience.get_const_tensor(node.inputs[1])
     axis = weight_axis(node, len(weight.shape)) if per_channel else None
+    reused = (node.inputs[1], axis) in graph.meta.get(WEIGHTS_KEY, {})
     scales = quantize_weight(graph, node, 1, axis)
     bias = len(node.inputs) > 2 and node.inputs[2] is not None and ir.convenience.get_const_tensor(node.inputs[2]) is not None
     if bias and ir.convenience.get_const_tensor(node.inputs[2]).shape == (weight.shape[axis if axis is not None else 0],):
@@ -88,7 +93,8 @@ def quantize_layer(graph: ir.Graph, node: ir.Node, input_scale: float, per_chann
     elif bias and scales.size == 1:
         quantize_bias(graph, node, 2, input_scale, scales)
     return {"node": node.name, "op": node.op_type, "weight": "per-channel" if axis is not None else "per-tensor",
-            "weight_elements": int(np.prod(weight.shape)), "bias": "int32" if bias else None}
+            "weight_elements": 0 if reused else int(np.prod(weight.shape)), "bias": "int32" if bias else None,
+            **({"weight_shared": True} if reused else {})}
 
 
 def weight_axis(node: ir.Node, rank: int) -> int | None:
@@ -102,15 +108,27 @@ def weight_axis(node: ir.Node, rank: int) -> int | None:
 
 
 def quantize_weight(graph: ir.Graph, node: ir.Node, index: int, axis: int | None) -> np.ndarray:
-    """Replaces input ``index`` of ``node`` by ``DequantizeLinear(int8 weight)``; returns the scales."""
+    """Replaces input ``index`` of ``node`` by ``DequantizeLinear(int8 weight)``; returns the scales.
+
+    A weight that other nodes read too (ALBERT's shared layers) is quantized once: its
+    DequantizeLinear goes first in the graph, and later readers with the same axis take it."""
     source = node.inputs[index]
+    done = graph.meta.setdefault(WEIGHTS_KEY, {})
+    if (source, axis) in done:
+        dequantized, scales = done[source, axis]
+        node.replace_input_with(index, dequantized)
+        return scales
     weight = ir.convenience.get_const_tensor(source).numpy().astype(np.float32)
     scales = weight_params(weight, axis)
     shape = [1] * weight.ndim
     if axis is not None:
         shape[axis] = -1
     quantized = np.clip(np.round(weight / scales.reshape(shape)), -127, 127).astype(np.int8)
-    _dequantize_into(graph, node, index, quantized, scales, np.zeros(scales.shape, np.int8), axis)
+    shared = len(source.consumers()) > 1
+    dequantized = _dequantize_into(graph, node, index, quantized, scales, np.zeros(scales.shape, np.int8), axis,
+                                   first=shared)
+    if shared:
+        done[source, axis] = dequantized, scales
     return scales
 
 
@@ -134,7 +152,7 @@ def quantize_bias(graph: ir.Graph, node: ir.Node, index: int, input_scale: float
     _dequantize_into(graph, node, index, quantized, scales, np.zeros(scales.shape, np.int32), axis)
 
 
-def _dequantize_into(graph, node, index, quantized, scales, zeros, axis) -> None:
+def _dequantize_into(graph, node, index, quantized, scales, zeros, axis, *, first: bool = False) -> ir.Value:
     base = node.inputs[index].name or f"{node.name}_input{index}"
     data = _constant(graph, unique_name(graph, f"{base}_quantized"), quantized)
     scale_v = _constant(graph, unique_name(graph, f"{base}_scale"), scales)
@@ -142,5 +160,6 @@ def _dequantize_into(graph, node, index, quantized, scales, zeros, axis) -> None
     attributes = {"axis": axis} if axis is not None and scales.ndim else {}
     dq = ir.node("DequantizeLinear", [data, scale_v, zero_v], attributes, name=unique_name(graph, f"{base}_DequantizeLinear"))
     dq.outputs[0].name = unique_name(graph, f"{base}_dequantized")
-    graph.insert_before(node, [dq])
+    graph.insert_before(graph.node(0) if first else node, [dq])  # first: before every reader
     node.replace_input_with(index, dq.outputs[0])
+    return dq.outputs[0]

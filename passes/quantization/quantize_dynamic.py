@@ -9,7 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
-from onnxslim.passes.quantization.common import refused, tensor_dtypes
+from onnxslim.passes.quantization.common import initializer_bytes, refused, tensor_dtypes
 from onnxslim.passes.quantization.embedding import quantize_embeddings
 from onnxslim.passes.quantization.plan import is_constant
 from onnxslim.passes.quantization.qdq import unique_name, weight_params
@@ -57,12 +57,12 @@ class QuantizeDynamic(Pass):
         if model.opset_imports.get("", 1) < DYNAMIC_OPSET:
             why = f"opset {model.opset_imports.get('', 1)}: DynamicQuantizeLinear needs opset {DYNAMIC_OPSET}"
             return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": why}])
-        dtypes = tensor_dtypes(model)
-        rows = []
+        dtypes, before = tensor_dtypes(model), initializer_bytes(model.graph)
+        rows, shared = [], {}
         for node in list(model.graph):
             why = self._reason(node, dtypes)
             if why is None:
-                rows.append(_rewrite(model.graph, node, self.config.per_channel))
+                rows.append(_rewrite(model.graph, node, self.config.per_channel, shared))
             elif node.op_type in ("MatMul", "Gemm", "Conv"):
                 rows.append({"node": node.name, "op": node.op_type, "kept_float": why})
         if self.config.embeddings:
@@ -70,7 +70,7 @@ class QuantizeDynamic(Pass):
         done = [r for r in rows if "kept_float" not in r]
         if done:
             ir.passes.common.RemoveUnusedNodesPass()(model)
-        saved = sum(r["weight_elements"] * 3 for r in done)  # float32 -> int8
+        saved = before - initializer_bytes(model.graph)
         return PassResult(model, modified=bool(done), details=rows,
                           stats={"nodes_quantized": len(done), "bytes_saved": saved, "kept_float": len(rows) - len(done)})
 
@@ -97,14 +97,18 @@ class QuantizeDynamic(Pass):
         return None
 
 
-def _rewrite(graph: ir.Graph, node: ir.Node, per_channel: bool) -> dict:
-    weight = ir.convenience.get_const_tensor(node.inputs[1]).numpy().astype(np.float32)
-    transposed = node.attributes.get("transB") is not None and node.attributes["transB"].value
-    if transposed:
-        weight = weight.T
-    scales = weight_params(weight, 1 if per_channel else None)
-    quantized = np.clip(np.round(weight / scales), -127, 127).astype(np.int8)
+def _rewrite(graph: ir.Graph, node: ir.Node, per_channel: bool, shared: dict) -> dict:
+    """``shared``: {(float weight, transposed): (int8 weight, scales)} of the weights done so far, so
+    that MatMuls reading one weight (ALBERT's shared layers) share one int8 copy."""
+    transposed = bool(node.attributes.get("transB") is not None and node.attributes["transB"].value)
     base = node.name or "matmul"
+    key = (node.inputs[1], transposed)
+    reused = key in shared
+    if not reused:
+        weight = ir.convenience.get_const_tensor(node.inputs[1]).numpy().astype(np.float32)
+        weight = weight.T if transposed else weight
+        scales = weight_params(weight, 1 if per_channel else None)
+        quantized = np.clip(np.round(weight / scales), -127, 127).astype(np.int8)
 
     def constant(suffix: str, array: np.ndarray) -> ir.Value:
         name = unique_name(graph, f"{base}_{suffix}")
@@ -117,10 +121,13 @@ def _rewrite(graph: ir.Graph, node: ir.Node, per_channel: bool) -> dict:
         graph.insert_before(node, [new])
         return new
 
+    if not reused:
+        shared[key] = constant("weight_quantized", quantized), constant("weight_scale", scales)
+    weight_q, weight_scale = shared[key]
     dq = add("DynamicQuantizeLinear", [node.inputs[0]], outputs=3)
-    product = add("MatMulInteger", [dq.outputs[0], constant("weight_quantized", quantized), dq.outputs[2]])
+    product = add("MatMulInteger", [dq.outputs[0], weight_q, dq.outputs[2]])
     as_float = add("Cast", [product.outputs[0]], to=ir.DataType.FLOAT)
-    scale = add("Mul", [dq.outputs[1], constant("weight_scale", scales)])
+    scale = add("Mul", [dq.outputs[1], weight_scale])
     result = add("Mul", [as_float.outputs[0], scale.outputs[0]])
     output = result.outputs[0]
     if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] is not None:
@@ -133,4 +140,4 @@ def _rewrite(graph: ir.Graph, node: ir.Node, per_channel: bool) -> dict:
     graph.remove(node, safe=True)
     old.name, output.name = None, name  # the graph output keeps its name
     return {"node": base, "op": node.op_type, "weight": "per-channel" if per_channel else "per-tensor",
-            "weight_elements": int(weight.size)}
+            "weight_elements": 0 if reused else int(weight_q.const_value.size), **({"weight_shared": True} if reused else {})}

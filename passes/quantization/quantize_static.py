@@ -17,7 +17,7 @@ from onnxslim.passes.quantization.calibrate import tensor_statistics
 from onnxslim.passes.quantization.common import refused, tensor_dtypes
 from onnxslim.passes.quantization.embedding import quantize_embeddings
 from onnxslim.passes.quantization.opset import per_channel_opset
-from onnxslim.passes.quantization.qdq import NAMES_KEY, activation_params, insert_qdq, quantize_layer, quantize_operand
+from onnxslim.passes.quantization.qdq import NAMES_KEY, WEIGHTS_KEY, activation_params, insert_qdq, quantize_layer, quantize_operand
 from onnxslim.passes.quantization.ranges import silu_low, tensor_range
 
 logger = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ class QuantizeStatic(Pass):
         """
         config, graph = self.config, model.graph
         graph.meta.pop(NAMES_KEY, None)  # clones share meta: start a fresh name registry
+        graph.meta.pop(WEIGHTS_KEY, None)
         plan = self._plan(graph, dtypes, float_tensors)
         for activation, producer in plan.absorbed.items():
             activation.outputs[0].replace_all_uses_with(producer.outputs[0])
@@ -184,6 +185,7 @@ class QuantizeStatic(Pass):
         weights = self._rewrite(graph, plan, params, per_channel=config.per_channel and _opset(model) >= 13)
         ir.passes.common.RemoveUnusedNodesPass()(model)
         graph.meta.pop(NAMES_KEY, None)
+        graph.meta.pop(WEIGHTS_KEY, None)
         return plan, weights, model, {_reference(plan, v): p for v, p in params.items()}
 
     def _goal(self, plan: planning.Plan) -> mixed_precision.Goal | None:

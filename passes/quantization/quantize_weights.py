@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
-from onnxslim.passes.quantization.common import refused, tensor_dtypes
+from onnxslim.passes.quantization.common import initializer_bytes, refused, tensor_dtypes
 from onnxslim.passes.quantization.ort_tools import import_quietly, in_scratch_folder, replace_contents, to_proto
 from onnxslim.passes.quantization.plan import is_constant
 
@@ -63,7 +63,7 @@ class QuantizeWeights(Pass):
         chosen = {row["node"] for row in rows if row["kept_float"] is None}
         if not chosen:
             return PassResult(model, modified=False, details=[r for r in rows if r["kept_float"] != "-"])
-        before = _initializer_bytes(model)
+        before = initializer_bytes(model.graph)
         excluded = [n.name for n in model.graph.all_nodes() if n.op_type == "MatMul" and n.name not in chosen]
         config = self.config
         quantizer_module = import_quietly("onnxruntime.quantization.matmul_nbits_quantizer")
@@ -80,7 +80,7 @@ class QuantizeWeights(Pass):
         done = [{"node": r["node"], "bits": config.bits, "block_size": config.block_size} for r in rows if r["kept_float"] is None]
         kept = [r for r in rows if r["kept_float"] not in (None, "-")]
         return PassResult(model, modified=bool(done), details=done + kept,
-                          stats={"nodes_quantized": len(done), "bytes_saved": before - _initializer_bytes(model),
+                          stats={"nodes_quantized": len(done), "bytes_saved": before - initializer_bytes(model.graph),
                                  "kept_float": len(kept)})
 
     def _reason(self, node: ir.Node, dtypes) -> str | None:
@@ -111,11 +111,3 @@ def _name_matmuls(graph: ir.Graph) -> None:
             name += "_"
         node.name = name
         names.add(name)
-
-
-def _initializer_bytes(model: ir.Model) -> int:
-    total = 0
-    for value in model.graph.initializers.values():
-        if value.const_value is not None:
-            total += int(np.prod(value.const_value.shape, dtype=np.int64) * value.const_value.dtype.itemsize)
-    return total
