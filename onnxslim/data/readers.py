@@ -59,16 +59,29 @@ class RandomReader(Reader):
         self.source = f"{count} random batch(es), seed {seed}"
 
     def identity(self) -> str:
-        return digest("random", self.count, self.seed, sorted(self.shapes.items()),
+        return digest("random-v2", self.count, self.seed, sorted(self.shapes.items()),
                       sorted((k, np.dtype(v).str) for k, v in self.dtypes.items()))
 
     def __iter__(self) -> Iterator[DataBatch]:
         rng = np.random.default_rng(self.seed)
         for _ in range(self.count):
-            yield DataBatch({name: _random_array(rng, self.shapes[name], self.dtypes[name]) for name in self.shapes})
+            yield DataBatch({name: _random_array(rng, self.shapes[name], self.dtypes[name], name) for name in self.shapes})
 
 
-def _random_array(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
+MASK_WORDS = ("mask",)
+"""Integer inputs named like these get ones: an attention mask of random 0..7 is no mask, and a
+row of zeros masks every token (all-MiniLM-L6-v2 outputs NaN throughout on either)."""
+SEGMENT_WORDS = ("token_type", "segment")
+"""Integer inputs named like these get zeros: BERT's segment table has two rows, often one."""
+
+
+def _random_array(rng: np.random.Generator, shape: tuple, dtype: np.dtype, name: str = "") -> np.ndarray:
+    lowered = name.lower()
+    if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
+        if any(word in lowered for word in MASK_WORDS):
+            return np.ones(shape, dtype)
+        if any(word in lowered for word in SEGMENT_WORDS):
+            return np.zeros(shape, dtype)
     if np.issubdtype(dtype, np.floating):
         return rng.standard_normal(shape).astype(dtype)
     if dtype == np.bool_:

@@ -16,7 +16,8 @@ The lossy SNR floor is the cosine floor's equivalent: an error uncorrelated with
 alone failed all-MiniLM-L6-v2 quantized statically (cosine 0.9925, 18.2 dB), the very result the
 quantization targets call good.
 
-A non-finite value (NaN, Inf) where the reference is finite, or the reverse, always fails.
+A non-finite value (NaN, Inf) where the reference is finite, or the reverse, always fails; so
+does an output whose reference has no finite value at all (nothing was compared).
 """
 
 from __future__ import annotations
@@ -77,8 +78,11 @@ def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerances,
     """
     if ref.shape == got.shape and ref.dtype == got.dtype and np.array_equal(ref, got, equal_nan=_inexact(ref)):
         top = (1.0, 1.0 if ref.shape[1] > 5 else None) if classify and is_classifier(ref) else (None, None)
-        return OutputComparison(name, 0.0, 0.0, 1.0, _nonfinite(got), True, 0.0, math.inf, *top,
-                                ref_nonfinite=_nonfinite(ref), shape=list(got.shape))
+        result = OutputComparison(name, 0.0, 0.0, 1.0, _nonfinite(got), True, 0.0, math.inf, *top,
+                                  ref_nonfinite=_nonfinite(ref), shape=list(got.shape))
+        result.failures = _nothing_compared(ref)
+        result.passed = not result.failures
+        return result
     if ref.shape != got.shape:
         return OutputComparison(name, math.inf, math.inf, 0.0, _nonfinite(got), False, math.inf, -math.inf,
                                 shape=list(got.shape), failures=[f"shape {list(got.shape)} != reference {list(ref.shape)}"])
@@ -93,9 +97,19 @@ def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerances,
     )
     if classify and is_classifier(ref):
         result.top1, result.top5 = _top_k_agreement(ref, got)
-    result.failures = _failures(result, diff, np.abs(r), int((ref_ok != got_ok).sum()), tol)
+    result.failures = _nothing_compared(ref) + _failures(result, diff, np.abs(r), int((ref_ok != got_ok).sum()), tol)
     result.passed = not result.failures
     return result
+
+
+def _nothing_compared(ref: np.ndarray) -> list[str]:
+    """A reference that is NaN/Inf everywhere leaves nothing to compare: two broken models would
+    agree (MiniLM on random attention masks of 0..7 is NaN throughout; a pruned copy that lost its
+    accuracy passed at cosine 1.0)."""
+    if ref.size and not _finite(ref).any():
+        return ["the original model's output is NaN/Inf everywhere on this data: nothing was compared "
+                "(validate on realistic inputs: --data)"]
+    return []
 
 
 def _failures(c: OutputComparison, diff: np.ndarray, ref_abs: np.ndarray, nonfinite_mismatch: int, tol: Tolerances) -> list[str]:

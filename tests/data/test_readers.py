@@ -111,3 +111,19 @@ def test_image_folder_nhwc_grayscale(tmp_path):
     image.new("L", (8, 8), 51).save(tmp_path / "a.png")
     batch = next(iter(open_reader(tmp_path, model)))
     assert batch.inputs["x"].shape == (1, 5, 5, 1) and np.allclose(batch.inputs["x"], 0.2)
+
+
+def test_random_masks_are_ones_and_segment_ids_zeros():
+    # random 0..7 masks made all-MiniLM-L6-v2 output NaN throughout, and validation compared nothing
+    from tests.helpers import make_model
+
+    model = make_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (int64[N, 6] input_ids, int64[N, 6] attention_mask, int64[N, 6] token_type_ids) => (int64[N, 6] y) {
+        s = Add (input_ids, attention_mask)
+        y = Add (s, token_type_ids)
+    }
+    """)
+    (batch,) = list(RandomReader(model, 1, seed=3))
+    assert (batch.inputs["attention_mask"] == 1).all() and (batch.inputs["token_type_ids"] == 0).all()
+    assert batch.inputs["input_ids"].max() > 1  # other integer inputs stay random

@@ -47,6 +47,18 @@ def test_non_finite_fails_even_with_loose_tolerances(bad):
     assert c.nonfinite == 1 and not c.passed and "NaN/Inf" in c.failures[0]
 
 
+@pytest.mark.parametrize("same", [True, False])
+def test_a_reference_without_any_finite_value_fails_whatever_the_other_gives(same):
+    # two broken models agree on NaN everywhere; nothing was compared, so nothing passes
+    ref = np.full((4, 8), np.nan, np.float32)
+    got = ref.copy() if same else RNG.standard_normal((4, 8)).astype(np.float32)
+    c = compare_arrays("y", ref, got, LOSSY)
+    assert not c.passed and any("nothing was compared" in f for f in c.failures)
+    partly = LOGITS.copy()
+    partly[0, 0] = np.nan  # the finite rest is still compared
+    assert compare_arrays("y", partly, partly.copy(), LOSSY).passed
+
+
 def test_shape_mismatch_fails():
     c = compare_arrays("y", LOGITS, LOGITS[:, :5], LOSSLESS)
     assert not c.passed and "shape" in c.failures[0]
