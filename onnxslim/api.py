@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -15,9 +16,11 @@ from onnxslim.core.flags import family_steps, option_names
 from onnxslim.core.checks import ModelCheckError, check_model, io_contract
 from onnxslim.core.manager import ROLLED_BACK, PassManager, PipelineReport, ProgressCallback
 from onnxslim.core.pass_base import Pass, PassContext
-from onnxslim.core.recipe import Step, build_passes, load_recipe, plan_steps
+from onnxslim.core.config import coerce
+from onnxslim.core.recipe import Step, build_passes, check_options, check_validation, load_recipe, plan_steps
 from onnxslim.data import FirstSamples, Reader, open_reader
-from onnxslim.errors import ConfigError, DataError, ModelLoadError, OnnxSlimError, OutputPathError, ValidationFailed
+from onnxslim.errors import (ConfigError, DataError, ModelLoadError, OnnxSlimError, OutputPathError, PipelineFailed,
+                             ValidationFailed)
 from onnxslim.input_shapes import fix_input_shapes
 from onnxslim.proto import external_data_loaded
 from onnxslim.summary import summarize
@@ -41,6 +44,10 @@ class OptimizeResult:
     """When validation failed: the first pass after which the outputs no longer agree."""
     warnings: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    failure: str | None = None
+    """Why a strict run stopped before validation (a rolled-back pass); the model is then the last
+    one that passed its checks, and nothing was written."""
+    strict: bool = False
 
     @property
     def slower_than_original(self) -> bool:
@@ -50,7 +57,7 @@ class OptimizeResult:
     @property
     def passed(self) -> bool:
         """Validation agreed. A rolled-back pass is reported but leaves a correct model (fatal only under strict)."""
-        return self.validation is None or self.validation.passed
+        return self.failure is None and (self.validation is None or self.validation.passed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +69,7 @@ class OptimizeResult:
             "validation": self.validation.to_dict() if self.validation is not None else None,
             "first_divergent_pass": self.first_divergent_pass,
             "slower_than_original": self.slower_than_original,
+            "failure": self.failure,
             "warnings": self.warnings,
             "notes": self.notes,
         }
@@ -103,7 +111,10 @@ def run(
     given = {"simplify": simplify, "validate": validate, "strict": strict, "input_shapes": input_shapes,
              "calibration_data": calibration_data, "calibration_samples": calibration_samples,
              "calibration_preprocess": calibration_preprocess, **family_options}
-    options = _merge_options(loaded.options if loaded else {}, given, where=str(recipe) if recipe else None)
+    options = _merge_options(loaded.options if loaded else {}, _checked_options(given), where=str(recipe) if recipe else None)
+    overwrite_input, check_runtime = (coerce(v, bool, where=k) for k, v in
+                                      (("overwrite_input", overwrite_input), ("check_runtime", check_runtime)))
+    external_data = coerce(external_data, bool | None, where="external_data")
     strict = bool(options.get("strict", False))
     checks = _validation_options(options.get("validation"), validation, data=data, atol=atol, rtol=rtol)
     _check_requests(options, checks)
@@ -120,10 +131,19 @@ def run(
                           progress=getattr(progress, "detail", None))
     manager = PassManager(_pipeline(options, loaded, passes, context), strict=strict, check_runtime=check_runtime,
                           progress=progress, keep_snapshots=bool(options.get("validate", True)))
-    model, pipeline = manager.run(model)
+    try:
+        model, pipeline = manager.run(model)
+    except PipelineFailed as exc:
+        if manager.stopped is None:  # not the manager's strict stop
+            raise
+        # a result, not the exception: a CI gate that asked for the report must get it, as it does
+        # when a strict validation fails (optimize() raises this again for Python callers)
+        result = OptimizeResult(*manager.stopped, None, failure=exc.one_line(), strict=True)
+        result.warnings += _rollback_warnings(result.pipeline)
+        return result
     _save_cache(context.calibration_cache, options.get("calibration_cache"))
-    result = OptimizeResult(model, pipeline, None)
-    result.warnings += [f"pass {r.name} rolled back: {r.reason}" for r in pipeline.records if r.status == ROLLED_BACK]
+    result = OptimizeResult(model, pipeline, None, strict=strict)
+    result.warnings += _rollback_warnings(pipeline)
     if options.get("validate", True):
         checks = dataclasses.replace(checks, input_shapes={**shapes, **checks.input_shapes}, lossy=bool(pipeline.lossy_passes))
         if _pinned_batch(shapes) and checks.batch_size != _pinned_batch(shapes):  # the optimized model takes no other
@@ -147,6 +167,24 @@ def run(
     if dst is not None and not (strict and (not result.passed or result.slower_than_original)):
         result.output = io.save(model, dst, external_data=external_data)
     return result
+
+
+def _rollback_warnings(pipeline: PipelineReport) -> list[str]:
+    return [f"pass {r.name} rolled back: {r.reason}" for r in pipeline.records if r.status == ROLLED_BACK]
+
+
+def _checked_options(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The API's keyword options checked as a recipe's [options] are: a wrongly typed value is a
+    ConfigError, never read by its truthiness (``strict="false"``) or written into the model
+    (``input_shapes={"x": [1, -5]}``)."""
+    options = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in given.items() if v is not None}
+    data = options.get("calibration_data")
+    if data is not None and not isinstance(data, str):
+        # the data layer reads files only; say so rather than print a dict of arrays as "got ..."
+        raise ConfigError(f"expected a path (str or os.PathLike) to a .npz file, a folder of .npz/.npy files or a "
+                          f"folder of images, got {type(data).__name__} (save arrays in memory with numpy.savez first)",
+                          where="calibration_data")
+    return check_options(options, label="", flag_text=True)
 
 
 def _load_runnable(src: io.ModelSource) -> ir.Model:
@@ -237,9 +275,11 @@ def optimize(src: io.ModelSource, dst: str | Path | None = None, **options: Any)
     ``strict``; otherwise the returned model is the best the pipeline could do.
     """
     result = run(src, dst, **options)
-    if options.get("strict") and result.validation is not None and not result.validation.passed:
+    if result.failure:
+        raise PipelineFailed(result.failure)
+    if result.strict and result.validation is not None and not result.validation.passed:
         raise ValidationFailed("optimized model's outputs differ from the original's beyond tolerance")
-    if options.get("strict") and result.slower_than_original:
+    if result.strict and result.slower_than_original:
         raise ValidationFailed(result.warnings[-1])
     with external_data_loaded(result.model):  # a self-contained proto: no locations relative to the input's folder
         return ir.serde.serialize_model(result.model)
@@ -328,9 +368,8 @@ def _validation_options(recipe_settings: Mapping[str, Any] | None, given: Valida
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ConfigError(f"unknown validation setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    if settings.get("input_shapes"):
-        settings["input_shapes"] = {k: tuple(v) for k, v in settings["input_shapes"].items()}
-    return ValidationOptions(**settings)
+    settings = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in settings.items()}  # data, html
+    return ValidationOptions(**check_validation(settings, where="validation"))
 
 
 def _calibration_reader(model: ir.Model, options: Mapping[str, Any]) -> Reader | None:

@@ -137,9 +137,11 @@ def _optimize(args: argparse.Namespace, err: Console) -> int:
             err.print(f"[bold red]warning:[/] {escape(warning)}", highlight=False)
         if result.output:
             err.print(f"wrote {result.output}")
-        elif args.strict:
+        elif result.strict:
             err.print("nothing written (--strict)")
-    failed = not result.passed or (bool(args.strict) and result.slower_than_original)
+    if result.failure:  # an error line even with -q or --json (stdout stays JSON only), as for exit 2
+        print(f"onnxslim: error: {result.failure}", file=sys.stderr)
+    failed = not result.passed or (result.strict and result.slower_than_original)
     return EXIT_CHECK_FAILED if failed else EXIT_OK
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+import numbers
+from typing import Any, Mapping
 
 import onnx_ir as ir
 
@@ -14,13 +15,42 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     name, sep, dims = text.rpartition(":")
     if not sep or not name:
         raise ConfigError(f"--input-shape {text!r}: expected NAME:D1,D2,... (e.g. input:1,3,224,224)")
+    return name, checked_dims(dims, where=f"--input-shape {text!r}")
+
+
+def checked_dims(dims: Any, *, where: str) -> tuple[int, ...]:
+    """A user-given shape as positive integer dims, whatever its form: the CLI's text
+    (``"1,3,224,224"``), a recipe's list or text, the API's sequence. One check for all three: a
+    dim the CLI refuses must not reach the model's input contract through another door (a -5
+    written there makes a model ONNX Runtime cannot load). ConfigError naming ``where`` otherwise."""
+    text = isinstance(dims, str)
     try:
-        shape = tuple(int(d) for d in dims.split(","))
-    except ValueError:
-        raise ConfigError(f"--input-shape {text!r}: dims must be integers") from None
+        items = list(dims.split(",") if text else dims)
+    except TypeError:
+        items = None
+    if items is None or not all(_is_int(item, text=text) for item in items):
+        raise ConfigError(f"expected a list of integers such as [1, 3, 224, 224], got {dims!r}", where=where)
+    shape = tuple(int(item) for item in items)
     if any(d <= 0 for d in shape):
-        raise ConfigError(f"--input-shape {text!r}: dims must be positive")
-    return name, shape
+        raise ConfigError(f"expected positive dims such as [1, 3, 224, 224], got {list(shape)}", where=where)
+    return shape
+
+
+def checked_input_shapes(shapes: Any, *, where: str) -> dict[str, tuple[int, ...]]:
+    """``{input name: dims}`` given through a recipe or the API, each checked by ``checked_dims``."""
+    if not isinstance(shapes, Mapping):
+        raise ConfigError(f"expected a table such as {{ input = [1, 3, 224, 224] }}, got {shapes!r}", where=where)
+    return {name: checked_dims(dims, where=f"{where}.{name}") for name, dims in shapes.items()}
+
+
+def _is_int(item: Any, *, text: bool) -> bool:
+    if text:
+        try:
+            int(item.strip())
+        except ValueError:
+            return False
+        return True
+    return isinstance(item, numbers.Integral) and not isinstance(item, bool)
 
 
 def parse_input_shapes(texts: list[str] | None) -> dict[str, tuple[int, ...]]:

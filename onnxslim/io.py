@@ -12,7 +12,8 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.errors import ExternalDataError, first_line, ModelLoadError, OutputPathError
-from onnxslim.proto import arrays_from_proto, external_data_loaded, load_external_attributes, PLACEHOLDER_LOCATION
+from onnxslim.proto import (arrays_from_proto, external_data_loaded, load_external_attributes, own_tensors,
+                            PLACEHOLDER_LOCATION)
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +24,19 @@ PROTOBUF_LIMIT = 2**31 - 2**26
 
 
 def load(src: ModelSource) -> ir.Model:
-    """Returns an onnx-ir model; a path is read lazily (external weights stay memory-mapped)."""
+    """Returns an onnx-ir model; a path is read lazily (external weights stay memory-mapped).
+
+    A ModelProto or onnx-ir model is the caller's: the result shares nothing with it that a pass
+    could change (the input is never modified), only the weights' values."""
     if isinstance(src, ir.Model):
-        return src
+        model = src.clone()
+        own_tensors(model)
+        return model
     if isinstance(src, onnx.ModelProto):
         _require_graph(src, "<ModelProto>")
-        return ir.serde.deserialize_model(src)
+        model = ir.serde.deserialize_model(src)
+        own_tensors(model)
+        return model
     return _load_path(Path(src))
 
 

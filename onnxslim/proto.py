@@ -14,9 +14,11 @@ a ModelProto to onnxruntime's converters, which resolve locations against the wo
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 from typing import Callable, Iterator
 
+import onnx
 import onnx_ir as ir
 
 DETACHED_BYTES = 1024
@@ -97,6 +99,48 @@ def arrays_from_proto(model: ir.Model) -> None:
         value.const_value = _in_memory(value.const_value)
     for node, attr in attributes:
         node.attributes[attr.name] = _attribute_in_memory(attr, _is_proto_backed)
+
+
+def own_tensors(model: ir.Model) -> None:
+    """Every tensor of ``model`` (initializers and tensor attributes, in every graph, subgraph and
+    function) gets a wrapper of its own, for good. A model deserialized from a caller's ModelProto
+    reads its tensors from the caller's TensorProtos, and a clone of a caller's onnx-ir model shares
+    its tensor objects: a pass that names a tensor (fold-constants lifting a Constant) would write
+    into the caller's model, which the API promises never to modify. Plain dtypes are copied out of
+    protobuf (``arrays_from_proto``'s reason holds here too); other tensors keep their values (an
+    array is never written in place: snapshots share them too) in a new wrapper."""
+    graphs = [model.graph, *(function.graph for function in model.functions.values())]
+    for graph in graphs:
+        values, attributes = _tensors_where(graph, lambda tensor: tensor is not None)
+        for value in values:
+            value.const_value = _own(value.const_value)
+        for node, attr in attributes:
+            if attr.type is ir.AttributeType.TENSOR:
+                node.attributes[attr.name] = ir.AttrTensor(attr.name, _own(attr.value), doc_string=attr.doc_string)
+            else:
+                node.attributes[attr.name] = ir.AttrTensors(attr.name, [_own(t) for t in attr.value],
+                                                            doc_string=attr.doc_string)
+
+
+def _own(tensor: ir.TensorProtocol) -> ir.TensorProtocol:
+    props = dict(tensor.metadata_props) or None
+    if isinstance(tensor, ir.serde.TensorProtoTensor):
+        if tensor.dtype in _PLAIN_NUMPY:
+            return _in_memory(tensor)
+        proto = onnx.TensorProto()
+        proto.CopyFrom(tensor.raw)
+        return ir.serde.TensorProtoTensor(proto)
+    if isinstance(tensor, ir.ExternalTensor):
+        return ir.ExternalTensor(tensor.location, tensor.offset, tensor.length, tensor.dtype, shape=tensor.shape,
+                                 name=tensor.name, doc_string=tensor.doc_string, metadata_props=props,
+                                 base_dir=tensor.base_dir)
+    if isinstance(tensor, ir.StringTensor):
+        return ir.StringTensor(tensor.raw, shape=tensor.shape, name=tensor.name, doc_string=tensor.doc_string,
+                               metadata_props=props)
+    if type(tensor) is ir.Tensor:
+        return ir.Tensor(tensor.raw, dtype=tensor.dtype, shape=tensor.shape, name=tensor.name,
+                         doc_string=tensor.doc_string, metadata_props=props)
+    return copy.copy(tensor)  # PackedTensor, LazyTensor, a caller's own TensorProtocol: a new wrapper at least
 
 
 def _external_tensors(graph: ir.Graph) -> tuple[list[ir.Value], list[tuple[ir.Node, ir.Attr]]]:

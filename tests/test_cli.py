@@ -69,7 +69,7 @@ def _bad_inputs(tmp_path, model_copy):
         "unknown pass in recipe": ([str(model_copy), out, "--recipe", str(unknown_recipe)], "unknown pass 'no-such-pass'"),
         "malformed recipe": ([str(model_copy), out, "--recipe", str(malformed_recipe)], "not valid TOML"),
         "unknown pass flag": ([str(model_copy), out, "--pass", "nope"], "unknown pass 'nope'"),
-        "bad input shape": ([str(model_copy), out, "--input-shape", "input:1,x"], "dims must be integers"),
+        "bad input shape": ([str(model_copy), out, "--input-shape", "input:1,x"], "expected a list of integers"),
         "unknown flag": ([str(model_copy), out, "--frobnicate"], "unrecognized arguments"),
     }
 

@@ -9,6 +9,7 @@ the CLI's flags take; its items are then parsed.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import types
 import typing
 from typing import Any, Mapping
@@ -93,9 +94,10 @@ def _coerce_scalar(value: Any, hint: type, *, where: str, text: bool) -> Any:
         raise _wrong_type(value, hint, where, text=True)
     if hint is bool and isinstance(value, bool):
         return value
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    # numbers.*, not int/float: an API caller's numpy scalar (np.int64(8)) is a number too
+    if hint is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if hint is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
     if hint is str and isinstance(value, str):
         return value

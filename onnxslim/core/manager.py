@@ -87,6 +87,9 @@ class PassManager:
         """(pass name, model after it) for each applied pass, when ``keep_snapshots``: a failed
         validation can then find the first pass that broke the outputs. Cheap: snapshots share
         unchanged tensors."""
+        self.stopped: tuple[ir.Model, PipelineReport] | None = None
+        """When ``strict`` stopped the run: the last model that passed its checks and the report up
+        to and including the rolled-back pass, so the caller can still write the report."""
 
     def run(self, model: ir.Model) -> tuple[ir.Model, PipelineReport]:
         contract = io_contract(model)
@@ -101,6 +104,7 @@ class PassManager:
                 # info, not warning: api.run's result carries it as a warning (the CLI prints those)
                 logger.info("pass %s rolled back: %s", slim_pass.name, record.reason)
                 if self.strict:
+                    self.stopped = model, PipelineReport(records, start_stats, current_stats)
                     raise PipelineFailed(f"rolled back: {record.reason}", where=f"pass {slim_pass.name}")
                 continue
             model, current_stats = candidate, record.after

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,6 +37,7 @@ from onnxslim.core.config import check_settings, coerce
 from onnxslim.core.pass_base import Pass, PassContext
 from onnxslim.core.registry import check_pass_settings, get_pass
 from onnxslim.errors import ConfigError, OnnxSlimError, RecipeError
+from onnxslim.input_shapes import checked_input_shapes
 
 SIMPLIFY = "simplify"
 
@@ -115,42 +117,51 @@ def parse_recipe(data: Mapping[str, Any], *, path: Path | None = None) -> Recipe
     return recipe
 
 
-def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+def check_options(options: Mapping[str, Any], *, label: str = "[options] ", flag_text: bool = False) -> dict[str, Any]:
     """``[options]`` values checked against their types; core options come back as those types
     (``input_shapes = { x = "1,3,224,224" }`` as a tuple), family options as written. Unknown keys
-    are left to the API, which knows every name."""
+    are left to the API, which knows every name. The API checks its keyword options here too
+    (``label=""``): ``strict="false"`` is no more true there than in a recipe. ``flag_text``: a
+    family option may also be its CLI flag's text (``lowrank="0.95"``), as the CLI hands it on."""
     checked = dict(options)
     families = _family_option_types()
     for key, value in options.items():
-        where = f"[options] {key}"
+        where = f"{label}{key}"
         if key == "validation":
-            checked[key] = _check_validation(value, where=where)
-        elif key == "input_shapes" and not isinstance(value, Mapping):
-            raise ConfigError(f"expected a table such as {{ input = [1, 3, 224, 224] }}, got {value!r}", where=where)
+            checked[key] = check_validation(value, where=where)
+        elif key == "input_shapes":
+            checked[key] = checked_input_shapes(value, where=where)
         elif key in OPTION_TYPES:
             checked[key] = coerce(value, OPTION_TYPES[key], where=where)
         elif key in families:
-            coerce(value, families[key], where=where)
-    if "input_shapes" in checked:
-        _check_dims(checked["input_shapes"], where="[options] input_shapes")
+            coerce(value, families[key] | str if flag_text and key in RECIPE_FORMS else families[key], where=where)
     return checked
 
 
-def _check_validation(value: Any, *, where: str) -> dict[str, Any]:
+def check_validation(value: Any, *, where: str) -> dict[str, Any]:
+    """Validation settings (ValidationOptions' fields) checked against their types."""
     from onnxslim.validation import ValidationOptions
 
     if not isinstance(value, Mapping):
         raise ConfigError(f"expected a table such as {{ data = \"eval.npz\", atol = 1e-4 }}, got {value!r}", where=where)
+    if value.get("input_shapes") is not None:
+        value = {**value, "input_shapes": checked_input_shapes(value["input_shapes"], where=f"{where}.input_shapes")}
     checked = check_settings(ValidationOptions, value, where=where)
-    if checked.get("input_shapes"):
-        _check_dims(checked["input_shapes"], where=f"{where}.input_shapes")
+    for key, (within, meaning) in _THRESHOLDS.items():
+        if checked.get(key) is not None and not within(checked[key]):
+            raise ConfigError(f"expected {meaning}, got {checked[key]!r}", where=f"{where}.{key}")
     return checked
 
 
-def _check_dims(shapes: Mapping[str, Sequence[int]], *, where: str) -> None:
-    for name, dims in shapes.items():
-        if any(d <= 0 for d in dims):
-            raise ConfigError(f"expected positive dims such as [1, 3, 224, 224], got {list(dims)}", where=f"{where}.{name}")
+_THRESHOLDS: dict[str, tuple[Callable[[float], bool], str]] = {
+    # written so that NaN is outside every range: a NaN floor would pass or fail everything silently
+    "atol": (lambda v: v >= 0, "a tolerance >= 0 (inf: no limit)"),
+    "rtol": (lambda v: v >= 0, "a tolerance >= 0 (inf: no limit)"),
+    "min_cosine": (lambda v: 0 < v <= 1, "a cosine similarity in (0, 1]"),
+    "min_top1": (lambda v: 0 <= v <= 1, "a fraction of samples in [0, 1]"),
+    "min_snr": (lambda v: not math.isnan(v), "a number of dB"),
+}
+"""Ranges of the validation thresholds: a cosine floor of 2 fails every model, one of -3 passes any."""
 
 
 def _family_option_types() -> dict[str, Any]:

@@ -47,7 +47,8 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
     if options.get("lowrank_params") is not None:
         settings["params"] = options["lowrank_params"]
     if auto or options.get("lowrank_min_cosine") is not None:
-        settings["min_cosine"] = options.get("lowrank_min_cosine") or AUTO_MIN_COSINE
+        given = options.get("lowrank_min_cosine")  # 0 is the user's (and refused by the pass), not "unset"
+        settings["min_cosine"] = AUTO_MIN_COSINE if given is None else given
     modes = [k for k in ("energy", "rank", "params", "min_cosine") if k in settings]
     if len(modes) > 1:
         raise ConfigError(f"low rank: give one of --lowrank ENERGY|auto, --lowrank-rank, --lowrank-params (got {len(modes)})")

@@ -26,6 +26,7 @@ def _record(result, name):
     ({"lowrank": 0.9, "lowrank_method": "plain"}, {"energy": 0.9, "method": "plain"}),
     ({"lowrank": "auto"}, {"min_cosine": 0.99}),
     ({"lowrank": "auto", "lowrank_min_cosine": 0.97}, {"min_cosine": 0.97}),
+    ({"lowrank": "auto", "lowrank_min_cosine": 0.0}, {"min_cosine": 0.0}),  # the pass refuses it; was read as unset
     ({"lowrank_rank": 16}, {"rank": 16}),
     ({"lowrank_params": 0.8}, {"params": 0.8}),
     ({"lowrank_params": 0.8, "lowrank_refit": "oneshot"}, {"params": 0.8, "refit": "oneshot"}),
