@@ -51,6 +51,10 @@ def check_arrays(arrays: Mapping[str, np.ndarray], model: ir.Model, path: Path |
 
 
 def _check_one(value: ir.Value, array: np.ndarray, path: Path | str) -> None:
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        # validation would compare NaN with NaN and blame the first pass; calibration would range it
+        bad = int((~np.isfinite(array)).sum())
+        raise DataError(f"input {value.name!r} holds {bad} NaN/Inf value(s)", path=path)
     expected = value.dtype.numpy() if value.dtype is not None else None
     # a string input takes numpy text arrays (what .npz holds without pickling); ORT accepts them
     text = expected is not None and np.dtype(expected) == np.object_ and array.dtype.kind in "US"

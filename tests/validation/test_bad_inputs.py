@@ -53,6 +53,10 @@ def _case(tmp_path, kind):
         return folder, ["--preprocess", "size=big"], ["--preprocess", "size"]
     if kind == "missing":
         return tmp_path / "nope.npz", [], ["nope.npz", "not found"]
+    if kind == "nan":  # was exit 1 with the model written and fold-constants blamed for the NaN outputs
+        bad = GOOD.copy()
+        bad[1, 0, 2, 2] = np.nan
+        return _npz(tmp_path / "nan.npz", input=bad), [], ["nan.npz", "1 NaN/Inf"]
     if kind == "no-samples":
         return _npz(tmp_path / "none.npz", input=GOOD[:0]), [], ["none.npz", "no samples"]
     raise AssertionError(kind)
@@ -64,7 +68,7 @@ def _png(path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(path)
 
 
-CASES = ["keys", "extra-key", "dtype", "rank", "labels", "empty-folder", "non-image", "corrupt-image", "npy-rank", "bad-spec", "missing", "no-samples"]
+CASES = ["keys", "extra-key", "dtype", "rank", "labels", "empty-folder", "non-image", "corrupt-image", "npy-rank", "bad-spec", "missing", "no-samples", "nan"]
 
 
 @pytest.mark.parametrize("kind", CASES)
