@@ -56,6 +56,12 @@ class Plan:
         return self.feeds_tail(value) or value.producer() in self.branches
 
 
+TAIL = "post-processing after the last weighted layer (detection head / decode) kept float"
+NO_WEIGHTED_LAYER = "no layer with constant weights in the graph (weights that are graph inputs stay float)"
+OVERRIDABLE_WEIGHT = ("weight is also a graph input (an overridable default, as IR 3 and keep_initializers_as_inputs "
+                      "exports list every weight): kept float, since the application may feed another")
+
+
 def is_constant(value: ir.Value | None) -> bool:
     """A constant, not an initializer that is also a graph input: the application may feed that one
     (ONNX's overridable defaults, IR >= 4), so baking it into int8 would ignore what it feeds."""
@@ -80,9 +86,12 @@ def make_plan(graph: ir.Graph, dtypes: dict[str, ir.DataType], *, include: tuple
     tail = post_processing(graph)
     plan = Plan(tail=tail, branches=head_branches(graph, tail))
     quantized_tensors: set[ir.Value] = set()
+    weighted = any(_is_feature(node) for node in graph)
     for node in graph:
         reason = _float_reason(node, tail, dtypes, include, exclude, quantized_tensors, activation_matmuls,
                                constant_operands)
+        if reason == TAIL and not weighted:  # nothing is "after" a layer then: say why there is none
+            reason = NO_WEIGHTED_LAYER
         if reason is None and _touches(node, float_tensors):
             reason = "kept float by sensitivity analysis (mixed precision)"
         if node.op_type in ACTIVATIONS and reason is None and absorb:
@@ -171,8 +180,11 @@ def _float_reason(node, tail, dtypes, include, exclude, quantized, activation_ma
         return "excluded by --quantize-exclude"
     if include and not _matches(node, include) and op not in ACTIVATIONS:
         return "not in --quantize-include"
+    if op in COMPUTE and len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].is_graph_input() \
+            and node.inputs[1].const_value is not None:
+        return OVERRIDABLE_WEIGHT
     if node in tail:
-        return "post-processing after the last weighted layer (detection head / decode) kept float"
+        return TAIL
     inputs = activation_inputs(node)
     if not inputs or any(dtypes.get(v.name) != FLOAT32 for v in inputs):
         floating = any(dtypes.get(v.name) in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE) for v in inputs)

@@ -125,6 +125,8 @@ class QuantizeStatic(Pass):
         if not plan.quantized:
             return PassResult(model, modified=False, details=_float_rows(plan))
         upgraded = per_channel_opset(model, config.per_channel, config.upgrade_opset)
+        if any("declined" in row for row in upgraded):  # the model is as it came: no QDQ op at its opset
+            return PassResult(model, modified=False, stats={"skipped": 1}, details=upgraded)
         if any("opset_converted" in row for row in upgraded):  # a new graph: plan it again
             dtypes = tensor_dtypes(model)
             plan = self._plan(model.graph, dtypes)
