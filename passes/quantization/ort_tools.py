@@ -52,13 +52,12 @@ def replace_contents(model: ir.Model, proto: onnx.ModelProto) -> None:
 
 
 def float_weight_bytes(model: ir.Model, dtype: ir.DataType) -> int:
-    """Bytes held by ``dtype`` initializers of the main graph."""
-    total = 0
-    for value in model.graph.initializers.values():
-        tensor = value.const_value
-        if tensor is not None and tensor.dtype == dtype:
-            total += int(np.prod(tensor.shape, dtype=np.int64)) * dtype.itemsize
-    return total
+    """Bytes held by ``dtype`` initializers and Constant nodes of the main graph (Paddle's weights
+    are Constant nodes when the cleanup that lifts them is off)."""
+    tensors = [value.const_value for value in model.graph.initializers.values()]
+    tensors += [node.attributes["value"].value for node in model.graph
+                if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and "value" in node.attributes]
+    return int(sum(int(np.prod(t.shape, dtype=np.int64)) * dtype.itemsize for t in tensors if t is not None and t.dtype == dtype))
 
 
 def import_quietly(module: str):

@@ -57,7 +57,8 @@ class Plan:
 
 
 TAIL = "post-processing after the last weighted layer (detection head / decode) kept float"
-NO_WEIGHTED_LAYER = "no layer with constant weights in the graph (weights that are graph inputs stay float)"
+NO_WEIGHTED_LAYER = "no layer with a constant weight (Conv, Gemm, x @ W) in the graph to quantize around"
+LEFT_CONSTANT = "constant on the left (W @ x) kept float: int8 weights are laid out for x @ W"
 OVERRIDABLE_WEIGHT = ("weight is also a graph input (an overridable default, as IR 3 and keep_initializers_as_inputs "
                       "exports list every weight): kept float, since the application may feed another")
 
@@ -183,6 +184,8 @@ def _float_reason(node, tail, dtypes, include, exclude, quantized, activation_ma
     if op in COMPUTE and len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].is_graph_input() \
             and node.inputs[1].const_value is not None:
         return OVERRIDABLE_WEIGHT
+    if op == "MatMul" and is_constant(node.inputs[0]) and not is_constant(node.inputs[1]):
+        return LEFT_CONSTANT
     if node in tail:
         return TAIL
     inputs = activation_inputs(node)

@@ -99,3 +99,18 @@ def test_trained_models_keep_predictions_in_float16(name, data):
     assert actual.dtype == np.float32 and _rel(expected, actual) < FP16_REL_L2  # measured 5e-4 / 7e-4
     assert (expected.argmax(1) == actual.argmax(1)).all()
     assert ops(result.model)["Cast"] >= 2
+
+
+def test_weights_in_constant_nodes_count_as_weights():
+    # Paddle's weights reach MatMul through Constant nodes (cleanup off): bytes_saved read 0
+    model = make_model("""
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 64] x) => (float[N, 64] y) {
+        w = Constant <value = float[64, 64] {%s}> ()
+        y = MatMul (x, w)
+    }
+    """ % ", ".join(["0.5"] * 64 * 64))
+    assert float_weight_bytes(model, ir.DataType.FLOAT) == 64 * 64 * 4
+    result = ConvertFp16()(model)
+    assert result.modified and result.stats["bytes_saved"] == 64 * 64 * 2
+

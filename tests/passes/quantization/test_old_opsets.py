@@ -56,3 +56,17 @@ def test_an_upgraded_model_gets_the_ir_version_its_opset_needs():
     check_full(result.model)
     feeds = {"x": rng(3).standard_normal((2, 4, 8, 8)).astype(np.float32)}
     assert rel_l2(original, result.model, feeds) < REL_L2_BOUND
+
+
+def test_a_constant_on_the_left_of_a_matmul_is_named_as_such():
+    # it was reported as "MatMul of two activations (attention)"
+    model = make_model("""
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[32, 4] x) => (float[16, 4] y) {
+        y = MatMul (w, x)
+    }
+    """, initializers={"w": rng(0).standard_normal((16, 32)).astype(np.float32)})
+    result = QuantizeStatic(QuantizeStaticConfig(bias_correction=False), context=context({"x": (32, 4)}))(model)
+    reasons = [row["kept_float"] for row in result.details if "kept_float" in row]
+    assert any(r.startswith("constant on the left") for r in reasons) and not any("attention" in r for r in reasons)
+

@@ -48,7 +48,19 @@ def test_nothing_faster_than_float_leaves_the_model_unchanged(monkeypatch):
     model = _ffn()
     result = QuantizeAuto(context=context({"x": (4, 8, 32)}))(model)
     assert not result.modified and ops(result.model) == ops(_ffn())
-    assert {"kept_float": "no faster format"} in result.details
+    assert {"kept_float": "no format both faster and within the cosine floor"} in result.details
+    rows = _rows(result)
+    assert rows["static"]["rejected"].startswith("speedup 0.833x") and "cosine" not in rows["static"]["rejected"]
+
+
+def test_a_faster_format_below_the_cosine_floor_says_so(monkeypatch):
+    # PP-OCRv4 det: static ran 1.26x faster at cosine 0.9755, and the row said "no faster format"
+    _timed(monkeypatch, {"float": 1.0, "static": 0.5, "dynamic": 1.2})
+    result = QuantizeAuto(QuantizeAutoConfig(min_cosine=0.999999), context=context({"x": (4, 8, 32)}))(_ffn())
+    assert not result.modified
+    rows = _rows(result)
+    assert rows["static"]["rejected"].startswith("cosine ") and "speedup" not in rows["static"]["rejected"]
+    assert "speedup" in rows["dynamic"]["rejected"]
 
 
 def test_the_cosine_floor_rules_out_a_faster_but_worse_format(monkeypatch):
