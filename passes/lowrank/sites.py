@@ -21,7 +21,12 @@ class Use:
     node: ir.Node
     kind: str
     """``matmul_right`` (X @ W), ``matmul_left`` (W @ X), ``gemm``, ``conv`` (1x1)."""
-    activation: ir.Value
+
+    @property
+    def activation(self) -> ir.Value:
+        """The input the weight multiplies, read from the node each time: never a cached Value, which
+        would go stale once the layer producing it is split (its users are rewired to the new output)."""
+        return self.node.inputs[1 if self.kind == "matmul_left" else 0]
 
     @property
     def layout(self) -> str:
@@ -124,9 +129,9 @@ def _use(node: ir.Node, opset: int) -> tuple[Use | None, str, ir.Value | None]:
     if node.op_type == "MatMul":
         a, b = inputs[0], inputs[1]
         if _const(b) and not _const(a):
-            return _checked(Use(node, "matmul_right", a), b)
+            return _checked(Use(node, "matmul_right"), b)
         if _const(a) and not _const(b):
-            return _checked(Use(node, "matmul_left", b), a)
+            return _checked(Use(node, "matmul_left"), a)
         return None, "", None
     if node.op_type == "Gemm":
         a, b = inputs[0], inputs[1]
@@ -134,7 +139,7 @@ def _use(node: ir.Node, opset: int) -> tuple[Use | None, str, ir.Value | None]:
             return None, "Gemm weight is not the B input", a if _const(a) else None
         if opset < 11:
             return None, "Gemm without C needs opset 11", b
-        return _checked(Use(node, "gemm", a), b)
+        return _checked(Use(node, "gemm"), b)
     if node.op_type == "Conv" and len(inputs) > 1 and _const(inputs[1]):
         return _conv_use(node, inputs)
     return None, "", None
@@ -154,7 +159,7 @@ def _conv_use(node: ir.Node, inputs: list) -> tuple[Use | None, str, ir.Value]:
         return None, "not a 1x1 convolution", weight
     if node.attributes.get_int("group", 1) != 1:
         return None, "grouped convolution", weight
-    return Use(node, "conv", inputs[0]), "", weight
+    return Use(node, "conv"), "", weight
 
 
 def activation_rows(use: Use, value: np.ndarray) -> np.ndarray:
