@@ -136,10 +136,27 @@ def run_model(model: ir.Model, batches: Sequence[dict[str, np.ndarray]], *, prov
     return {n: join(v) for n, v in results.items()}
 
 
-def join(values: list[np.ndarray]) -> np.ndarray:
+def join(values: list) -> np.ndarray:
+    """One array from an output's per-batch values, for comparison: concatenated along the batch
+    axis; stacked when unbatched (scalars); else, when a non-batch dim depends on the data (NonZero's
+    count, a TopK of a dynamic k), the values raveled in order. A sequence output (ORT gives a list)
+    counts as its elements raveled in order, an empty optional as no values."""
+    values = [_as_array(v) for v in values]
     if len(values) == 1:
         return values[0]
     try:
         return np.concatenate(values, axis=0)
-    except ValueError:  # scalar or unbatched outputs
+    except ValueError:
+        pass
+    try:
         return np.stack(values)
+    except ValueError:
+        return np.concatenate([v.ravel() for v in values])
+
+
+def _as_array(value) -> np.ndarray:
+    if isinstance(value, list):
+        return np.concatenate([np.ravel(np.asarray(item)) for item in value]) if value else np.zeros(0, np.float32)
+    if value is None:
+        return np.zeros(0, np.float32)
+    return np.asarray(value)

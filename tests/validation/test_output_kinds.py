@@ -1,0 +1,44 @@
+"""Outputs that are not one batched tensor: a sequence, a data-dependent length across batches.
+Both were internal errors (exit 3) in `onnxslim validate` and in the optimizer's validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import pytest
+
+from tests.validation.conftest import run_json
+
+FLOAT = onnx.TensorProto.FLOAT
+
+
+def _save(path, nodes, outputs, initializers=()):
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", FLOAT, ["N", 10])], outputs, list(initializers))
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def _sequence_model(path):
+    sequence = oh.make_value_info("sq", oh.make_sequence_type_proto(oh.make_tensor_type_proto(FLOAT, None)))
+    return _save(path, [oh.make_node("Relu", ["x"], ["y"]), oh.make_node("SequenceConstruct", ["y", "x"], ["sq"])],
+                 [oh.make_tensor_value_info("y", FLOAT, ["N", 10]), sequence])
+
+
+def _nonzero_model(path):
+    zero = onnx.numpy_helper.from_array(np.array(0, np.float32), "zero")
+    return _save(path, [oh.make_node("Greater", ["x", "zero"], ["mask"]), oh.make_node("NonZero", ["mask"], ["nz"]),
+                        oh.make_node("Relu", ["x"], ["y"])],
+                 [oh.make_tensor_value_info("y", FLOAT, ["N", 10]), oh.make_tensor_value_info("nz", onnx.TensorProto.INT64, [2, "K"])],
+                 [zero])
+
+
+@pytest.mark.parametrize("make, batches", [(_sequence_model, 1), (_sequence_model, 3), (_nonzero_model, 3)])
+def test_outputs_that_are_not_one_batched_tensor_are_compared(tmp_path, capsys, make, batches):
+    src = make(tmp_path / "model.onnx")
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((6, 10)).astype(np.float32))
+    code, report = run_json(["validate", src, src, "--data", data, "--batch-size", str(6 // batches)], tmp_path, capsys)
+    assert code == 0 and report["passed"] and {o["name"] for o in report["outputs"]} == {"y", "sq" if make is _sequence_model else "nz"}
+    code, report = run_json([src, tmp_path / "out.onnx", "--data", data, "--batch-size", str(6 // batches)], tmp_path, capsys)
+    assert code == 0 and report["validation"]["passed"]
