@@ -90,7 +90,7 @@ def _validate(prep: _Prepared, options: ValidationOptions) -> ValidationReport:
     report.samples = ran[0].samples if ran else 0
     report.skipped = None if ran else "no requested provider could run: " + "; ".join(p.reason or "" for p in report.providers)
     report.accuracy = _accuracy(next(iter(results.values()))) if results else None
-    if ran and options.latency_runs:
+    if ran and options.latency_runs and not ran[0].failure:  # a model that does not run has no latency
         report.latency = _latency(prep, ran[0].provider, options)
     skipped = any(p.status == "skipped" for p in report.providers)
     report.passed = all(p.passed for p in ran) and not (options.strict and skipped)
@@ -129,8 +129,12 @@ def _run_provider(prep: _Prepared, provider: str, options: ValidationOptions) ->
             results[label] = run_batches(prep.paths[label], prep.reader, provider=provider, capture=prep.capture)
         except ProviderUnavailable as exc:
             return _ProviderOutcome(ProviderRun(provider, "skipped", reason=exc.message))
-        except DataError as exc:  # say which of the two models refused the data
-            raise DataError(exc.message, path=exc.path, where=f"{label} model") from None
+        except DataError as exc:
+            if label == "optimized":  # the original ran on this data: the optimized model is what broke
+                return _ProviderOutcome(ProviderRun(provider, "ran", samples=results["original"].samples,
+                                                    failure=f"the optimized model does not run where the original "
+                                                            f"does: {exc.message}"))
+            raise DataError(exc.message, path=exc.path, where="original model") from None
     ref, got = results["original"], results["optimized"]
     outputs = [compare_arrays(name, ref.outputs[name], got.outputs[name], prep.tol, classify=name in prep.scores)
                for name in ref.outputs]

@@ -30,10 +30,12 @@ class ProviderRun:
     """Each model on this provider against itself on CPU ('original/NAME', 'optimized/NAME'); informational."""
     localization: Localization | None = None
     seconds: float = 0.0
+    failure: str | None = None
+    """Why the optimized model did not run on data the original ran on (then nothing was compared)."""
 
     @property
     def passed(self) -> bool:
-        return self.status == "ran" and all(o.passed for o in self.outputs)
+        return self.status == "ran" and self.failure is None and all(o.passed for o in self.outputs)
 
 
 @dataclasses.dataclass
@@ -61,7 +63,8 @@ class ValidationReport:
 
     def failures(self) -> list[str]:
         """One line per failed check (skipped providers are listed with their reason in ``providers``)."""
-        return [f"{p.provider}: {o.name}: {f}" for p in self.providers for o in p.outputs for f in o.failures]
+        return [f"{p.provider}: {p.failure}" for p in self.providers if p.failure] + \
+            [f"{p.provider}: {o.name}: {f}" for p in self.providers for o in p.outputs for f in o.failures]
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, **_plain(dataclasses.asdict(self))}

@@ -42,3 +42,19 @@ def test_outputs_that_are_not_one_batched_tensor_are_compared(tmp_path, capsys, 
     assert code == 0 and report["passed"] and {o["name"] for o in report["outputs"]} == {"y", "sq" if make is _sequence_model else "nz"}
     code, report = run_json([src, tmp_path / "out.onnx", "--data", data, "--batch-size", str(6 // batches)], tmp_path, capsys)
     assert code == 0 and report["validation"]["passed"]
+
+
+def test_an_optimized_model_that_fails_where_the_original_runs_fails_validation(tmp_path, capsys):
+    # it was a DataError: exit 2 with --data, and "validation skipped", exit 0, with random data
+    relu = [oh.make_node("Relu", ["x"], ["r"])]
+    output = [oh.make_tensor_value_info("y", FLOAT, ["N", 10])]
+    src = _save(tmp_path / "a.onnx", relu + [oh.make_node("Identity", ["r"], ["y"])], output)
+    bias = onnx.numpy_helper.from_array(np.zeros((4, 10), np.float32), "bias")  # broadcasts only at N = 1 or 4
+    broken = _save(tmp_path / "b.onnx", relu + [oh.make_node("Add", ["r", "bias"], ["y"])], output, [bias])
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.ones((3, 10), np.float32))
+    code, report = run_json(["validate", src, broken, "--data", data], tmp_path, capsys)
+    assert code == 1 and not report["passed"]
+    assert "does not run where the original does" in report["providers"][0]["failure"]
+    code, report = run_json(["validate", src, broken, "--input-shape", "x:3,10", "--latency", "3"], tmp_path, capsys)
+    assert code == 1 and not report["passed"] and report["skipped"] is None and report["latency"] is None
