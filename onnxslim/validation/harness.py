@@ -93,7 +93,9 @@ def _validate(prep: _Prepared, options: ValidationOptions) -> ValidationReport:
     if ran and options.latency_runs and not ran[0].failure:  # a model that does not run has no latency
         report.latency = _latency(prep, ran[0].provider, options)
     skipped = any(p.status == "skipped" for p in report.providers)
-    report.passed = all(p.passed for p in ran) and not (options.strict and skipped)
+    # nothing compared is no agreement: `onnxslim validate --providers cuda` on a machine without
+    # CUDA passed any model (optimize, whose validation is advisory unless strict, relaxes this)
+    report.passed = bool(ran) and all(p.passed for p in ran) and not (options.strict and skipped)
     return report
 
 

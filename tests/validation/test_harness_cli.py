@@ -81,8 +81,14 @@ def test_cuda_missing_is_skipped_not_crashed(tmp_path, capsys):
     assert cuda["provider"] == "cuda" and cuda["status"] == "skipped" and "CUDAExecutionProvider" in cuda["reason"]
     code, report = run_json(["validate", DIGITS, DIGITS, "--providers", "all", "--strict"], tmp_path, capsys)
     assert code == 1 and not report["passed"]
+    # nothing compared is not a pass for `validate` (a CI gate on a CPU runner passed any model) ...
     code, report = run_json(["validate", DIGITS, DIGITS, "--providers", "cuda"], tmp_path, capsys)
-    assert code == 0 and "no requested provider could run" in report["skipped"]
+    assert code == 1 and not report["passed"] and "no requested provider could run" in report["skipped"]
+    # ... while optimize's validation stays advisory unless --strict
+    code, report = run_json([DIGITS, tmp_path / "out.onnx", "--providers", "cuda"], tmp_path, capsys)
+    assert code == 0 and report["passed"] and "no requested provider could run" in report["validation"]["skipped"]
+    code, report = run_json([DIGITS, tmp_path / "out2.onnx", "--providers", "cuda", "--strict"], tmp_path, capsys)
+    assert code == 1 and not report["passed"] and not (tmp_path / "out2.onnx").exists()
 
 
 @pytest.mark.skipif(CUDA_MISSING is not None, reason=f"needs CUDA: {CUDA_MISSING}")
