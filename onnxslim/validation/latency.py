@@ -67,10 +67,11 @@ def time_round_robin(variants: dict[str, bytes | str], inputs: dict[str, np.ndar
     """Milliseconds per call of each variant, ``runs`` calls each, in ``ROUNDS`` interleaved rounds."""
     threads = threads or default_threads()
     times: dict[str, list[float]] = {label: [] for label in variants}
-    per_round = max(1, -(-runs // ROUNDS))
-    for _ in range(ROUNDS):
+    rounds = max(1, min(ROUNDS, runs))
+    for index in range(rounds):
+        count = runs // rounds + (index < runs % rounds)  # exactly ``runs`` in all (5 was 6: 2 a round)
         for label, data in variants.items():
-            times[label] += _time_one(data, inputs, provider, threads, warmup, per_round)
+            times[label] += _time_one(data, inputs, provider, threads, warmup, count)
     return times
 
 

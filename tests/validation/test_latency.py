@@ -50,3 +50,13 @@ def test_slower_optimized_model_is_flagged():
     assert report.ratio > 3 and report.slower
     report = measure_latency(_model(200), _model(0), INPUT, runs=15, warmup=2, threads=1)
     assert report.ratio < 0.5 and not report.slower
+
+
+def test_each_variant_is_timed_exactly_the_runs_asked_for():
+    # --latency 5 timed 6 calls per model (two in each of three rounds), the default 20 timed 21
+    from onnxslim.validation.latency import time_round_robin
+
+    model = _model(0)
+    for runs in (1, 2, 5, 20):
+        times = time_round_robin({"a": model, "b": model}, INPUT, runs=runs, warmup=0, threads=1)
+        assert [len(t) for t in times.values()] == [runs, runs]
