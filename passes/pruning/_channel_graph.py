@@ -66,6 +66,8 @@ class ChannelGraph:
         """Output value name -> producer layer."""
         self.consumers: list[tuple[Layer, str]] = []
         """(layer, input value name) whose input channels follow a track."""
+        self.followers: list[tuple[Layer, str]] = []
+        """(depthwise layer, output value name): layers whose channels are their input's (no units of their own)."""
         self.slices: list[Slice] = []
         self.edits: list[Edit] = []
         self.constraints: list[tuple[str, int]] = []
@@ -147,6 +149,18 @@ class ChannelGraph:
                 self.block_node(node, f"read by {node.op_type} {node.name}")
             else:
                 handler(self, node)
+                self._block_untracked_outputs(node)
+
+    def _block_untracked_outputs(self, node: ir.Node) -> None:
+        """Blocks the inputs of a channel-following op when an output the handler left untracked is read.
+
+        Such an output (MaxPool's Indices, Dropout's mask, BatchNormalization's running statistics) has
+        the input's channel count too, but nothing slices it: pruning would change the shape of whatever
+        reads it, a graph output included (``uses()`` does not list graph outputs)."""
+        for out in node.outputs:
+            if out.name not in self.tracks and (out.uses() or out.is_graph_output()):
+                self.block_node(node, f"{node.op_type} {node.name}: output {out.name} has the channels but is not sliced")
+                return
 
 
 def _inferred_shapes(model: ir.Model) -> dict[str, tuple]:

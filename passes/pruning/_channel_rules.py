@@ -27,6 +27,10 @@ def visit_layer(g: ChannelGraph, layer: Layer) -> None:
     if layer.kind == "conv" and groups > 1 and groups == w.shape[0] and w.shape[1] == 1:
         _depthwise(g, layer, source)
         return
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if g.track(bias) is not None and not g.prunable(layer):
+        # C (Gemm) or B (Conv) computed from pruned channels feeds a layer whose outputs are all kept
+        g.block_value(bias.name, f"bias input of {node.op_type} {node.name}, whose channels are kept")
     if source is not None:
         expected = 1 - w.ndim if layer.kind == "conv" else -1
         if source.axis != expected:
@@ -46,13 +50,29 @@ def visit_layer(g: ChannelGraph, layer: Layer) -> None:
     g.slices.append(Slice(layer.weight, 1 if layer.transposed else 0, out.name))
     if groups > 1:
         g.constraints.append((out.name, groups))
-    bias = node.inputs[2] if len(node.inputs) > 2 else None
-    if bias is not None:
-        shape = g.shape(bias)
-        if layer.kind == "conv":
-            _vector(g, bias, out.name, channels)
-        elif shape is not None and int(np.prod(shape)) != 1:
-            _vector(g, bias, out.name, channels, axis=len(shape) - 1)
+    if bias is None:
+        return
+    shape = g.shape(bias)
+    if g.track(bias) is not None:
+        _computed_bias(g, node, bias, out.name)
+    elif layer.kind == "conv":
+        _vector(g, bias, out.name, channels)
+    elif bias.const_value is None:
+        g.block_value(out.name, f"{node.op_type} {node.name}: C input {bias.name} is computed, its channels are kept")
+    elif int(np.prod(shape)) != 1:
+        _vector(g, bias, out.name, channels, axis=len(shape) - 1)
+
+
+def _computed_bias(g: ChannelGraph, node: ir.Node, bias: ir.Value, out: str) -> None:
+    """A bias that carries pruned channels itself (a residual ``Gemm(b, W, C=a)``): like the residual
+    ``Add(Gemm(b, W), a)`` it is, C's channels and the output's are coupled position by position."""
+    source, target = g.tracks[bias.name], g.tracks[out]
+    if source.axis != target.axis or len(source.units) != len(target.units):
+        reason = f"{node.op_type} {node.name}: bias input {bias.name} broadcasts across the channels"
+        g.block(source.units + target.units, reason)
+        return
+    for a, b in zip(source.units, target.units):
+        g.union(a, b)
 
 
 def _param(g: ChannelGraph, value: ir.Value, source: str, channels: int, block: list[str]) -> bool:
@@ -95,8 +115,13 @@ def _depthwise(g: ChannelGraph, layer: Layer, source: Track | None) -> None:
         if source is not None:
             g.block(source.units, f"depthwise {node.name} reads the channels on another axis")
         return
+    if not g.prunable(layer):
+        # its channels are the ones it reads: keeping them (skip list) means keeping its input's
+        g.block(source.units, f"read by depthwise {node.name}, which is not pruned (skip list or last layer)")
+        return
     out = node.outputs[0].name
     g.tracks[out] = source
+    g.followers.append((layer, out))
     g.slices.append(Slice(layer.weight, 0, out))
     if len(node.inputs) > 2 and node.inputs[2] is not None:
         _vector(g, node.inputs[2], out, len(source.units))

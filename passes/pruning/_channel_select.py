@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import collections
+import logging
 from typing import Mapping
 
 import numpy as np
 
 from onnxslim.passes.pruning._channel_graph import BLOCKED, ChannelGraph
+
+logger = logging.getLogger(__name__)
 
 
 def dependency_groups(g: ChannelGraph) -> list[tuple[list[str], set[int]]]:
@@ -62,15 +65,19 @@ def activation_scores(g: ChannelGraph, energies: Mapping[str, np.ndarray]) -> di
 
 
 def select(g: ChannelGraph, groups, scores: Mapping[int, float], amounts: Mapping[str, float],
-           round_to: int = 1) -> tuple[set[int], list[dict]]:
-    """Roots to remove, and one report row per group."""
+           round_to: int = 1, explicit: Mapping[str, float] | None = None) -> tuple[set[int], list[dict]]:
+    """Roots to remove, and one report row per group.
+
+    ``amounts``: per producer output name; ``explicit``: per layer name, the amounts an override set."""
     removed: set[int] = set()
     rows = []
     for names, roots in groups:
         layers = sorted({g.producers[n].name for n in names})
         free = sorted((r for r in roots if r != BLOCKED), key=lambda r: (scores.get(r, 0.0), r))
-        amount = min(amounts[n] for n in names)
+        amount, note = group_amount(g, names, roots, amounts, explicit or {})
         row = {"group": layers, "channels": max(len(g.tracks[n].units) for n in names), "amount": amount}
+        if note:
+            row["note"] = note
         if not free:
             rows.append({**row, "skipped": _reason(g, names)})
             continue
@@ -82,6 +89,32 @@ def select(g: ChannelGraph, groups, scores: Mapping[int, float], amounts: Mappin
         removed |= chosen
         rows.append({**row, "removed": len(chosen), "blocked": BLOCKED in roots})
     return removed, rows
+
+
+def group_amount(g: ChannelGraph, names: list[str], roots: set[int], amounts: Mapping[str, float],
+                 explicit: Mapping[str, float]) -> tuple[float, str | None]:
+    """The amount of one dependency group, and a note for its report row when an override decided it.
+
+    Coupled channels are removed together, so one amount holds for the group. An override naming
+    any member (a producer, or a depthwise Conv its channels run through) sets it: the user asked
+    for that layer, and the group's other members only follow (taking the minimum with the default
+    made ``--prune 0 --prune-overrides one_member=0.5`` remove nothing). Overrides of members that
+    disagree: the smallest, with a note and a warning. No override: the members' (equal) default.
+    """
+    members = {g.producers[n].name for n in names}
+    members |= {layer.name for layer, out in g.followers if roots & ({g.find(u) for u in g.tracks[out].units} - {BLOCKED})}
+    named = {m: explicit[m] for m in sorted(members) if m in explicit}
+    if not named:
+        return min(amounts[n] for n in names), None
+    amount = min(named.values())
+    if len(set(named.values())) > 1:
+        listed = ", ".join(f"{m}={a:g}" for m, a in named.items())
+        note = f"conflicting overrides in one dependency group ({listed}): the smallest, {amount:g}, applies"
+        logger.warning("prune-channels: %s", note)
+        return amount, note
+    if len(named) < len(members):
+        return amount, f"override of {', '.join(named)} applies to its whole dependency group"
+    return amount, None
 
 
 def _rounded(free: int, count: int, round_to: int) -> int:

@@ -40,7 +40,7 @@ def refit_layers(model: ir.Model, reference: ir.Model, targets: Sequence[RefitTa
         layer, _ = as_layer(producers[target.output]) if target.output in producers else (None, None)
         reason = _unsupported(layer)
         if reason:
-            rows.append({"layer": target.output, "refit": "skipped", "reason": reason})
+            rows.append({"layer": layer.name if layer else target.output, "refit": "skipped", "reason": reason})
             continue
         normal = _accumulate(model, reference, layer, target, calibration, max_rows=max_rows, seed=index)
         rows.append(_solve_and_store(layer, target, normal, damping))
@@ -59,6 +59,10 @@ def _unsupported(layer: Layer | None) -> str | None:
             return "auto_pad convolution"
     if layer.kind == "gemm" and any(node.attributes[a].value != 1.0 for a in ("alpha", "beta") if a in node.attributes):
         return "Gemm with alpha/beta != 1"
+    if len(node.inputs) > 2 and node.inputs[2] is not None and _bias(layer) is None:
+        # the target includes that bias (a computed residual C, a shared or broadcast constant) but the fit
+        # would not: its error would be misjudged and the bias counted twice at run time
+        return f"bias input {node.inputs[2].name} is not a per-channel constant of this layer alone"
     return None
 
 
@@ -72,8 +76,28 @@ def _bias(layer: Layer) -> ir.Value | None:
     return bias
 
 
-def _accumulate(model, reference, layer: Layer, target: RefitTarget, calibration, *, max_rows: int, seed: int):
-    """Normal equations per convolution group: X^T X [G, d, d], X^T Y [G, d, out/G] and ||Y||^2.
+HOLD_EVERY = 5
+"""Every 5th calibration row is held out: a refit is judged on rows it was not fitted to."""
+RIDGE_SCALES = (1.0, 10.0, 100.0, 1000.0)
+"""Multiples of ``damping`` tried (unmasked refits), the best on the held-out rows is kept."""
+
+
+@dataclasses.dataclass
+class Normal:
+    """Normal equations of some rows, per convolution group: X^T X [G, d, d], X^T Y [G, d, o], ||Y||^2."""
+
+    xtx: np.ndarray
+    xty: np.ndarray
+    yty: float
+    rows: int
+
+    def __add__(self, other: Normal) -> Normal:
+        return Normal(self.xtx + other.xtx, self.xty + other.xty, self.yty + other.yty, self.rows + other.rows)
+
+
+def _accumulate(model, reference, layer: Layer, target: RefitTarget, calibration, *, max_rows: int,
+                seed: int) -> tuple[Normal, Normal] | None:
+    """Normal equations of the fitted rows and of the held-out rows (every ``HOLD_EVERY``-th), or None.
 
     A grouped (or depthwise) Conv is G independent layers, each reading its own block of input
     channels, so its Gram matrix is block-diagonal and each block is fitted on its own.
@@ -81,8 +105,7 @@ def _accumulate(model, reference, layer: Layer, target: RefitTarget, calibration
     rng = np.random.default_rng(seed)
     x_name, y_name = layer.node.inputs[0].name, target.output
     with_bias, groups = _bias(layer) is not None, layer.group
-    xtx = xty = None
-    yty = 0.0
+    parts, seen = None, 0
     # the unpruned reference runs each batch first: a batch it rejects is the data's fault (DataError), one that
     # only the pruned model rejects is the pass's (rolled back)
     pairs = zip(stream_captures(reference, [y_name], calibration),
@@ -98,10 +121,16 @@ def _accumulate(model, reference, layer: Layer, target: RefitTarget, calibration
         if with_bias:
             x = np.concatenate([x, np.ones((len(x), groups, 1))], axis=2)
         x, y = x.transpose(1, 0, 2), y.reshape(len(y), groups, -1).transpose(1, 0, 2)
-        gram, cross = x.transpose(0, 2, 1) @ x, x.transpose(0, 2, 1) @ y
-        xtx, xty = (gram, cross) if xtx is None else (xtx + gram, xty + cross)
-        yty += float(np.sum(y * y))
-    return xtx, xty, yty
+        held = (np.arange(x.shape[1]) + seen) % HOLD_EVERY == HOLD_EVERY - 1
+        seen += x.shape[1]
+        batch = tuple(_normal(x[:, rows], y[:, rows]) for rows in (~held, held))
+        parts = batch if parts is None else (parts[0] + batch[0], parts[1] + batch[1])
+    return parts
+
+
+def _normal(x: np.ndarray, y: np.ndarray) -> Normal:
+    xt = x.transpose(0, 2, 1)
+    return Normal(xt @ x, xt @ y, float(np.sum(y * y)), x.shape[1])
 
 
 def _design(layer: Layer, x: np.ndarray, pick: np.ndarray | None) -> np.ndarray:
@@ -137,27 +166,57 @@ def im2col(x: np.ndarray, node: ir.Node, weight_shape, pick: np.ndarray | None =
     return patches.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
 
 
-def _solve_and_store(layer: Layer, target: RefitTarget, normal, damping: float) -> dict:
-    xtx, xty, yty = normal
-    if xtx is None:
+def _solve_and_store(layer: Layer, target: RefitTarget, parts: tuple[Normal, Normal] | None, damping: float) -> dict:
+    """Fits on the fitted rows, keeps the refit only when it lowers the error on the held-out rows, then
+    solves again on all rows. Judged on the rows it was fitted to, a layer with more inputs than rows
+    (Flatten -> Gemm on few samples) interpolated them and passed, and did worse on new data."""
+    if parts is None:
         return {"layer": layer.name, "refit": "skipped", "reason": "no calibration batches"}
+    fit, held = parts
+    if held.rows == 0 or held.yty <= 0:
+        return {"layer": layer.name, "refit": "skipped",
+                "reason": f"too few calibration rows ({fit.rows + held.rows}) to judge a refit on held-out rows"}
     groups, rows, bias = layer.group, layer.rows().astype(np.float64), _bias(layer)
     current = np.concatenate([rows, bias.const_value.numpy()[:, None]], 1) if bias is not None else rows
     current = current.reshape(groups, -1, current.shape[1])  # [G, out/G, d]
-    ridge = damping * np.einsum("gii->g", xtx) / xtx.shape[1] + 1e-12
-    reg = xtx + ridge[:, None, None] * np.eye(xtx.shape[1])
-    if target.masked:
-        solution = _masked_solve(reg, xty, _keep_mask(rows != 0, groups, bias is not None), start=current)
-    else:
-        solution = np.linalg.solve(reg, xty).transpose(0, 2, 1)
-    before, after = _fit_error(xtx, xty, yty, current), _fit_error(xtx, xty, yty, solution)
-    if after >= before:
-        return {"layer": layer.name, "refit": "kept", "reason": "refit did not lower the error", "rel_error": round(before, 5)}
+    keep = _keep_mask(rows != 0, groups, bias is not None) if target.masked else None
+    held_before = _fit_error(held, current)
+    held_after, scale, trial = min((_fit_error(held, w), scale, w) for scale, w in _trials(fit, current, keep, damping))
+    full = fit + held
+    before = _fit_error(full, current)
+    if held_after >= held_before:
+        return {"layer": layer.name, "refit": "kept", "reason": "refit did not lower the error on held-out rows",
+                "rel_error": round(before, 5), "held_out_error": round(held_before, 5), "rows": full.rows}
+    solution = _solve(full, current, keep, damping * scale, start=trial)
+    after = _fit_error(full, solution)
     solution = solution.reshape(-1, solution.shape[2])
     replace_weight(layer.weight, layer.from_rows(solution[:, :rows.shape[1]], layer.array().shape))
     if bias is not None:
         replace_weight(bias, solution[:, -1])
-    return {"layer": layer.name, "refit": "done", "rel_error_before": round(before, 5), "rel_error_after": round(after, 5)}
+    return {"layer": layer.name, "refit": "done", "rel_error_before": round(before, 5), "rel_error_after": round(after, 5),
+            "held_out_error_before": round(held_before, 5), "held_out_error_after": round(held_after, 5),
+            "damping": round(damping * scale, 6), "rows": full.rows}
+
+
+def _trials(fit: Normal, current: np.ndarray, keep: np.ndarray | None, damping: float):
+    """(damping scale, weights fitted on ``fit``) per ridge strength tried; the masked solve (iterative,
+    the costly one) tries the configured damping only."""
+    for scale in RIDGE_SCALES if keep is None else RIDGE_SCALES[:1]:
+        yield scale, _solve(fit, current, keep, damping * scale, start=current)
+
+
+def _solve(normal: Normal, current: np.ndarray, keep: np.ndarray | None, damping: float, *, start: np.ndarray) -> np.ndarray:
+    """argmin ||X W^T - Y||^2 + lam ||W - current||^2, lam = damping * mean diag(X^T X); [G, o, d].
+
+    The ridge pulls towards the current weights, not towards zero: where the rows do not determine
+    a direction (fewer rows than inputs), the pruned layer's own weights stay."""
+    xtx = normal.xtx
+    ridge = damping * np.einsum("gii->g", xtx) / xtx.shape[1] + 1e-12
+    reg = xtx + ridge[:, None, None] * np.eye(xtx.shape[1])
+    rhs = normal.xty + ridge[:, None, None] * current.transpose(0, 2, 1)
+    if keep is not None:
+        return _masked_solve(reg, rhs, keep, start=start)
+    return np.linalg.solve(reg, rhs).transpose(0, 2, 1)
 
 
 def _keep_mask(mask: np.ndarray, groups: int, with_bias: bool) -> np.ndarray:
@@ -195,7 +254,7 @@ def _masked_solve(reg: np.ndarray, xty: np.ndarray, keep: np.ndarray, *, start: 
     return w
 
 
-def _fit_error(xtx: np.ndarray, xty: np.ndarray, yty: float, w: np.ndarray) -> float:
+def _fit_error(normal: Normal, w: np.ndarray) -> float:
     """||X W^T - Y||^2 / ||Y||^2, from the normal equations alone (w: [G, o, d])."""
-    quad = float(np.sum((w @ xtx) * w)) - 2 * float(np.sum(xty.transpose(0, 2, 1) * w))
-    return float(max(yty + quad, 0.0) / yty) if yty > 0 else 0.0
+    quad = float(np.sum((w @ normal.xtx) * w)) - 2 * float(np.sum(normal.xty.transpose(0, 2, 1) * w))
+    return float(max(normal.yty + quad, 0.0) / normal.yty) if normal.yty > 0 else 0.0

@@ -42,8 +42,9 @@ class PruneChannels(PrunePass):
     columns go together. Channels coupled through residual Add/Mul, Concat, Split, depthwise and
     grouped Conv, and Flatten/Reshape into a Gemm form dependency groups that are pruned as one;
     channels that reach a graph output or an op the analysis does not understand are kept, and a
-    group with no removable channel is reported with the reason. Importance: weight magnitude, or
-    activation-weighted with calibration data; ``reconstruct`` refits the consumers by least squares.
+    group with no removable channel is reported with the reason. One amount holds per group: an
+    override naming any member sets it. Importance: weight magnitude, or activation-weighted with
+    calibration data; ``reconstruct`` refits the consumers by least squares (judged on held-out rows).
     """
 
     name = "prune-channels"
@@ -62,7 +63,8 @@ class PruneChannels(PrunePass):
         scores = self._scores(model, graph)
         by_output = {out: amounts[layer.name] for out, layer in graph.producers.items()}
         groups, first_rows = spare_uncoupled_first(graph, dependency_groups(graph), first)
-        removed, group_rows = select(graph, groups, scores, by_output, self.config.round_to)
+        explicit = {name: value for name, value in amounts.items() if matches(name, self.config.amounts)}
+        removed, group_rows = select(graph, groups, scores, by_output, self.config.round_to, explicit)
         group_rows += first_rows
         kept = kept_positions(graph, removed)
         layer_rows = _layer_rows(graph, kept)
