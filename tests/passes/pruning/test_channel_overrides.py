@@ -11,26 +11,14 @@ import pytest
 
 from onnxslim.passes.pruning.prune_channels import PruneChannels, PruneChannelsConfig
 from tests.helpers import assert_same_outputs, check_full, make_model, rng
-from tests.passes.pruning._util import conv_weights, feeds, shape_of, zero_rows
+from tests.passes.pruning._util import RESIDUAL_BLOCK, conv_weights, feeds, residual_weights, shape_of, zero_rows
 
 HEAD = '<ir_version: 8, opset_import: ["" : 17]>\n'
 
 
 def residual_model():
     """a and b (Add-coupled, one group of 8 channels, channels 0, 3, 5, 6 zero), y the head."""
-    r = rng(1)
-    w = {"wa": conv_weights(r, 8, 3), "ba": r.standard_normal(8).astype(np.float32),
-         "wb": conv_weights(r, 8, 8), "bb": r.standard_normal(8).astype(np.float32), "wc": conv_weights(r, 4, 8)}
-    zero_rows(w, ["wa", "ba", "wb", "bb"], [0, 3, 5, 6])
-    text = """g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
-        a = Conv <pads = [1, 1, 1, 1]> (x, wa, ba)
-        ra = Relu (a)
-        b = Conv <pads = [1, 1, 1, 1]> (ra, wb, bb)
-        s = Add (b, ra)
-        rs = Relu (s)
-        y = Conv <pads = [1, 1, 1, 1]> (rs, wc)
-    }"""
-    return make_model(HEAD + text, initializers=w)
+    return make_model(HEAD + RESIDUAL_BLOCK, initializers=residual_weights([0, 3, 5, 6]))
 
 
 def prune(model, amount, overrides):

@@ -11,7 +11,7 @@ import pytest
 
 from onnxslim.passes.pruning.prune_channels import PruneChannels, PruneChannelsConfig
 from tests.helpers import assert_same_outputs, check_full, make_model, op_types, rng
-from tests.passes.pruning._util import conv_weights, feeds, shape_of, zero_rows
+from tests.passes.pruning._util import RESIDUAL_BLOCK, conv_weights, feeds, residual_weights, shape_of, zero_rows
 
 HEAD = '<ir_version: 8, opset_import: ["" : 17]>\n'
 
@@ -51,18 +51,7 @@ def test_conv_batchnorm_relu_conv():
 
 
 def test_residual_add_prunes_both_branches_together():
-    r = rng(1)
-    w = {"wa": conv_weights(r, 8, 3), "ba": r.standard_normal(8).astype(np.float32),
-         "wb": conv_weights(r, 8, 8), "bb": r.standard_normal(8).astype(np.float32), "wc": conv_weights(r, 4, 8)}
-    zero_rows(w, ["wa", "ba", "wb", "bb"], [0, 3])
-    text = """g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
-        a = Conv <pads = [1, 1, 1, 1]> (x, wa, ba)
-        ra = Relu (a)
-        b = Conv <pads = [1, 1, 1, 1]> (ra, wb, bb)
-        s = Add (b, ra)
-        rs = Relu (s)
-        y = Conv <pads = [1, 1, 1, 1]> (rs, wc)
-    }"""
+    text, w = RESIDUAL_BLOCK, residual_weights([0, 3])
     result = check_equivalent(text, w, 0.25, {"wa": (6, 3, 3, 3), "wb": (6, 6, 3, 3), "wc": (4, 6, 3, 3)})
     pruned = [row for row in result.details if row.get("removed")]
     assert len(pruned) == 1 and pruned[0]["group"] == ["a", "b"] and pruned[0]["removed"] == 2
