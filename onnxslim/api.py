@@ -170,7 +170,11 @@ def run(
 
 
 def _rollback_warnings(pipeline: PipelineReport) -> list[str]:
-    return [f"pass {r.name} rolled back: {r.reason}" for r in pipeline.records if r.status == ROLLED_BACK]
+    """Rolled-back passes, and the ``warning`` a pass put in a details row (a request it could honour
+    only in part, such as conflicting pruning overrides): the CLI prints these, the JSON lists them."""
+    return [f"pass {r.name} rolled back: {r.reason}" for r in pipeline.records if r.status == ROLLED_BACK] + \
+        [f"pass {r.name}: {row['warning']}" for r in pipeline.records for row in r.details
+         if isinstance(row, dict) and row.get("warning")]
 
 
 def _checked_options(given: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import collections
-import logging
 from typing import Mapping
 
 import numpy as np
 
 from onnxslim.passes.pruning._channel_graph import BLOCKED, ChannelGraph
 
-logger = logging.getLogger(__name__)
 
 
 def dependency_groups(g: ChannelGraph) -> list[tuple[list[str], set[int]]]:
@@ -74,10 +72,8 @@ def select(g: ChannelGraph, groups, scores: Mapping[int, float], amounts: Mappin
     for names, roots in groups:
         layers = sorted({g.producers[n].name for n in names})
         free = sorted((r for r in roots if r != BLOCKED), key=lambda r: (scores.get(r, 0.0), r))
-        amount, note = group_amount(g, names, roots, amounts, explicit or {})
-        row = {"group": layers, "channels": max(len(g.tracks[n].units) for n in names), "amount": amount}
-        if note:
-            row["note"] = note
+        amount, remark = group_amount(g, names, roots, amounts, explicit or {})
+        row = {"group": layers, "channels": max(len(g.tracks[n].units) for n in names), "amount": amount, **remark}
         if not free:
             rows.append({**row, "skipped": _reason(g, names)})
             continue
@@ -93,28 +89,28 @@ def select(g: ChannelGraph, groups, scores: Mapping[int, float], amounts: Mappin
 
 def group_amount(g: ChannelGraph, names: list[str], roots: set[int], amounts: Mapping[str, float],
                  explicit: Mapping[str, float]) -> tuple[float, str | None]:
-    """The amount of one dependency group, and a note for its report row when an override decided it.
+    """The amount of one dependency group, and a note (or, for a conflict, a warning) for its report row.
 
     Coupled channels are removed together, so one amount holds for the group. An override naming
     any member (a producer, or a depthwise Conv its channels run through) sets it: the user asked
     for that layer, and the group's other members only follow (taking the minimum with the default
     made ``--prune 0 --prune-overrides one_member=0.5`` remove nothing). Overrides of members that
-    disagree: the smallest, with a note and a warning. No override: the members' (equal) default.
+    disagree: the smallest, with a warning. No override: the members' (equal) default.
     """
     members = {g.producers[n].name for n in names}
     members |= {layer.name for layer, out in g.followers if roots & ({g.find(u) for u in g.tracks[out].units} - {BLOCKED})}
     named = {m: explicit[m] for m in sorted(members) if m in explicit}
     if not named:
-        return min(amounts[n] for n in names), None
+        return min(amounts[n] for n in names), {}
     amount = min(named.values())
     if len(set(named.values())) > 1:
         listed = ", ".join(f"{m}={a:g}" for m, a in named.items())
-        note = f"conflicting overrides in one dependency group ({listed}): the smallest, {amount:g}, applies"
-        logger.warning("prune-channels: %s", note)
-        return amount, note
+        # a "warning" in a details row reaches the run's warnings (api.run), printed by the CLI
+        return amount, {"warning": f"conflicting overrides in one dependency group ({listed}): the smallest, "
+                                   f"{amount:g}, applies"}
     if len(named) < len(members):
-        return amount, f"override of {', '.join(named)} applies to its whole dependency group"
-    return amount, None
+        return amount, {"note": f"override of {', '.join(named)} applies to its whole dependency group"}
+    return amount, {}
 
 
 def _rounded(free: int, count: int, round_to: int) -> int:

@@ -4,8 +4,6 @@ Coupled channels are removed together, so a group has one amount. It was the min
 members, so ``--prune 0 --prune-overrides one_member=0.5`` removed nothing and said nothing.
 """
 
-import logging
-
 import numpy as np
 import pytest
 
@@ -50,14 +48,20 @@ def test_override_below_the_default_also_wins():
     assert group_row(result)["amount"] == 0.25 and group_row(result)["removed"] == 2
 
 
-def test_conflicting_overrides_in_one_group_take_the_smallest_with_a_note(caplog):
+def test_conflicting_overrides_in_one_group_take_the_smallest_with_a_warning(tmp_path):
     model = residual_model()
-    with caplog.at_level(logging.WARNING):
-        result = prune(model, 0.0, ("a=0.25", "b=0.5"))
+    result = prune(model, 0.0, ("a=0.25", "b=0.5"))
     row = group_row(result)
     assert row["amount"] == 0.25 and row["removed"] == 2
-    assert row["note"] == "conflicting overrides in one dependency group (a=0.25, b=0.5): the smallest, 0.25, applies"
-    assert row["note"] in caplog.text
+    assert row["warning"] == "conflicting overrides in one dependency group (a=0.25, b=0.5): the smallest, 0.25, applies"
+    # the run's warnings carry it (the JSON report's "warnings", printed by the CLI)
+    from onnxslim import api, io
+
+    path = tmp_path / "residual.onnx"
+    io.save(residual_model(), path)
+    run = api.run(str(path), None, validate=False, simplify=False, prune=0.0, prune_method="channel",
+                  prune_overrides=["a=0.25", "b=0.5"], prune_first_last=True)
+    assert any("prune-channels: conflicting overrides" in w for w in run.warnings), run.warnings
 
 
 def test_override_of_every_member_needs_no_note():
