@@ -154,7 +154,7 @@ def _ours(job: dict, batches: list):
     from onnxslim.passes.quantization.quantize_dynamic import QuantizeDynamic
     from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
 
-    # `onnxslim` checks the model it loads in ONNX Runtime before any pass (api._check_runnable),
+    # `onnxslim` checks the model it loads in ONNX Runtime before any pass (preflight.check_runnable),
     # so its calibration session is never the process's first; the floor, too, times a second session
     check_model(io.load(job["src"]))
 

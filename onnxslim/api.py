@@ -11,16 +11,14 @@ from typing import Any, Mapping, Sequence
 import onnx
 import onnx_ir as ir
 
-from onnxslim import io
+from onnxslim import io, preflight
 from onnxslim.core.flags import family_steps, option_names
-from onnxslim.core.checks import ModelCheckError, check_model, io_contract
 from onnxslim.core.manager import ROLLED_BACK, PassManager, PipelineReport, ProgressCallback
 from onnxslim.core.pass_base import Pass, PassContext
 from onnxslim.core.config import coerce
-from onnxslim.core.recipe import Step, build_passes, check_options, check_validation, load_recipe, plan_steps
+from onnxslim.core.recipe import Step, build_passes, check_validation, load_recipe, plan_steps
 from onnxslim.data import FirstSamples, Reader, open_reader
-from onnxslim.errors import (ConfigError, DataError, ModelLoadError, OnnxSlimError, OutputPathError, PipelineFailed,
-                             ValidationFailed)
+from onnxslim.errors import ConfigError, OnnxSlimError, PipelineFailed, ValidationFailed
 from onnxslim.input_shapes import fix_input_shapes
 from onnxslim.proto import external_data_loaded
 from onnxslim.summary import summarize
@@ -111,13 +109,13 @@ def run(
     given = {"simplify": simplify, "validate": validate, "strict": strict, "input_shapes": input_shapes,
              "calibration_data": calibration_data, "calibration_samples": calibration_samples,
              "calibration_preprocess": calibration_preprocess, **family_options}
-    options = _merge_options(loaded.options if loaded else {}, _checked_options(given), where=str(recipe) if recipe else None)
+    options = _merge_options(loaded.options if loaded else {}, preflight.checked_options(given), where=str(recipe) if recipe else None)
     overwrite_input, check_runtime = (coerce(v, bool, where=k) for k, v in
                                       (("overwrite_input", overwrite_input), ("check_runtime", check_runtime)))
     external_data = coerce(external_data, bool | None, where="external_data")
     strict = bool(options.get("strict", False))
     checks = _validation_options(options.get("validation"), validation, data=data, atol=atol, rtol=rtol)
-    _check_requests(options, checks)
+    preflight.check_requests(options, checks)
     if dst is not None:
         io.check_output_path(Path(dst), src=Path(src) if isinstance(src, (str, Path)) else None, overwrite_input=overwrite_input)
     original = io.load(src)
@@ -125,7 +123,7 @@ def run(
     shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
     if shapes:
         fix_input_shapes(model, shapes)
-    _check_runnable(original, model, shapes, src, runtime=check_runtime)
+    preflight.check_runnable(original, model, shapes, src, runtime=check_runtime)
     context = PassContext(calibration=_calibration_reader(original, options), original=original,
                           calibration_cache=_load_cache(options.get("calibration_cache")),
                           progress=getattr(progress, "detail", None))
@@ -175,63 +173,6 @@ def _rollback_warnings(pipeline: PipelineReport) -> list[str]:
     return [f"pass {r.name} rolled back: {r.reason}" for r in pipeline.records if r.status == ROLLED_BACK] + \
         [f"pass {r.name}: {row['warning']}" for r in pipeline.records for row in r.details
          if isinstance(row, dict) and row.get("warning")]
-
-
-def _checked_options(given: Mapping[str, Any]) -> dict[str, Any]:
-    """The API's keyword options checked as a recipe's [options] are: a wrongly typed value is a
-    ConfigError, never read by its truthiness (``strict="false"``) or written into the model
-    (``input_shapes={"x": [1, -5]}``)."""
-    options = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in given.items() if v is not None}
-    data = options.get("calibration_data")
-    if data is not None and not isinstance(data, str):
-        # the data layer reads files only; say so rather than print a dict of arrays as "got ..."
-        raise ConfigError(f"expected a path (str or os.PathLike) to a .npz file, a folder of .npz/.npy files or a "
-                          f"folder of images, got {type(data).__name__} (save arrays in memory with numpy.savez first)",
-                          where="calibration_data")
-    return check_options(options, label="", flag_text=True)
-
-
-def _load_runnable(src: io.ModelSource) -> ir.Model:
-    model = io.load(src)
-    _check_runnable(model, model, {}, src)
-    return model
-
-
-def _check_runnable(original: ir.Model, model: ir.Model, shapes: Mapping[str, tuple[int, ...]],
-                    src: io.ModelSource, *, runtime: bool = True) -> None:
-    """One check (onnx's checker, ONNX Runtime's loader) of the model the pipeline starts from,
-    before any work. A model ORT cannot load (an IR version newer than it knows, two nodes of one
-    name) is the input's problem, exit 2, not an internal error halfway through. A pinned shape the
-    graph cannot compute (YOLOv8 at a height not a multiple of 32: its upsampled and skip branches
-    no longer concatenate) is the shape's, said now rather than as every pass rolled back and an
-    output that does not load; the original is checked only then, to tell the two apart."""
-    path = src if isinstance(src, (str, Path)) else None
-    try:
-        check_model(model, runtime=runtime)
-        return
-    except ModelCheckError as exc:
-        problem = exc.message
-    if shapes:
-        try:
-            check_model(original, runtime=runtime)
-        except ModelCheckError:
-            pass
-        else:
-            given = " ".join(f"{name}:{','.join(map(str, dims))}" for name, dims in shapes.items())
-            raise ConfigError(f"--input-shape {given}: the model cannot run at this shape ({problem})", path=path)
-    raise ModelLoadError(f"not a model ONNX Runtime can run: {problem}", path=path)
-
-
-def _check_requests(options: Mapping[str, Any], checks: ValidationOptions) -> None:
-    """Settings that cannot take effect are errors before any work (and before anything is written)."""
-    if checks.html and not options.get("validate", True):
-        raise ConfigError("an HTML report needs validation: drop --no-validate (validate: false), or --html")
-    if checks.html and not Path(checks.html).parent.exists():
-        raise OutputPathError("HTML report folder does not exist", path=checks.html)
-    if options.get("calibration_samples") is not None and options.get("calibration_data") is None:
-        raise ConfigError("--calibration-samples needs --calibration-data (calibration_data)")
-    if options.get("lowrank_refit") not in (None, "none") and options.get("calibration_data") is None:
-        raise ConfigError(f"--lowrank-refit {options['lowrank_refit']} needs --calibration-data (calibration_data)")
 
 
 def _pipeline(options: Mapping[str, Any], recipe: Any, passes: Sequence[PassSpec], context: PassContext) -> list[Pass]:
@@ -297,30 +238,11 @@ def validate(original: io.ModelSource, optimized: io.ModelSource, *, options: Va
     with ``html`` set, the HTML report is written there.
     """
     checks = _validation_options(None, options, **settings)
-    models = _load_runnable(original), _load_runnable(optimized)
-    _check_same_interface(*models, where=optimized if isinstance(optimized, (str, Path)) else None)
+    models = preflight.load_runnable(original), preflight.load_runnable(optimized)
+    preflight.check_same_interface(*models, where=optimized if isinstance(optimized, (str, Path)) else None)
     report = validate_models(*models, checks)
     _write_html(report, checks)
     return report
-
-
-def _check_same_interface(original: ir.Model, optimized: ir.Model, *, where: Any = None) -> None:
-    """Input/output names, dtypes, ranks and fixed dims must agree (a dynamic dim may be pinned):
-    else the models are not two versions of one model, and the second would refuse the first's inputs."""
-    def agree(a: tuple, b: tuple) -> bool:
-        if a[:3] != b[:3] or (a[3] is None) != (b[3] is None):
-            return False
-        return a[3] is None or (len(a[3]) == len(b[3]) and all(
-            not (isinstance(x, int) and isinstance(y, int)) or x == y for x, y in zip(a[3], b[3])))
-
-    def show(row: tuple) -> str:
-        return f"{row[0]} {row[1]!r} {row[2]} {list(row[3]) if row[3] is not None else '?'}"
-
-    before, after = io_contract(original), io_contract(optimized)
-    if len(before) != len(after) or not all(agree(a, b) for a, b in zip(before, after)):
-        differ = next((f"{show(a)} vs {show(b)}" for a, b in zip(before, after) if not agree(a, b)),
-                      f"{len(before)} vs {len(after)} inputs and outputs")
-        raise DataError(f"not the same inputs and outputs as the original: {differ}", path=where)
 
 
 def _write_html(report: ValidationReport, options: ValidationOptions) -> None:

@@ -1,0 +1,93 @@
+"""Checks of a request before any work: the API's options, the input model's loadability in ONNX
+Runtime, settings that cannot take effect, two models' interfaces. Each failure is one typed error
+naming what it concerns (exit 2 from the CLI), raised before anything is written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import onnx_ir as ir
+
+from onnxslim import io
+from onnxslim.core.checks import ModelCheckError, check_model, io_contract
+from onnxslim.core.recipe import check_options
+from onnxslim.errors import ConfigError, DataError, ModelLoadError, OutputPathError
+from onnxslim.validation import ValidationOptions
+
+
+def checked_options(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The API's keyword options checked as a recipe's [options] are: a wrongly typed value is a
+    ConfigError, never read by its truthiness (``strict="false"``) or written into the model
+    (``input_shapes={"x": [1, -5]}``)."""
+    options = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in given.items() if v is not None}
+    data = options.get("calibration_data")
+    if data is not None and not isinstance(data, str):
+        # the data layer reads files only; say so rather than print a dict of arrays as "got ..."
+        raise ConfigError(f"expected a path (str or os.PathLike) to a .npz file, a folder of .npz/.npy files or a "
+                          f"folder of images, got {type(data).__name__} (save arrays in memory with numpy.savez first)",
+                          where="calibration_data")
+    return check_options(options, label="", flag_text=True)
+
+
+def load_runnable(src: io.ModelSource) -> ir.Model:
+    model = io.load(src)
+    check_runnable(model, model, {}, src)
+    return model
+
+
+def check_runnable(original: ir.Model, model: ir.Model, shapes: Mapping[str, tuple[int, ...]],
+                    src: io.ModelSource, *, runtime: bool = True) -> None:
+    """One check (onnx's checker, ONNX Runtime's loader) of the model the pipeline starts from,
+    before any work. A model ORT cannot load (an IR version newer than it knows, two nodes of one
+    name) is the input's problem, exit 2, not an internal error halfway through. A pinned shape the
+    graph cannot compute (YOLOv8 at a height not a multiple of 32: its upsampled and skip branches
+    no longer concatenate) is the shape's, said now rather than as every pass rolled back and an
+    output that does not load; the original is checked only then, to tell the two apart."""
+    path = src if isinstance(src, (str, Path)) else None
+    try:
+        check_model(model, runtime=runtime)
+        return
+    except ModelCheckError as exc:
+        problem = exc.message
+    if shapes:
+        try:
+            check_model(original, runtime=runtime)
+        except ModelCheckError:
+            pass
+        else:
+            given = " ".join(f"{name}:{','.join(map(str, dims))}" for name, dims in shapes.items())
+            raise ConfigError(f"--input-shape {given}: the model cannot run at this shape ({problem})", path=path)
+    raise ModelLoadError(f"not a model ONNX Runtime can run: {problem}", path=path)
+
+
+def check_requests(options: Mapping[str, Any], checks: ValidationOptions) -> None:
+    """Settings that cannot take effect are errors before any work (and before anything is written)."""
+    if checks.html and not options.get("validate", True):
+        raise ConfigError("an HTML report needs validation: drop --no-validate (validate: false), or --html")
+    if checks.html and not Path(checks.html).parent.exists():
+        raise OutputPathError("HTML report folder does not exist", path=checks.html)
+    if options.get("calibration_samples") is not None and options.get("calibration_data") is None:
+        raise ConfigError("--calibration-samples needs --calibration-data (calibration_data)")
+    if options.get("lowrank_refit") not in (None, "none") and options.get("calibration_data") is None:
+        raise ConfigError(f"--lowrank-refit {options['lowrank_refit']} needs --calibration-data (calibration_data)")
+
+
+def check_same_interface(original: ir.Model, optimized: ir.Model, *, where: Any = None) -> None:
+    """Input/output names, dtypes, ranks and fixed dims must agree (a dynamic dim may be pinned):
+    else the models are not two versions of one model, and the second would refuse the first's inputs."""
+    def agree(a: tuple, b: tuple) -> bool:
+        if a[:3] != b[:3] or (a[3] is None) != (b[3] is None):
+            return False
+        return a[3] is None or (len(a[3]) == len(b[3]) and all(
+            not (isinstance(x, int) and isinstance(y, int)) or x == y for x, y in zip(a[3], b[3])))
+
+    def show(row: tuple) -> str:
+        return f"{row[0]} {row[1]!r} {row[2]} {list(row[3]) if row[3] is not None else '?'}"
+
+    before, after = io_contract(original), io_contract(optimized)
+    if len(before) != len(after) or not all(agree(a, b) for a, b in zip(before, after)):
+        differ = next((f"{show(a)} vs {show(b)}" for a, b in zip(before, after) if not agree(a, b)),
+                      f"{len(before)} vs {len(after)} inputs and outputs")
+        raise DataError(f"not the same inputs and outputs as the original: {differ}", path=where)
