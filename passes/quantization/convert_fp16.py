@@ -58,7 +58,10 @@ class ConvertFp16(Pass):
             return PassResult(model, modified=False, details=[{"skipped": "no float32 weights"}])
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-        blocked_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(self.config.keep_float))  # a node name here is harmless
+        # a local function's body is not converted (its float32 Constants stayed float32 beside inputs made
+        # float16: ORT refused the model and the pass was rolled back): calls keep float32, with Casts around
+        functions = {name for _, name, _ in model.functions}
+        blocked_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(self.config.keep_float) | functions)  # a node name here is harmless
         blocked_nodes = [node.name for node in model.graph if node.name in self.config.keep_float]
         io_shapes = {value.name: value.shape for value in (*model.graph.inputs, *model.graph.outputs)}
         with in_scratch_folder():
@@ -68,7 +71,8 @@ class ConvertFp16(Pass):
         replace_contents(model, _retyped(converted))
         _restore_io_shapes(model.graph, io_shapes)
         removed = merged + _tidy_casts(model.graph)
-        kept = [{"node": n.name, "op": n.op_type, "kept_float32": "blocked op type or --fp16-keep-float"}
+        kept = [{"node": n.name, "op": n.op_type, "kept_float32": "calls a local function (its body stays float32)"
+                 if n.op_type in functions else "blocked op type or --fp16-keep-float"}
                 for n in model.graph if n.op_type in blocked_ops or n.name in blocked_nodes]
         after = float_weight_bytes(model, ir.DataType.FLOAT) + float_weight_bytes(model, ir.DataType.FLOAT16)
         casts = sum(node.op_type == "Cast" for node in model.graph)

@@ -114,3 +114,34 @@ def test_weights_in_constant_nodes_count_as_weights():
     result = ConvertFp16()(model)
     assert result.modified and result.stats["bytes_saved"] == 64 * 64 * 2
 
+
+
+def test_calls_of_a_local_function_keep_float32():
+    # the function's body is not converted: its float32 Constant met float16 inputs, ORT refused the
+    # model and the whole pass was rolled back
+    import onnx
+    import onnx.helper as oh
+
+    body = [oh.make_node("MatMul", ["x", "W"], ["t"]),
+            oh.make_node("Constant", [], ["s"], value=onnx.numpy_helper.from_array(np.full((16,), 0.5, np.float32))),
+            oh.make_node("Mul", ["t", "s"], ["y"])]
+    function = oh.make_function("custom.fn", "LinScale", ["x", "W"], ["y"], body, [oh.make_opsetid("", 17)])
+    r = rng(8)
+    weights = [onnx.numpy_helper.from_array((r.standard_normal(s) * 0.3).astype(np.float32), n)
+               for n, s in (("W0", (16, 16)), ("W1", (16, 16)), ("W2", (16, 4)))]
+    graph = oh.make_graph([oh.make_node("MatMul", ["x", "W0"], ["h0"]),
+                           oh.make_node("LinScale", ["h0", "W1"], ["h1"], domain="custom.fn"),
+                           oh.make_node("MatMul", ["h1", "W2"], ["y"])], "g",
+                          [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 16])],
+                          [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4])], weights)
+    proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("custom.fn", 1)],
+                          functions=[function], ir_version=8)
+    model = ir.serde.deserialize_model(proto)
+    result = ConvertFp16()(model)
+    assert result.modified
+    dtypes = {n: v.const_value.dtype for n, v in result.model.graph.initializers.items()}
+    assert dtypes["W0"] == dtypes["W2"] == ir.DataType.FLOAT16 and dtypes["W1"] == ir.DataType.FLOAT
+    assert any(row.get("kept_float32", "").startswith("calls a local function") for row in result.details)
+    x = rng(1).standard_normal((3, 16)).astype(np.float32)
+    (expected,), (got,) = run_ort(proto, {"x": x}), run_ort(result.model, {"x": x})
+    np.testing.assert_allclose(got, expected, rtol=1e-2, atol=1e-2)
