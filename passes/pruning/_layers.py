@@ -14,6 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import ConfigError
+from onnxslim.passes._functions import function_layers_reason
 
 FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16)
 
@@ -101,7 +102,7 @@ def find_layers(model: ir.Model) -> tuple[list[Layer], list[dict]]:
         layer, reason = as_layer(node)
         if layer is not None:
             layers.append(layer)
-        elif reason is not None:
+        elif (reason := reason or function_layers_reason(model, node)) is not None:
             skipped.append({"layer": node.name, "op": node.op_type, "skipped": reason})
     return layers, skipped
 

@@ -9,6 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.passes._functions import function_layers_reason
 from onnxslim.passes.quantization.common import initializer_bytes, refused, tensor_dtypes
 from onnxslim.passes.quantization.embedding import quantize_embeddings
 from onnxslim.passes.quantization.plan import is_constant
@@ -65,6 +66,8 @@ class QuantizeDynamic(Pass):
                 rows.append(_rewrite(model.graph, node, self.config.per_channel, shared))
             elif node.op_type in ("MatMul", "Gemm", "Conv"):
                 rows.append({"node": node.name, "op": node.op_type, "kept_float": why})
+            elif (inside := function_layers_reason(model, node)) is not None:
+                rows.append({"node": node.name, "op": node.op_type, "kept_float": inside})
         if self.config.embeddings:
             rows += quantize_embeddings(model.graph, exclude=self.config.exclude)
         done = [r for r in rows if "kept_float" not in r]
