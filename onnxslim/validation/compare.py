@@ -17,7 +17,9 @@ alone failed all-MiniLM-L6-v2 quantized statically (cosine 0.9925, 18.2 dB), the
 quantization targets call good.
 
 A non-finite value (NaN, Inf) where the reference is finite, or the reverse, always fails; so
-does an output whose reference has no finite value at all (nothing was compared).
+does an output whose reference has no finite value at all (nothing was compared). An integer or
+bool output (class indices, masks) is judged by the share of equal values against the top-1 floor
+(plus atol/rtol when they are finite), not by cosine or SNR.
 """
 
 from __future__ import annotations
@@ -97,7 +99,11 @@ def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerances,
     )
     if classify and is_classifier(ref):
         result.top1, result.top5 = _top_k_agreement(ref, got)
-    result.failures = _nothing_compared(ref) + _failures(result, diff, np.abs(r), int((ref_ok != got_ok).sum()), tol)
+    categorical = not _inexact(ref)
+    if categorical:  # class indices, masks, counts: the share of equal values, not a cosine of label numbers
+        result.top1 = float(np.mean(ref == got)) if ref.size else 1.0
+    result.failures = _nothing_compared(ref) + _failures(result, diff, np.abs(r), int((ref_ok != got_ok).sum()), tol,
+                                                         categorical=categorical)
     result.passed = not result.failures
     return result
 
@@ -112,7 +118,10 @@ def _nothing_compared(ref: np.ndarray) -> list[str]:
     return []
 
 
-def _failures(c: OutputComparison, diff: np.ndarray, ref_abs: np.ndarray, nonfinite_mismatch: int, tol: Tolerances) -> list[str]:
+def _failures(c: OutputComparison, diff: np.ndarray, ref_abs: np.ndarray, nonfinite_mismatch: int, tol: Tolerances,
+              *, categorical: bool = False) -> list[str]:
+    """``categorical`` (an integer or bool output): judged by the share of equal values against the
+    top-1 floor; a cosine or SNR of an ArgMax's label numbers would fail 3 -> 4 less than 0 -> 9."""
     failures = []
     if nonfinite_mismatch:
         failures.append(f"{nonfinite_mismatch} value(s) NaN/Inf in one model but not the other")
@@ -120,6 +129,10 @@ def _failures(c: OutputComparison, diff: np.ndarray, ref_abs: np.ndarray, nonfin
     beyond = 0 if math.isinf(tol.atol) or math.isinf(tol.rtol) else int((diff > tol.atol + tol.rtol * ref_abs).sum())
     if beyond:
         failures.append(f"{beyond} element(s) beyond atol {tol.atol:g} + rtol {tol.rtol:g} x |ref| (max abs {c.max_abs:.3g})")
+    if categorical:
+        if c.top1 is not None and c.top1 < tol.min_top1:
+            failures.append(f"equal values {c.top1:.3f} < {tol.min_top1:g} (integer output: judged by agreement)")
+        return failures
     if c.cosine < tol.min_cosine:
         failures.append(f"cosine {c.cosine:.6f} < {tol.min_cosine:g}")
     if c.snr_db < tol.min_snr:

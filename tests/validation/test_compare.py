@@ -106,3 +106,20 @@ def test_lossy_snr_floor_matches_the_cosine_floor():
         got = ref + scale * RNG.standard_normal(ref.shape)
         c = compare_arrays("y", ref.astype(np.float32)[:, None], got.astype(np.float32)[:, None], LOSSY)
         assert (c.cosine >= 0.99) is passes and (c.snr_db >= LOSSY.min_snr) is passes, (c.cosine, c.snr_db)
+
+
+def test_integer_outputs_are_judged_by_agreement_not_by_label_numbers():
+    # an ArgMax output: one changed prediction in 20 failed or passed on its label numbers' SNR
+    ref = np.arange(20, dtype=np.int64) % 10
+    for changed in (3, 9):  # 3 -> 4 and 9 -> 0: the same one mistake
+        got = ref.copy()
+        got[changed] = (ref[changed] + 1) % 10
+        c = compare_arrays("label", ref, got, LOSSY)
+        assert c.passed and c.top1 == 0.95, c.failures
+    got = (ref + 1) % 10
+    got[:10] = ref[:10]  # half the labels changed
+    c = compare_arrays("label", ref, got, LOSSY)
+    assert not c.passed and c.top1 == 0.5 and c.failures == ["equal values 0.500 < 0.9 (integer output: judged by agreement)"]
+    one = ref.copy()
+    one[0] = 1
+    assert not compare_arrays("label", ref, one, LOSSLESS).passed  # lossless: every value equal
