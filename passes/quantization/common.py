@@ -1,10 +1,9 @@
-"""Helpers shared by the quantization passes: element types of every tensor, models we refuse, weight bytes."""
+"""Helpers shared by the quantization passes: element types of every tensor, models we refuse."""
 
 from __future__ import annotations
 
 import logging
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -57,13 +56,3 @@ def tensor_dtypes(model: ir.Model) -> dict[str, ir.DataType]:
             if value.dtype is not None:
                 types.setdefault(value.name, value.dtype)
     return types
-
-
-def initializer_bytes(graph: ir.Graph) -> int:
-    """Bytes of the graph's initializers: what a weight rewrite saved is this before minus after
-    (a weight several nodes read counts once)."""
-    total = 0
-    for value in graph.initializers.values():
-        if value.const_value is not None:
-            total += int(np.prod(value.const_value.shape, dtype=np.int64) * value.const_value.dtype.itemsize)
-    return total

@@ -15,11 +15,11 @@ import os
 import tempfile
 from typing import Iterator
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 
 from onnxslim.proto import external_data_loaded
+from onnxslim.core.stats import iter_weights
 
 
 @contextlib.contextmanager
@@ -52,12 +52,9 @@ def replace_contents(model: ir.Model, proto: onnx.ModelProto) -> None:
 
 
 def float_weight_bytes(model: ir.Model, dtype: ir.DataType) -> int:
-    """Bytes held by ``dtype`` initializers and Constant nodes of the main graph (Paddle's weights
-    are Constant nodes when the cleanup that lifts them is off)."""
-    tensors = [value.const_value for value in model.graph.initializers.values()]
-    tensors += [node.attributes["value"].value for node in model.graph
-                if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and "value" in node.attributes]
-    return int(sum(int(np.prod(t.shape, dtype=np.int64)) * dtype.itemsize for t in tensors if t is not None and t.dtype == dtype))
+    """Bytes of the ``dtype`` weights the report counts (``iter_weights``: initializers and Constant
+    nodes, which carry Paddle's weights when the cleanup that lifts them is off)."""
+    return sum(tensor.nbytes for _, tensor in iter_weights(model) if tensor.dtype == dtype)
 
 
 def import_quietly(module: str):

@@ -10,7 +10,8 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.passes._functions import function_layers_reason
-from onnxslim.passes.quantization.common import initializer_bytes, refused, tensor_dtypes
+from onnxslim.core.stats import graph_stats
+from onnxslim.passes.quantization.common import refused, tensor_dtypes
 from onnxslim.passes.quantization.embedding import quantize_embeddings
 from onnxslim.passes.quantization.plan import is_constant
 from onnxslim.passes.quantization.qdq import unique_name, weight_params
@@ -58,7 +59,7 @@ class QuantizeDynamic(Pass):
         if model.opset_imports.get("", 1) < DYNAMIC_OPSET:
             why = f"opset {model.opset_imports.get('', 1)}: DynamicQuantizeLinear needs opset {DYNAMIC_OPSET}"
             return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": why}])
-        dtypes, before = tensor_dtypes(model), initializer_bytes(model.graph)
+        dtypes, before = tensor_dtypes(model), graph_stats(model).param_bytes
         rows, shared = [], {}
         for node in list(model.graph):
             why = self._reason(node, dtypes)
@@ -73,7 +74,7 @@ class QuantizeDynamic(Pass):
         done = [r for r in rows if "kept_float" not in r]
         if done:
             ir.passes.common.RemoveUnusedNodesPass()(model)
-        saved = before - initializer_bytes(model.graph)
+        saved = before - graph_stats(model).param_bytes
         return PassResult(model, modified=bool(done), details=rows,
                           stats={"nodes_quantized": len(done), "bytes_saved": saved, "kept_float": len(rows) - len(done)})
 

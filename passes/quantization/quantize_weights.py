@@ -10,7 +10,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
-from onnxslim.passes.quantization.common import initializer_bytes, refused, tensor_dtypes
+from onnxslim.core.stats import graph_stats
+from onnxslim.passes.quantization.common import refused, tensor_dtypes
 from onnxslim.passes.quantization.ort_tools import import_quietly, in_scratch_folder, replace_contents, to_proto
 from onnxslim.passes.quantization.plan import is_constant
 
@@ -63,7 +64,7 @@ class QuantizeWeights(Pass):
         chosen = {row["node"] for row in rows if row["kept_float"] is None}
         if not chosen:
             return PassResult(model, modified=False, details=[r for r in rows if r["kept_float"] != "-"])
-        before = initializer_bytes(model.graph)
+        before = graph_stats(model).param_bytes
         excluded = [n.name for n in model.graph.all_nodes() if n.op_type == "MatMul" and n.name not in chosen]
         config = self.config
         quantizer_module = import_quietly("onnxruntime.quantization.matmul_nbits_quantizer")
@@ -80,7 +81,7 @@ class QuantizeWeights(Pass):
         done = [{"node": r["node"], "bits": config.bits, "block_size": config.block_size} for r in rows if r["kept_float"] is None]
         kept = [r for r in rows if r["kept_float"] not in (None, "-")]
         return PassResult(model, modified=bool(done), details=done + kept,
-                          stats={"nodes_quantized": len(done), "bytes_saved": before - initializer_bytes(model.graph),
+                          stats={"nodes_quantized": len(done), "bytes_saved": before - graph_stats(model).param_bytes,
                                  "kept_float": len(kept)})
 
     def _reason(self, node: ir.Node, dtypes) -> str | None:
