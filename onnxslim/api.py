@@ -137,11 +137,11 @@ def run(
         # a result, not the exception: a CI gate that asked for the report must get it, as it does
         # when a strict validation fails (optimize() raises this again for Python callers)
         result = OptimizeResult(*manager.stopped, None, failure=exc.one_line(), strict=True)
-        result.warnings += _rollback_warnings(result.pipeline)
+        result.warnings += _pass_warnings(result.pipeline)
         return result
     _save_cache(context.calibration_cache, options.get("calibration_cache"))
     result = OptimizeResult(model, pipeline, None, strict=strict)
-    result.warnings += _rollback_warnings(pipeline)
+    result.warnings += _pass_warnings(pipeline)
     if options.get("validate", True):
         checks = dataclasses.replace(checks, input_shapes={**shapes, **checks.input_shapes}, lossy=bool(pipeline.lossy_passes))
         if _pinned_batch(shapes) and checks.batch_size != _pinned_batch(shapes):  # the optimized model takes no other
@@ -167,7 +167,7 @@ def run(
     return result
 
 
-def _rollback_warnings(pipeline: PipelineReport) -> list[str]:
+def _pass_warnings(pipeline: PipelineReport) -> list[str]:
     """Rolled-back passes, and the ``warning`` a pass put in a details row (a request it could honour
     only in part, such as conflicting pruning overrides): the CLI prints these, the JSON lists them."""
     return [f"pass {r.name} rolled back: {r.reason}" for r in pipeline.records if r.status == ROLLED_BACK] + \
