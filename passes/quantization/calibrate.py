@@ -21,6 +21,7 @@ from onnxslim.errors import DataError
 from onnxslim.input_shapes import batch_axis_is_dynamic
 from onnxslim.passes.quantization.cache import cache_key
 from onnxslim.passes.quantization.derived import apply, derivable
+from onnxslim.passes.quantization.hard_swish import HardSwishUse, hard_swish_use, poolable
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.statistics import TensorStats
 from onnxslim.runtime.data_runs import check_finite, run_batch, run_candidate  # noqa: F401 - run_candidate: re-exported
@@ -42,28 +43,34 @@ run, which takes one sample. Paired A/B at 256 samples (phase x float floor, uns
 
 def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str], *,
                        progress: Progress | None = None, histograms: Collection[str] | None = None,
-                       counted: Sequence[str] = ()) -> tuple[dict[str, TensorStats], int]:
+                       counted: Sequence[str] = (), maxima: Sequence[str] = ()) -> tuple[dict[str, TensorStats], int]:
     """Statistics of ``tensors`` (graph inputs or intermediate values) over all batches; (stats, samples).
 
     ``histograms``: the tensors that need a histogram (all when None); the others get min/max only,
     which is what the minmax method uses (the histogram update is most of calibration's own cost).
     ``counted``: intermediate tensors whose element count alone is wanted (a ``Size`` output each,
     not the tensor): their stats hold only ``elements``.
+    ``maxima``: intermediate tensors (rank >= 3) whose maximum alone is wanted (a ``GlobalMaxPool``
+    output each, not the tensor): their stats hold only ``maximum``.
 
     A worker thread reduces each part's outputs while ONNX Runtime runs the next part."""
     outputs = {v.name for v in model.graph.outputs}
     extra = [t for t in dict.fromkeys(tensors) if t not in outputs and not _is_input(model, t)]
     sizes = {f"{name}__onnxslim_size": name for name in counted}
-    session = make_session(model, extra_outputs=extra, sizes=sizes, memory_pattern=False)
-    fetched = [t for t in dict.fromkeys(tensors) if not _is_input(model, t)] + list(sizes)
+    pooled = {f"{name}__onnxslim_max": name for name in maxima}
+    session = make_session(model, extra_outputs=extra, sizes=sizes, maxima=pooled, memory_pattern=False)
+    fetched = [t for t in dict.fromkeys(tensors) if not _is_input(model, t)] + list(sizes) + list(pooled)
     inputs = [t for t in dict.fromkeys(tensors) if _is_input(model, t)]
-    stats = {t: TensorStats() for t in (*dict.fromkeys(tensors), *counted)}
+    stats = {t: TensorStats() for t in (*dict.fromkeys(tensors), *counted, *maxima)}
     parts, samples = _PartRuns(session, fetched, batch_axis_is_dynamic(model)), 0
 
     def reduce(values: list, share: float) -> None:
         for name, value in zip(fetched, values):
             if name in sizes:
                 stats[sizes[name]].elements += int(value)
+            elif name in pooled:
+                found = stats[pooled[name]]
+                found.maximum = max(found.maximum, float(np.max(value)))
             else:
                 stats[name].update(np.asarray(value, dtype=np.float32),
                                    histogram=histograms is None or name in histograms, share=share)
@@ -139,9 +146,11 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
     (``cache.py``: the key is the data's identity and a fingerprint of ``model``), else calibrated.
 
     Sigmoid / SiLU / HardSigmoid / HardSwish outputs, shape-only ops' outputs and Concat outputs
-    are derived from their inputs' statistics instead of fetched (``derived.py``). ``minmax_only``: histograms only where ranging still reads
-    them (SiLU inputs, whose lower bound is searched); derived min/max need none. Such partial statistics
-    are never cached, since another method would silently read them as minmax.
+    are derived from their inputs' statistics instead of fetched (``derived.py``). ``minmax_only``:
+    histograms only where ranging still reads them (SiLU inputs, whose lower bound is searched);
+    derived min/max need none, and a hard swish's input is ranged from its output's maximum
+    (``hard_swish.py``). Such partial statistics are never cached, since another method would
+    silently read them as minmax.
     """
     source = describe(calibration)
     key = cache_key(model, calibration) if cache is not None else None
@@ -153,20 +162,36 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
         return found
     wanted = set(tensors)
     computed = derivable(model.graph, wanted)
-    histograms = None
+    histograms, pooled = None, {}
     if minmax_only:
         histograms = {v.name for node in model.graph for v in node.outputs if v.name in wanted and feeds_only_silu(v)}
+        pooled = _pooled_hard_swish_inputs(model.graph, wanted - set(computed) - histograms)
     # copies whose size the shapes do not give are counted: a Concat's union weighs its parts by size
     counted = [name for name, d in computed.items() if d.function is None and d.size is None]
     stats, samples = collect_statistics(
-        model, calibration, [t for t in tensors if t not in computed], histograms=histograms, counted=counted,
+        model, calibration, [t for t in tensors if t not in computed and t not in pooled], histograms=histograms,
+        counted=counted, maxima=[use.output.name for use in pooled.values()],
         progress=(lambda n: progress(f"quantize-static: calibrating, {n} samples")) if progress else None)
+    for name, use in pooled.items():
+        high = use.input_maximum(stats[use.output.name].maximum)
+        stats[name] = TensorStats(min(use.lower_bound(high), high), high)
     for name, derivation in computed.items():  # graph order: a derivation's sources are ready
         stats[name] = apply(derivation, stats, histogram=histograms is None or name in histograms,
                             elements=stats[name].elements if name in stats else 0)
     if key is not None and histograms is None:
         cache.store(key, source, samples, stats)
     return stats
+
+
+def _pooled_hard_swish_inputs(graph: ir.Graph, names: set[str]) -> dict[str, HardSwishUse]:
+    """Tensors among ``names`` read only by a hard swish, whose maximum its output's ``GlobalMaxPool``
+    gives (``hard_swish.py``); their minimum is where their range stops anyway (``HardSwishUse.lower_bound``)."""
+    found = {}
+    for node in graph:
+        for value in node.outputs:
+            if value.name in names and poolable(value) and (use := hard_swish_use(value)) is not None:
+                found[value.name] = use
+    return found
 
 
 def describe(reader) -> str:

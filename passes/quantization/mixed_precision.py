@@ -24,6 +24,7 @@ import onnx_ir as ir
 
 from onnxslim.errors import DataError
 from onnxslim.passes.quantization.calibrate import run_batch, run_candidate
+from onnxslim.passes.quantization.hard_swish import hard_swish_use
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.ranges import silu
 from onnxslim.runtime.session import make_session
@@ -182,11 +183,14 @@ def _shortest_prefix(score: Callable[[int], float], total: int, target: float) -
 def rank_tensors(model: ir.Model, params: dict[str, tuple], feeds: list[dict]) -> list[tuple[str, float]]:
     """Quantized tensors by noise-to-signal ratio of their own rounding and clipping, worst first.
 
-    A tensor read only by SiLU is scored after SiLU (its clipped negative tail is invisible there).
+    A tensor read only by SiLU or a hard swish is scored after it (its clipped negative tail is
+    invisible there).
     """
     inputs = {v.name for v in model.graph.inputs}
     names = [n for n in params if n not in inputs]
-    silu_fed = {v.name for node in model.graph for v in node.outputs if v.name in params and feeds_only_silu(v)}
+    after = {v.name: silu if feeds_only_silu(v) else hard_swish_use(v)
+             for node in model.graph for v in node.outputs if v.name in params}
+    after = {name: function for name, function in after.items() if function is not None}
     session = make_session(model, extra_outputs=[n for n in names if n not in {v.name for v in model.graph.outputs}])
     noise = dict.fromkeys(params, 0.0)
     signal = dict.fromkeys(params, 0.0)
@@ -196,8 +200,8 @@ def rank_tensors(model: ir.Model, params: dict[str, tuple], feeds: list[dict]) -
         for name, value in values.items():
             value = np.asarray(value, np.float32)
             rounded = fake_quantize(value, *params[name])
-            if name in silu_fed:  # what the next layer sees: SiLU hides the clipped negative tail
-                value, rounded = silu(value), silu(rounded)
+            if name in after:  # what the next layer sees: the activation hides the clipped negative tail
+                value, rounded = after[name](value), after[name](rounded)
             noise[name] += float(np.sum((rounded - value) ** 2))
             signal[name] += float(np.sum(value.astype(np.float64) ** 2))
     ranking = [(n, float(np.sqrt(noise[n] / signal[n])) if signal[n] > 0 else 0.0) for n in params]

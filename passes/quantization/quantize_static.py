@@ -18,6 +18,7 @@ from onnxslim.passes.quantization.common import refused, tensor_dtypes
 from onnxslim.passes.quantization.embedding import quantize_embeddings
 from onnxslim.passes.quantization.opset import per_channel_opset
 from onnxslim.passes.quantization.qdq import NAMES_KEY, WEIGHTS_KEY, activation_params, insert_qdq, quantize_layer, quantize_operand
+from onnxslim.passes.quantization.hard_swish import hard_swish_use
 from onnxslim.passes.quantization.ranges import silu_low, tensor_range
 
 logger = logging.getLogger(__name__)
@@ -244,6 +245,8 @@ class QuantizeStatic(Pass):
                 low, high = 0.0, min(high, clip_high[value])
             elif planning.feeds_only_silu(value):
                 low = silu_low(found, low, high)
+            elif (use := hard_swish_use(value)) is not None:  # below it, every value gives 0
+                low = max(low, min(use.lower_bound(high), high))
             return activation_params(low, high, config.activations, symmetric=config.symmetric_activations)
 
         for node in plan.quantized:
