@@ -17,20 +17,20 @@ from onnxslim.runtime.providers import PROVIDERS, ProviderUnavailable, unavailab
 
 
 def model_bytes(model: ir.Model, extra_outputs: Iterable[str] = (), *, sizes: Mapping[str, str] | None = None,
-                maxima: Mapping[str, str] | None = None) -> bytes:
+                probes: Sequence[onnx.NodeProto] = ()) -> bytes:
     """The serialized model; ``extra_outputs`` (intermediate tensor names) become graph outputs too,
     each ``sizes`` entry (output name -> tensor name) an output holding that tensor's element count,
-    and each ``maxima`` entry one holding that tensor's maximum per (sample, channel) (``GlobalMaxPool``:
-    ORT runs it on a Conv's blocked layout, where fetching the tensor itself costs a layout copy)."""
-    return serialize(model, extra_outputs, sizes=sizes, maxima=maxima)[0]
+    and each ``probes`` node is added with its output as a graph output (calibration's in-graph
+    reductions, ``passes/quantization/probes.py``)."""
+    return serialize(model, extra_outputs, sizes=sizes, probes=probes)[0]
 
 
 def serialize(model: ir.Model, extra_outputs: Iterable[str] = (), *, sizes: Mapping[str, str] | None = None,
-              maxima: Mapping[str, str] | None = None) -> tuple[bytes, int]:
-    """(serialized model with ``extra_outputs``, ``sizes`` and ``maxima`` added, size in bytes of the model as saved without them)."""
+              probes: Sequence[onnx.NodeProto] = ()) -> tuple[bytes, int]:
+    """(serialized model with ``extra_outputs``, ``sizes`` and ``probes`` added, size in bytes of the model as saved without them)."""
     data = ir.serde.serialize_model(model).SerializeToString()
-    names, probes = list(extra_outputs), [("Size", dict(sizes or {})), ("GlobalMaxPool", dict(maxima or {}))]
-    nodes = [onnx.helper.make_node(op, [tensor], [name]) for op, outputs in probes for name, tensor in outputs.items()]
+    names = list(extra_outputs)
+    nodes = [onnx.helper.make_node("Size", [tensor], [name]) for name, tensor in (sizes or {}).items()] + list(probes)
     if not names and not nodes:
         return data, len(data)
     # Protobuf merges concatenated messages (repeated fields append): the 100 MB body is not re-encoded.
@@ -54,14 +54,14 @@ class SessionModel:
 
 
 def session_model(model: ir.Model, extra_outputs: Iterable[str] = (), *, sizes: Mapping[str, str] | None = None,
-                  maxima: Mapping[str, str] | None = None) -> SessionModel:
+                  probes: Sequence[onnx.NodeProto] = ()) -> SessionModel:
     """``model`` serialized as ``model_bytes`` does, except that the main graph's large initializers
     are external-data placeholders and travel as arrays, which ORT copies in
     (``SessionOptions.add_external_initializers``). On all-MiniLM-L6-v2 (90 MB) serializing plus
     creating a session took 0.45-0.50 s with the weights encoded, 0.17-0.22 s this way."""
     # unused initializers stay inline: ORT drops them at load, and then refuses to replace them
     with weights_detached(model, lambda value: value.const_value.dtype in _NUMPY_TYPES and bool(value.uses())) as weights:
-        data = serialize(model, extra_outputs, sizes=sizes, maxima=maxima)[0]
+        data = serialize(model, extra_outputs, sizes=sizes, probes=probes)[0]
     return SessionModel(data, {name: np.ascontiguousarray(tensor.numpy()) for name, tensor in weights.items()})
 
 
@@ -82,13 +82,13 @@ def save_for_session(model: ir.Model, folder: Path, stem: str, extra_outputs: It
 
 
 def make_session(model: ir.Model | SessionModel | bytes | str, *, extra_outputs: Iterable[str] = (),
-                 sizes: Mapping[str, str] | None = None, maxima: Mapping[str, str] | None = None,
+                 sizes: Mapping[str, str] | None = None, probes: Sequence[onnx.NodeProto] = (),
                  provider: str = "cpu", threads: int | None = None,
                  profile_prefix: str | None = None, memory_pattern: bool = True,
                  optimize: bool = True) -> ort.InferenceSession:
     """A session on ``provider`` only; raises ProviderUnavailable rather than silently running on CPU.
 
-    An onnx-ir ``model`` goes through ``session_model`` with ``extra_outputs``, ``sizes`` and ``maxima`` (see
+    An onnx-ir ``model`` goes through ``session_model`` with ``extra_outputs``, ``sizes`` and ``probes`` (see
     ``model_bytes``); bytes and paths are used as they are.
 
     ``optimize=False``: no graph optimizations (a load check, not a session to run).
@@ -110,7 +110,7 @@ def make_session(model: ir.Model | SessionModel | bytes | str, *, extra_outputs:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
     if isinstance(model, ir.Model):
-        model = session_model(model, extra_outputs, sizes=sizes, maxima=maxima)
+        model = session_model(model, extra_outputs, sizes=sizes, probes=probes)
     data, weights = model, []
     if isinstance(model, SessionModel):
         # ORT copies these in while the session is created; until then they point into model.weights

@@ -21,7 +21,8 @@ from onnxslim.errors import DataError
 from onnxslim.input_shapes import batch_axis_is_dynamic
 from onnxslim.passes.quantization.cache import cache_key
 from onnxslim.passes.quantization.derived import apply, derivable
-from onnxslim.passes.quantization.hard_swish import HardSwishUse, hard_swish_use, poolable
+from onnxslim.passes.quantization.hard_swish import HardSwishUse, hard_swish_use
+from onnxslim.passes.quantization.probes import Probe, is_float, max_probe, reduce_into, sample_probe, size_probe, spatial_rank
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.statistics import TensorStats
 from onnxslim.runtime.data_runs import check_finite, run_batch, run_candidate  # noqa: F401 - run_candidate: re-exported
@@ -43,34 +44,29 @@ run, which takes one sample. Paired A/B at 256 samples (phase x float floor, uns
 
 def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str], *,
                        progress: Progress | None = None, histograms: Collection[str] | None = None,
-                       counted: Sequence[str] = (), maxima: Sequence[str] = ()) -> tuple[dict[str, TensorStats], int]:
+                       probes: Sequence[Probe] = ()) -> tuple[dict[str, TensorStats], int]:
     """Statistics of ``tensors`` (graph inputs or intermediate values) over all batches; (stats, samples).
 
     ``histograms``: the tensors that need a histogram (all when None); the others get min/max only,
     which is what the minmax method uses (the histogram update is most of calibration's own cost).
-    ``counted``: intermediate tensors whose element count alone is wanted (a ``Size`` output each,
-    not the tensor): their stats hold only ``elements``.
-    ``maxima``: intermediate tensors (rank >= 3) whose maximum alone is wanted (a ``GlobalMaxPool``
-    output each, not the tensor): their stats hold only ``maximum``.
+    ``probes``: in-graph reductions of other intermediate tensors, fetched instead of them
+    (``probes.py``): their stats hold what the probes give (an element count, a maximum, or
+    statistics of a strided sample).
 
     A worker thread reduces each part's outputs while ONNX Runtime runs the next part."""
     outputs = {v.name for v in model.graph.outputs}
     extra = [t for t in dict.fromkeys(tensors) if t not in outputs and not _is_input(model, t)]
-    sizes = {f"{name}__onnxslim_size": name for name in counted}
-    pooled = {f"{name}__onnxslim_max": name for name in maxima}
-    session = make_session(model, extra_outputs=extra, sizes=sizes, maxima=pooled, memory_pattern=False)
-    fetched = [t for t in dict.fromkeys(tensors) if not _is_input(model, t)] + list(sizes) + list(pooled)
+    session = make_session(model, extra_outputs=extra, probes=[probe.node for probe in probes], memory_pattern=False)
+    fetched = [t for t in dict.fromkeys(tensors) if not _is_input(model, t)] + [probe.output for probe in probes]
     inputs = [t for t in dict.fromkeys(tensors) if _is_input(model, t)]
-    stats = {t: TensorStats() for t in (*dict.fromkeys(tensors), *counted, *maxima)}
+    stats = {t: TensorStats() for t in (*dict.fromkeys(tensors), *(probe.tensor for probe in probes))}
+    by_output = {probe.output: probe for probe in probes}
     parts, samples = _PartRuns(session, fetched, batch_axis_is_dynamic(model)), 0
 
     def reduce(values: list, share: float) -> None:
         for name, value in zip(fetched, values):
-            if name in sizes:
-                stats[sizes[name]].elements += int(value)
-            elif name in pooled:
-                found = stats[pooled[name]]
-                found.maximum = max(found.maximum, float(np.max(value)))
+            if name in by_output:
+                reduce_into(stats[by_output[name].tensor], by_output[name], value, share)
             else:
                 stats[name].update(np.asarray(value, dtype=np.float32),
                                    histogram=histograms is None or name in histograms, share=share)
@@ -162,16 +158,20 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
         return found
     wanted = set(tensors)
     computed = derivable(model.graph, wanted)
-    histograms, pooled = None, {}
+    fetched = wanted - set(computed)
+    histograms, pooled, sampled = None, {}, {}
     if minmax_only:
         histograms = {v.name for node in model.graph for v in node.outputs if v.name in wanted and feeds_only_silu(v)}
-        pooled = _pooled_hard_swish_inputs(model.graph, wanted - set(computed) - histograms)
+        pooled = _pooled_hard_swish_inputs(model.graph, fetched - histograms)
+        sampled = _sampled_silu_inputs(model.graph, fetched & histograms)
     # copies whose size the shapes do not give are counted: a Concat's union weighs its parts by size
-    counted = [name for name, d in computed.items() if d.function is None and d.size is None]
+    probes = [size_probe(name) for name, d in computed.items() if d.function is None and d.size is None]
+    probes += [max_probe(use.output.name) for use in pooled.values()]
+    probes += [probe for value, spatial in sampled.items() for probe in (max_probe(value.name), sample_probe(value, spatial))]
+    skipped = set(pooled) | {value.name for value in sampled}
     stats, samples = collect_statistics(
-        model, calibration, [t for t in tensors if t not in computed and t not in pooled], histograms=histograms,
-        counted=counted, maxima=[use.output.name for use in pooled.values()],
-        progress=(lambda n: progress(f"quantize-static: calibrating, {n} samples")) if progress else None)
+        model, calibration, [t for t in tensors if t not in computed and t not in skipped], histograms=histograms,
+        probes=probes, progress=(lambda n: progress(f"quantize-static: calibrating, {n} samples")) if progress else None)
     for name, use in pooled.items():
         high = use.input_maximum(stats[use.output.name].maximum)
         stats[name] = TensorStats(min(use.lower_bound(high), high), high)
@@ -189,8 +189,24 @@ def _pooled_hard_swish_inputs(graph: ir.Graph, names: set[str]) -> dict[str, Har
     found = {}
     for node in graph:
         for value in node.outputs:
-            if value.name in names and poolable(value) and (use := hard_swish_use(value)) is not None:
+            if (value.name in names and is_float(value) and spatial_rank(value) is not None
+                    and (use := hard_swish_use(value)) is not None):
                 found[value.name] = use
+    return found
+
+
+def _sampled_silu_inputs(graph: ir.Graph, names: set[str]) -> dict[ir.Value, int]:
+    """SiLU inputs among ``names`` that are ``N, C, ...`` maps (value -> spatial axes): their exact
+    maximum comes from a ``GlobalMaxPool``, their histogram and minimum from a strided sample
+    (``probes.py``). The minimum only bounds ``silu_low``'s search, which clips far above it (SiLU
+    is within 0.015 of 0 below -6), and the derived Sigmoid / SiLU output ranges do not move with it."""
+    found = {}
+    for node in graph:
+        for value in node.outputs:
+            if value.name in names and is_float(value) and not value.is_graph_output():
+                spatial = spatial_rank(value)
+                if spatial is not None and spatial >= 1:
+                    found[value] = spatial
     return found
 
 

@@ -25,10 +25,6 @@ import onnx_ir as ir
 
 LEVELS = 256
 
-FUSED_PRODUCERS = {"Conv", "ConvTranspose"}
-"""Producers whose output has rank >= 3, as ``GlobalMaxPool`` needs, whatever the shapes annotated."""
-
-
 @dataclasses.dataclass(frozen=True)
 class HardSwishUse:
     output: ir.Value
@@ -83,14 +79,6 @@ def hard_swish_use(value: ir.Value) -> HardSwishUse | None:
     elif set(product.inputs) != {value, gate.outputs[0]}:
         return None
     return HardSwishUse(product.outputs[0], alpha, beta, scale)
-
-
-def poolable(value: ir.Value) -> bool:
-    """``value``'s maximum can be read through ``GlobalMaxPool`` (rank >= 3, float)."""
-    producer = value.producer()
-    ranked = value.shape is not None and len(value.shape) >= 3
-    typed = value.dtype in (None, ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE)
-    return typed and (ranked or (producer is not None and producer.op_type in FUSED_PRODUCERS))
 
 
 def _positive_scalar(node: ir.Node, value: ir.Value) -> float | None:
