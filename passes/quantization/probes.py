@@ -22,6 +22,10 @@ SAMPLE_STRIDE = 4
 would copy at stride 2, 8 MB at 4). The histogram keeps at most ``statistics.SAMPLE`` values of a batch anyway."""
 MIN_STRIDED_EXTENT = 16
 """Spatial axes shorter than this are not strided (a 10x10 map keeps all its 100 positions)."""
+MIN_SAMPLE = 8192
+"""Values per sample a sample probe keeps when the shape is known: a batch of 8 then gives the
+histogram its ``statistics.SAMPLE`` values, as a fetched tensor would (YOLOv8n's 20x20x128 map:
+stride 2, 12,800 values; at stride 4 it would keep 3,200)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +52,18 @@ def max_probe(tensor: str) -> Probe:
 
 
 def sample_probe(value: ir.Value, spatial: int) -> Probe:
-    """Every ``SAMPLE_STRIDE``-th position of ``value`` along its ``spatial`` axes (all of an axis shorter
-    than ``MIN_STRIDED_EXTENT``; strided when its length is unknown), all samples and channels."""
-    extents = list(value.shape)[2:] if value.shape is not None and len(value.shape) == spatial + 2 else [None] * spatial
-    strides = [1 if isinstance(n, int) and n < MIN_STRIDED_EXTENT else SAMPLE_STRIDE for n in extents]
+    """Every ``s``-th position of ``value`` along its ``spatial`` axes, all samples and channels:
+    ``s = SAMPLE_STRIDE``, or less where the shape says that would leave fewer than ``MIN_SAMPLE``
+    values per sample (axes shorter than ``MIN_STRIDED_EXTENT`` are never strided)."""
+    extents = list(value.shape)[1:] if value.shape is not None and len(value.shape) == spatial + 2 else [None] * (spatial + 1)
+    channels, extents = extents[0], extents[1:]
+    stride = SAMPLE_STRIDE
+    while stride > 1 and all(isinstance(n, int) for n in (channels, *extents)):
+        kept = channels * math.prod(math.ceil(n / stride) if n >= MIN_STRIDED_EXTENT else n for n in extents)
+        if kept >= MIN_SAMPLE:
+            break
+        stride //= 2
+    strides = [1 if isinstance(n, int) and n < MIN_STRIDED_EXTENT else stride for n in extents]
     factor = math.prod(n / math.ceil(n / s) if isinstance(n, int) else s for n, s in zip(extents, strides))
     node = onnx.helper.make_node("AveragePool", [value.name], [f"{value.name}__onnxslim_sample"],
                                  kernel_shape=[1] * spatial, strides=strides)

@@ -44,9 +44,12 @@ def _conv_output(model):
     return next(node.outputs[0] for node in model.graph if node.op_type == "Conv")
 
 
-@pytest.mark.parametrize("size, stride", [(32, 4), (10, 1), (18, 4)])
-def test_sample_probe_is_the_strided_tensor(size, stride):
-    model = _model(size)
+@pytest.mark.parametrize("size, shapes, stride", [(160, True, 4), (96, True, 2), (18, True, 1), (10, True, 1),
+                                                  (32, False, 4), (10, False, 4)])
+def test_sample_probe_is_the_strided_tensor(size, shapes, stride):
+    """Stride 4, or less where the shape says it would keep fewer than MIN_SAMPLE values per sample
+    (6 channels: 160x160 keeps 9,600 at stride 4, 96x96 only 3,456); unknown shapes: stride 4."""
+    model = _model(size, shapes=shapes)
     value = _conv_output(model)
     probe, top = sample_probe(value, 2), max_probe(value.name)
     feeds = {"x": rng(1).standard_normal((2, 3, size, size)).astype(np.float32)}
@@ -54,7 +57,10 @@ def test_sample_probe_is_the_strided_tensor(size, stride):
     full, sample, maxima = session.run(["c", probe.output, top.output], feeds)
     np.testing.assert_array_equal(sample, full[:, :, ::stride, ::stride])
     np.testing.assert_array_equal(maxima.reshape(2, 6), full.max(axis=(2, 3)))
-    assert probe.factor * sample.size == pytest.approx(full.size)
+    if shapes:
+        assert probe.factor * sample.size == pytest.approx(full.size)
+    else:
+        assert probe.factor == stride * stride
 
 
 def test_spatial_rank_from_the_shape_or_the_conv_weight():
