@@ -22,7 +22,8 @@ from onnxslim.input_shapes import batch_axis_is_dynamic
 from onnxslim.passes.quantization.cache import cache_key
 from onnxslim.passes.quantization.derived import apply, derivable
 from onnxslim.passes.quantization.hard_swish import HardSwishUse, hard_swish_use
-from onnxslim.passes.quantization.probes import Probe, is_float, max_probe, reduce_into, sample_probe, size_probe, spatial_rank
+from onnxslim.passes.quantization.probes import (MAX_POOLED_AXES, Probe, is_float, max_probe, reduce_into, sample_probe,
+                                                 size_probe, spatial_rank)
 from onnxslim.passes.quantization.plan import feeds_only_silu
 from onnxslim.passes.quantization.statistics import TensorStats
 from onnxslim.runtime.data_runs import check_finite, run_batch, run_candidate  # noqa: F401 - run_candidate: re-exported
@@ -185,7 +186,9 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
 
 def _pooled_hard_swish_inputs(graph: ir.Graph, names: set[str]) -> dict[str, HardSwishUse]:
     """Tensors among ``names`` read only by a hard swish, whose maximum its output's ``GlobalMaxPool``
-    gives (``hard_swish.py``); their minimum is where their range stops anyway (``HardSwishUse.lower_bound``)."""
+    gives (``hard_swish.py``). Their minimum is taken to be where their range stops when they reach
+    below the saturation point (``HardSwishUse.lower_bound``); one that never does gets that wider
+    range too (the probe cannot see its true minimum: docs/quantization.md)."""
     found = {}
     for node in graph:
         for value in node.outputs:
@@ -205,7 +208,7 @@ def _sampled_silu_inputs(graph: ir.Graph, names: set[str]) -> dict[ir.Value, int
         for value in node.outputs:
             if value.name in names and is_float(value) and not value.is_graph_output():
                 spatial = spatial_rank(value)
-                if spatial is not None and spatial >= 1:
+                if spatial is not None and 1 <= spatial <= MAX_POOLED_AXES:
                     found[value] = spatial
     return found
 

@@ -52,7 +52,7 @@ class HardSwishUse:
     def input_maximum(self, output_maximum: float) -> float:
         """``max(x)`` given ``max(y)``: ``y`` increases with ``x`` from its minimum (at
         ``-beta / (2 alpha)``) on, and every larger ``x`` gives a larger ``y``. A ``max(y)`` at or
-        below 0 gives the largest ``x`` that can produce it (an upper bound, exact for 0)."""
+        below 0 gives the largest ``x`` that can produce it: an upper bound of ``max(x)``."""
         u = output_maximum / self.scale
         if u >= (1 - self.beta) / self.alpha:
             return u
@@ -62,6 +62,9 @@ class HardSwishUse:
 def hard_swish_use(value: ir.Value) -> HardSwishUse | None:
     """The hard swish that is ``value``'s only reader, if it is one (see the module docstring)."""
     consumers = value.consumers()
+    home = value.producer().graph if value.producer() is not None else value.graph
+    if any(c.graph is not home for c in consumers):  # a reader inside an If/Loop branch: its output is not here
+        return None
     if len(consumers) == 1 and consumers[0].op_type == "HardSwish" and consumers[0].domain in ("", "ai.onnx"):
         return HardSwishUse(consumers[0].outputs[0])
     gates = [c for c in consumers if c.op_type == "HardSigmoid"]

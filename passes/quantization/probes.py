@@ -22,6 +22,9 @@ SAMPLE_STRIDE = 4
 would copy at stride 2, 8 MB at 4). The histogram keeps at most ``statistics.SAMPLE`` values of a batch anyway."""
 MIN_STRIDED_EXTENT = 16
 """Spatial axes shorter than this are not strided (a 10x10 map keeps all its 100 positions)."""
+MAX_POOLED_AXES = 3
+"""ONNX Runtime's CPU AveragePool takes at most 3 spatial axes ("Unsupported pooling size"); a
+SiLU input of higher rank is fetched."""
 MIN_SAMPLE = 8192
 """Values per sample a sample probe keeps when the shape is known: a batch of 8 then gives the
 histogram its ``statistics.SAMPLE`` values, as a fetched tensor would (YOLOv8n's 20x20x128 map:

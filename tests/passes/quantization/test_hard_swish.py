@@ -2,6 +2,7 @@
 point, and calibrated under minmax from the hard swish's output maximum (``hard_swish.py``)."""
 
 import numpy as np
+import onnx_ir as ir
 import pytest
 
 from onnxslim.passes.quantization import calibrate
@@ -119,3 +120,36 @@ def test_quantized_hard_swish_input_stops_below_saturation(spelling):
     feeds = {"x": rng(5).standard_normal(SHAPES["x"]).astype(np.float32)}
     assert rel_l2(original, result.model, feeds) < REL_L2_BOUND
     check_full(result.model)
+
+
+def _branch_model():
+    """The Conv output's only reader is a HardSwish inside an If branch (its output exists only there)."""
+    import onnx
+    import onnx.helper as oh
+
+    r = rng(2)
+    branch = lambda op, source, name: oh.make_graph([oh.make_node(op, [source], [name])], name, [],  # noqa: E731
+                                                  [oh.make_tensor_value_info(name, 1, ["N", 6, 8, 8])])
+    nodes = [oh.make_node("ReduceMax", ["x"], ["top"], keepdims=0), oh.make_node("Greater", ["top", "floor"], ["cond"]),
+             oh.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1] * 4), oh.make_node("Conv", ["x", "w1"], ["d"], pads=[1] * 4),
+             oh.make_node("If", ["cond"], ["s"], then_branch=branch("HardSwish", "c", "h"), else_branch=branch("Relu", "d", "r")),
+             oh.make_node("Conv", ["s", "w2"], ["y"], pads=[1] * 4)]
+    weights = {"floor": np.array(-100.0, np.float32), "w1": r.standard_normal((6, 3, 3, 3)).astype(np.float32),
+               "b1": r.standard_normal(6).astype(np.float32), "w2": r.standard_normal((4, 6, 3, 3)).astype(np.float32) * 0.3}
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", 1, ["N", 3, 8, 8])],
+                          [oh.make_tensor_value_info("y", 1, ["N", 4, 8, 8])],
+                          [onnx.numpy_helper.from_array(v, k) for k, v in weights.items()])
+    proto = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+    return ir.serde.deserialize_model(proto)
+
+
+def test_hard_swish_inside_a_branch_is_not_pooled_from_the_main_graph():
+    """Its output lives in the branch: a GlobalMaxPool of it in the main graph made ORT refuse the
+    calibration session, and the whole pass was rolled back (exit 0, a float model)."""
+    model = _branch_model()
+    assert hard_swish_use(_conv_output(model)) is None
+    original = _branch_model()
+    result = QuantizeStatic(QuantizeStaticConfig(method="minmax"), context=context(SHAPES))(model)
+    assert result.stats["nodes_quantized"] == 2  # the Convs before the If (the last one writes the graph output)
+    feeds = {"x": rng(5).standard_normal(SHAPES["x"]).astype(np.float32)}
+    assert rel_l2(original, result.model, feeds) < REL_L2_BOUND

@@ -102,3 +102,24 @@ def test_quantized_silu_model_from_probed_statistics():
     feeds = {"x": rng(5).standard_normal((2, 3, 32, 32)).astype(np.float32)}
     assert rel_l2(original, result.model, feeds) < REL_L2_BOUND
     check_full(result.model)
+
+
+def test_silu_input_with_more_than_three_spatial_axes_is_fetched():
+    """ORT's AveragePool takes at most 3 spatial axes: a sample probe on a rank-6 SiLU input failed
+    every calibration batch ("Unsupported pooling size"), reported as bad data (exit 2)."""
+    model = make_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 2, 3, 4, 5, 8] x) => (float[N, 2, 3, 4, 5, 4] y) {
+        c = MatMul (x, w1)
+        s = Sigmoid (c)
+        m = Mul (c, s)
+        y = MatMul (m, w2)
+    }
+    """, initializers={"w1": rng(0).standard_normal((8, 16)).astype(np.float32),
+                       "w2": rng(1).standard_normal((16, 4)).astype(np.float32)})
+    model = ir.passes.common.ShapeInferencePass()(model).model
+    assert spatial_rank(next(n for n in model.graph if n.op_type == "MatMul").outputs[0]) == 4
+    data = batches({"x": (2, 2, 3, 4, 5, 8)}, count=2)
+    stats = calibrate.tensor_statistics(model, data, ["x", "c", "m"], minmax_only=True)
+    exact = np.concatenate([make_session(model, extra_outputs=["c"]).run(["c"], b.inputs)[0] for b in data])
+    assert stats["c"].minimum == pytest.approx(float(exact.min())) and stats["c"].maximum == pytest.approx(float(exact.max()))
