@@ -17,7 +17,7 @@ from typing import Callable, Collection, Iterable, Iterator, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.errors import DataError
+from onnxslim.errors import DataError, first_line
 from onnxslim.input_shapes import batch_axis_is_dynamic
 from onnxslim.passes.quantization.cache import cache_key
 from onnxslim.passes.quantization.derived import apply, derivable
@@ -166,13 +166,25 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
         pooled = _pooled_hard_swish_inputs(model.graph, fetched - histograms)
         sampled = _sampled_silu_inputs(model.graph, fetched & histograms)
     # copies whose size the shapes do not give are counted: a Concat's union weighs its parts by size
-    probes = [size_probe(name) for name, d in computed.items() if d.function is None and d.size is None]
-    probes += [max_probe(use.output.name) for use in pooled.values()]
-    probes += [probe for value, spatial in sampled.items() for probe in (max_probe(value.name), sample_probe(value, spatial))]
-    skipped = set(pooled) | {value.name for value in sampled}
-    stats, samples = collect_statistics(
-        model, calibration, [t for t in tensors if t not in computed and t not in skipped], histograms=histograms,
-        probes=probes, progress=(lambda n: progress(f"quantize-static: calibrating, {n} samples")) if progress else None)
+    counted = [size_probe(name) for name, d in computed.items() if d.function is None and d.size is None]
+    report = (lambda n: progress(f"quantize-static: calibrating, {n} samples")) if progress else None
+
+    def run_calibration(pooled: dict, sampled: dict):
+        probes = counted + [max_probe(use.output.name) for use in pooled.values()]
+        probes += [probe for value, spatial in sampled.items() for probe in (max_probe(value.name), sample_probe(value, spatial))]
+        skipped = set(pooled) | {value.name for value in sampled}
+        return collect_statistics(model, calibration, [t for t in tensors if t not in computed and t not in skipped],
+                                  histograms=histograms, probes=probes, progress=report)
+
+    try:
+        stats, samples = run_calibration(pooled, sampled)
+    except Exception as exc:  # noqa: BLE001 - retried without probes, which re-raises whatever is not theirs
+        if not pooled and not sampled:
+            raise
+        # a probe ONNX Runtime refuses or cannot run would read as bad data or a broken pass
+        logger.info("calibration probes failed (%s); fetching the tensors instead", first_line(exc))
+        pooled, sampled = {}, {}
+        stats, samples = run_calibration(pooled, sampled)
     for name, use in pooled.items():
         high = use.input_maximum(stats[use.output.name].maximum)
         stats[name] = TensorStats(min(use.lower_bound(high), high), high)

@@ -123,3 +123,30 @@ def test_silu_input_with_more_than_three_spatial_axes_is_fetched():
     stats = calibrate.tensor_statistics(model, data, ["x", "c", "m"], minmax_only=True)
     exact = np.concatenate([make_session(model, extra_outputs=["c"]).run(["c"], b.inputs)[0] for b in data])
     assert stats["c"].minimum == pytest.approx(float(exact.min())) and stats["c"].maximum == pytest.approx(float(exact.max()))
+
+
+@pytest.mark.parametrize("broken", ["sample", "max"])
+def test_a_probe_onnx_runtime_cannot_run_falls_back_to_fetching(monkeypatch, broken):
+    """Whatever ORT refuses in a probe (an attribute, a rank, a type) is the pass's doing, not the
+    data's: calibration fetches the tensors instead, and bad data still fails on its own."""
+    import onnx
+
+    from onnxslim.passes.quantization import probes
+
+    def refused(real):
+        def make(*args):
+            probe = real(*args)
+            node = onnx.helper.make_node("AveragePool", list(probe.node.input), list(probe.node.output), kernel_shape=[99, 99])
+            return probes.Probe(probe.tensor, probe.kind, node, probe.factor)
+        return make
+
+    name = "sample_probe" if broken == "sample" else "max_probe"
+    monkeypatch.setattr(calibrate, name, refused(getattr(probes, name)))
+    model = _model()
+    data = batches({"x": (4, 3, 32, 32)}, count=2)
+    stats = calibrate.tensor_statistics(model, data, ["x", "c", "s", "m"], minmax_only=True)
+    exact = np.concatenate([make_session(model, extra_outputs=["c"]).run(["c"], b.inputs)[0] for b in data])
+    assert stats["c"].minimum == pytest.approx(float(exact.min())) and stats["c"].maximum == pytest.approx(float(exact.max()))
+    bad = [type(b)({"x": np.full((4, 3, 32, 32), np.nan, np.float32)}) for b in data]
+    with pytest.raises(calibrate.DataError):
+        calibrate.tensor_statistics(model, bad, ["x", "c", "s", "m"], minmax_only=True)
