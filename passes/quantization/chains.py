@@ -95,7 +95,7 @@ _ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.
 def _trace_arithmetic(node: ir.Node, names: set[str], budget: int):
     operator = _ARITHMETIC[node.op_type]
     left, right = node.inputs
-    constants = [_scalar(left), _scalar(right)]
+    constants = [scalar_constant(left), scalar_constant(right)]
     if constants[0] is not None and constants[1] is not None:
         return None
     if constants[1] is not None:  # f(v) op c
@@ -135,7 +135,7 @@ def _unary(node: ir.Node) -> Function | None:
         return lambda x: np.where(x >= 0, x, alpha * x)
     if op == "Clip":
         if len(node.inputs) > 1:  # opset 11+: optional bounds as inputs, which must be constants here
-            bounds = [None if v is None else _scalar(v) for v in node.inputs[1:3]]
+            bounds = [None if v is None else scalar_constant(v) for v in node.inputs[1:3]]
             if any(v is not None and b is None for v, b in zip(node.inputs[1:3], bounds)):
                 return None
             bounds += [None] * (2 - len(bounds))
@@ -146,7 +146,7 @@ def _unary(node: ir.Node) -> Function | None:
     return None
 
 
-def _scalar(value: ir.Value | None) -> float | None:
+def scalar_constant(value: ir.Value | None) -> float | None:
     """The value of a one-element float constant (initializer or Constant node), else None."""
     if value is None:
         return None

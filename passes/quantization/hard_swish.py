@@ -22,6 +22,8 @@ import math
 import numpy as np
 import onnx_ir as ir
 
+from onnxslim.passes.quantization.chains import scalar_constant
+
 LEVELS = 256
 """8-bit grid points (``lower_bound``'s margin of one step)."""
 
@@ -88,10 +90,7 @@ def hard_swish_use(value: ir.Value) -> HardSwishUse | None:
 def _positive_scalar(node: ir.Node, value: ir.Value) -> float | None:
     """``c`` when ``node`` is ``Mul(value, c)`` with a positive scalar constant ``c``."""
     others = [v for v in node.inputs if v is not value]
-    if len(node.inputs) != 2 or len(others) != 1 or others[0] is None:
+    if len(node.inputs) != 2 or len(others) != 1:
         return None
-    constant = ir.convenience.get_const_tensor(others[0])
-    if constant is None or constant.size != 1:
-        return None
-    c = float(np.asarray(constant.numpy()).reshape(-1)[0])
-    return c if c > 0 else None
+    c = scalar_constant(others[0])
+    return c if c is not None and c > 0 else None
