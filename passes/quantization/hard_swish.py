@@ -45,7 +45,7 @@ class HardSwishUse:
         """The lowest value a range up to ``high`` needs: one 8-bit grid step below the saturation
         point. Ending exactly at it, the zero point's rounding can leave the grid's lowest value
         just above it (-2.97 for [-3, 22]), and every clipped value then comes out as hard swish
-        of that, -0.016, not 0: on PP-OCRv4 rec that bias took the output cosine from 0.955 to 0.939."""
+        of that, -0.016, not 0."""
         return self.saturation - max(high - self.saturation, 0.0) / (LEVELS - 1)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -80,7 +80,8 @@ def hard_swish_use(value: ir.Value) -> HardSwishUse | None:
     product, scale = gated[0], 1.0
     if product is not other:  # c * x first, then times the gate
         scale = _positive_scalar(other, value)
-        if scale is None or set(product.inputs) != {other.outputs[0], gate.outputs[0]}:
+        if (scale is None or set(product.inputs) != {other.outputs[0], gate.outputs[0]}
+                or len(other.outputs[0].consumers()) != 1):  # c * x read elsewhere sees the clipped values
             return None
     elif set(product.inputs) != {value, gate.outputs[0]}:
         return None

@@ -62,6 +62,13 @@ def test_other_readers_are_not_a_hard_swish(body):
     assert hard_swish_use(_conv_output(_model(body=body, scale=-2.0))) is None
 
 
+def test_scaled_input_read_elsewhere_is_not_a_hard_swish():
+    """``c * x`` also read by an Add: that reader would see x's clipped negative tail."""
+    body = "h = HardSigmoid <alpha = 0.2, beta = 0.4> (c)\n p = Mul (c, two)\n q = Mul (p, h)\n s = Add (q, p)"
+    assert hard_swish_use(_conv_output(_model(body=body, scale=2.0))) is None
+    assert hard_swish_use(_conv_output(_model("paddle", scale=2.0))) is not None
+
+
 @pytest.mark.parametrize("alpha, beta, scale", [(1 / 6, 0.5, 1.0), (0.2, 0.4, 2.0), (0.5, 0.25, 0.5)])
 def test_input_maximum_inverts_the_output_maximum(alpha, beta, scale):
     use = HardSwishUse(None, alpha, beta, scale)
