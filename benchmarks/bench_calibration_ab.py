@@ -9,7 +9,8 @@ On a shared machine the float floor itself moves by 30% between runs, so a ratio
 session does not compare with one read in another. Here each round runs, in fresh processes, the
 float floor, the old commit's quantize-static and this checkout's (``bench_quantization.run_child``,
 calibration and rewrite only), one after the other; the table shows the medians of the calibration
-phase in seconds and of its per-round ratio to the floor. The old commit is exported with ``git
+phase in seconds and of its per-round ratio to the floor, and of the whole quantization (load,
+calibration, rewrite, save): what a change that moves work into or out of the phase saved. The old commit is exported with ``git
 archive`` into a temporary folder (removed afterwards) and put first on ``PYTHONPATH``.
 """
 
@@ -37,11 +38,11 @@ def export(commit: str, folder: Path) -> Path:
     return tree
 
 
-def measure(name: str, old: Path, args, folder: Path) -> dict[str, list[tuple[float, float]]]:
+def measure(name: str, old: Path, args, folder: Path) -> dict[str, list[tuple[float, float, float]]]:
     src = prepare(name, folder)
     job = {"tool": "ours", "mode": "static", "method": args.method, "model": name, "samples": args.samples,
            "src": src, "dst": str(folder / f"{name}_ab.onnx"), "extra": dict(METHOD_ROW)}
-    runs: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+    runs: dict[str, list[tuple[float, float, float]]] = {"old": [], "new": []}
     saved = os.environ.get("PYTHONPATH")
     try:
         for _ in range(args.rounds):
@@ -51,7 +52,7 @@ def measure(name: str, old: Path, args, folder: Path) -> dict[str, list[tuple[fl
                 result = run_child(job)
                 if "error" in result:
                     raise SystemExit(f"{name} {variant}: {result['error']}")
-                runs[variant].append((result["calibration_s"], result["calibration_s"] / floor))
+                runs[variant].append((result["calibration_s"], result["calibration_s"] / floor, result["seconds"]))
     finally:
         if saved is None:
             os.environ.pop("PYTHONPATH", None)
@@ -73,7 +74,8 @@ def main() -> None:
 
     table = Table(title=f"calibration phase, {args.old} vs this checkout: {args.method}, {args.samples} samples, "
                         f"{args.rounds} paired rounds (median, min-max)")
-    for column in ("model", "old phase s", "new phase s", "new / old", "old phase x floor", "new phase x floor"):
+    for column in ("model", "old phase s", "new phase s", "new / old", "old phase x floor", "new phase x floor",
+                   "old whole s", "new whole s"):
         table.add_column(column)
     with tempfile.TemporaryDirectory(prefix="onnxslim-ab-") as folder:
         old = export(args.old, Path(folder))
@@ -81,9 +83,10 @@ def main() -> None:
             runs = measure(name, old, args, Path(folder))
             seconds = {k: statistics.median(r[0] for r in v) for k, v in runs.items()}
             ratios = {k: [r[1] for r in v] for k, v in runs.items()}
+            whole = {k: statistics.median(r[2] for r in v) for k, v in runs.items()}
             table.add_row(name, f"{seconds['old']:.3f}", f"{seconds['new']:.3f}", f"{seconds['new'] / seconds['old']:.2f}",
                           *(f"{statistics.median(ratios[k]):.2f} ({min(ratios[k]):.2f}-{max(ratios[k]):.2f})"
-                            for k in ("old", "new")))
+                            for k in ("old", "new")), f"{whole['old']:.3f}", f"{whole['new']:.3f}")
     Console().print(table)
 
 

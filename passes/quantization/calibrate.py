@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Collection, Iterable, Iterator, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -25,6 +25,7 @@ from onnxslim.passes.quantization.hard_swish import HardSwishUse, hard_swish_use
 from onnxslim.passes.quantization.probes import (MAX_POOLED_AXES, Probe, is_float, max_probe, reduce_into, sample_probe,
                                                  size_probe, spatial_rank)
 from onnxslim.passes.quantization.plan import feeds_only_silu
+from onnxslim.passes.quantization.rescaled import RescaledStats, Rescaling
 from onnxslim.passes.quantization.statistics import TensorStats
 from onnxslim.runtime.data_runs import check_finite, run_batch, run_candidate  # noqa: F401 - run_candidate: re-exported
 from onnxslim.runtime.session import make_session
@@ -45,7 +46,8 @@ run, which takes one sample. Paired A/B at 256 samples (phase x float floor, uns
 
 def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str], *,
                        progress: Progress | None = None, histograms: Collection[str] | None = None,
-                       probes: Sequence[Probe] = ()) -> tuple[dict[str, TensorStats], int]:
+                       probes: Sequence[Probe] = (), rescaled: Mapping[str, Rescaling] | None = None
+                       ) -> tuple[dict[str, TensorStats], int]:
     """Statistics of ``tensors`` (graph inputs or intermediate values) over all batches; (stats, samples).
 
     ``histograms``: the tensors that need a histogram (all when None); the others get min/max only,
@@ -53,6 +55,8 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
     ``probes``: in-graph reductions of other intermediate tensors, fetched instead of them
     (``probes.py``): their stats hold what the probes give (an element count, a maximum, or
     statistics of a strided sample).
+    ``rescaled``: fetched tensors whose statistics are those of the tensor divided per channel by
+    divisors decided by its first samples (``rescaled.py``).
 
     A worker thread reduces each part's outputs while ONNX Runtime runs the next part."""
     outputs = {v.name for v in model.graph.outputs}
@@ -63,11 +67,15 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
     inputs = [t for t in dict.fromkeys(tensors) if _is_input(model, t)]
     stats = {t: TensorStats() for t in (*dict.fromkeys(tensors), *(probe.tensor for probe in probes))}
     by_output = {probe.output: probe for probe in probes}
+    deferred = {name: RescaledStats(rescaling, stats[name], histogram=histograms is None or name in histograms)
+                for name, rescaling in (rescaled or {}).items() if name in fetched}
     parts, samples = _PartRuns(session, fetched, batch_axis_is_dynamic(model)), 0
 
     def reduce(values: list, share: float) -> None:
         for name, value in zip(fetched, values):
-            if name in by_output:
+            if name in deferred:
+                deferred[name].update(np.asarray(value, dtype=np.float32), share)
+            elif name in by_output:
                 reduce_into(stats[by_output[name].tensor], by_output[name], value, share)
             else:
                 stats[name].update(np.asarray(value, dtype=np.float32),
@@ -75,29 +83,62 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
 
     with ThreadPoolExecutor(1, thread_name_prefix="onnxslim-calibrate") as reducer:
         pending = None
-        for batch in batches:
-            feeds = batch.inputs if hasattr(batch, "inputs") else batch
+
+        def feed(feeds, weight: float) -> int:
+            """Runs and reduces ``feeds``, which are ``weight`` of a batch; their sample count."""
+            nonlocal pending
             if not fetched:  # else run_batch checks each part it runs
                 check_finite(feeds)
             for values, share, whole in parts(feeds) if fetched else ():
                 if pending is not None:
                     pending.result()
-                pending = reducer.submit(reduce, values, share)
+                pending = reducer.submit(reduce, values, share * weight)
                 if whole:  # an unsplit batch: alive during the next run, it would double ORT's output buffers
                     pending.result()
                 values = None
             for name in inputs:
                 stats[name].update(np.asarray(feeds[name], dtype=np.float32),
-                                   histogram=histograms is None or name in histograms)
-            samples += len(next(iter(feeds.values()))) if feeds else 0
+                                   histogram=histograms is None or name in histograms, share=weight)
+            return len(next(iter(feeds.values()))) if feeds else 0
+
+        for batch in batches:
+            feeds = batch.inputs if hasattr(batch, "inputs") else batch
+            for piece, weight in _cut_at(feeds, _next_decision(deferred.values(), samples) - samples, parts.splittable):
+                samples += feed(piece, weight)
+                if any(not d.decided and samples >= d.rescaling.samples for d in deferred.values()):
+                    pending = _settled(pending)  # the reducer is idle while the divisors are decided
+                    for held in deferred.values():
+                        if samples >= held.rescaling.samples:
+                            held.decide()
             if progress:
                 progress(samples)
-        if pending is not None:
-            pending.result()
+        _settled(pending)
+        for held in deferred.values():  # fewer samples than asked for
+            held.decide()
     if samples == 0:
         raise DataError("calibration data has no samples")
     logger.info("calibrated %d tensors on %d samples", len(stats), samples)
     return stats, samples
+
+
+def _next_decision(deferred: Iterable[RescaledStats], samples: int) -> int:
+    """The sample count at which the next rescaled tensor's divisors are decided (0: none left)."""
+    return min((d.rescaling.samples for d in deferred if not d.decided and d.rescaling.samples > samples), default=0)
+
+
+def _cut_at(feeds: dict, at: int, splittable: bool) -> list[tuple[dict, float]]:
+    """``feeds`` as pieces (with their fraction of the batch): cut after ``at`` samples when that
+    falls inside the batch, so that divisors are decided on exactly that many samples (as if the
+    data had been cut there)."""
+    size = _batch_size(feeds) if splittable else None
+    if size is None or not 0 < at < size:
+        return [(feeds, 1.0)]
+    return [({k: v[:at] for k, v in feeds.items()}, at / size), ({k: v[at:] for k, v in feeds.items()}, 1 - at / size)]
+
+
+def _settled(pending) -> None:
+    if pending is not None:
+        pending.result()
 
 
 class _PartRuns:
@@ -139,7 +180,8 @@ def _batch_size(feeds) -> int | None:
 
 
 def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[str], *, minmax_only: bool = False,
-                      cache=None, progress: Callable[[str], None] | None = None) -> dict[str, TensorStats]:
+                      cache=None, progress: Callable[[str], None] | None = None,
+                      rescaled: Mapping[str, Rescaling] | None = None) -> dict[str, TensorStats]:
     """Statistics of ``tensors``: from ``cache`` when it holds them all for this data and model
     (``cache.py``: the key is the data's identity and a fingerprint of ``model``), else calibrated.
 
@@ -149,23 +191,28 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
     derived min/max need none, and a hard swish's input is ranged from its output's maximum
     (``hard_swish.py``). Such partial statistics are never cached, since another method would
     silently read them as minmax.
+
+    ``rescaled`` (see ``collect_statistics``) are fetched whole, and their statistics depend on
+    the divisors, which the cache's key does not hold: with any, the cache is neither read nor written.
     """
-    source = describe(calibration)
-    key = cache_key(model, calibration) if cache is not None else None
-    if cache is not None and key is None:
+    source, rescaled = describe(calibration), dict(rescaled or {})
+    key = cache_key(model, calibration) if cache is not None and not rescaled else None
+    if cache is not None and rescaled:
+        logger.info("calibration cache not used: rescaled tensors' statistics depend on divisors it does not key")
+    elif cache is not None and key is None:
         logger.info("calibration cache not used: %s has no identity to check it against", source)
     found = cache.lookup(key, tensors) if key is not None else None
     if found is not None:
         logger.info("calibration statistics reused from the cache (%s)", source)
         return found
     wanted = set(tensors)
-    computed = derivable(model.graph, wanted)
+    computed = {name: d for name, d in derivable(model.graph, wanted).items() if name not in rescaled}
     fetched = wanted - set(computed)
     histograms, pooled, sampled = None, {}, {}
     if minmax_only:
         histograms = {v.name for node in model.graph for v in node.outputs if v.name in wanted and feeds_only_silu(v)}
-        pooled = _pooled_hard_swish_inputs(model.graph, fetched - histograms)
-        sampled = _sampled_silu_inputs(model.graph, fetched & histograms)
+        pooled = _pooled_hard_swish_inputs(model.graph, fetched - histograms - set(rescaled))
+        sampled = _sampled_silu_inputs(model.graph, (fetched & histograms) - set(rescaled))
     # copies whose size the shapes do not give are counted: a Concat's union weighs its parts by size
     counted = [size_probe(name) for name, d in computed.items() if d.function is None and d.size is None]
     report = (lambda n: progress(f"quantize-static: calibrating, {n} samples")) if progress else None
@@ -175,7 +222,7 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
         probes += [probe for value, spatial in sampled.items() for probe in (max_probe(value.name), sample_probe(value, spatial))]
         skipped = set(pooled) | {value.name for value in sampled}
         return collect_statistics(model, calibration, [t for t in tensors if t not in computed and t not in skipped],
-                                  histograms=histograms, probes=probes, progress=report)
+                                  histograms=histograms, probes=probes, progress=report, rescaled=rescaled)
 
     try:
         stats, samples = run_calibration(pooled, sampled)

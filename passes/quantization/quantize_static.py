@@ -20,6 +20,7 @@ from onnxslim.passes.quantization.opset import per_channel_opset
 from onnxslim.passes.quantization.qdq import NAMES_KEY, WEIGHTS_KEY, activation_params, insert_qdq, quantize_layer, quantize_operand
 from onnxslim.passes.quantization.hard_swish import hard_swish_use
 from onnxslim.passes.quantization.ranges import silu_low, tensor_range
+from onnxslim.passes.quantization.rescaled import Rescaling
 
 logger = logging.getLogger(__name__)
 
@@ -131,16 +132,12 @@ class QuantizeStatic(Pass):
         if any("opset_converted" in row for row in upgraded):  # a new graph: plan it again
             dtypes = tensor_dtypes(model)
             plan = self._plan(model.graph, dtypes)
-        smoothed = self._smooth(model, plan) if config.smoothing_alpha > 0 else []
+        goal = self._goal(plan)
+        started = time.perf_counter()
+        smoothed, stats = self._calibrate(model, plan, goal is not None)
+        calibration_s = time.perf_counter() - started
         # smoothed activations were renamed; they are float32 (their MatMul readers are quantized)
         dtypes.update({row["smoothed"]: ir.DataType.FLOAT for row in smoothed})
-        sources = _range_sources(plan)
-        goal = self._goal(plan)
-        if goal is not None:  # a Relu kept float leaves its producer's raw output to range
-            sources += [p.outputs[0].name for p in plan.absorbed.values() if p.outputs[0].name not in sources]
-        started = time.perf_counter()
-        stats = self._statistics(model, sources)
-        calibration_s = time.perf_counter() - started
         keep, rows = frozenset(), []
         if goal is not None:
             keep, rows = mixed_precision.search(
@@ -209,20 +206,48 @@ class QuantizeStatic(Pass):
                                   activation_matmuls=config.activation_matmuls,
                                   constant_operands=config.constant_operands)
 
-    def _smooth(self, model: ir.Model, plan: planning.Plan) -> list[dict]:
-        sites = smoothing.find_sites(model.graph, set(plan.quantized))
-        if not sites:
-            return []
+    def _calibrate(self, model: ir.Model, plan: planning.Plan, keep_absorbed: bool) -> tuple[list[dict], dict]:
+        """Smooths ``model``'s outlier activations in place and calibrates it: (smoothing rows, statistics).
+
+        ``keep_absorbed``: mixed precision may keep a Relu float, leaving its producer's raw output to range.
+        Smoothing's channel maxima come from the same run as the statistics (``rescaled.py``),
+        except with a calibration cache: its key is the smoothed graph, so that graph comes first.
+        """
+        config, cache = self.config, getattr(self.context, "calibration_cache", None)
+        sites = smoothing.find_sites(model.graph, set(plan.quantized)) if config.smoothing_alpha > 0 else []
+        if sites and cache is not None:
+            smoothed = self._smooth(model, sites)
+            return smoothed, self._statistics(model, _range_sources(plan, keep_absorbed))
+        decided: dict[str, tuple[smoothing.Site, np.ndarray, np.ndarray]] = {}
+
+        def divisor(site: smoothing.Site):
+            def decide(activation_max: np.ndarray):
+                scale = smoothing.divisors(site, activation_max, config.smoothing_alpha)
+                if scale is not None:
+                    decided[site.value.name] = (site, scale, activation_max)
+                return scale
+            return decide
+
+        rescaled = {site.value.name: Rescaling(config.sensitivity_samples, divisor(site)) for site in sites}
+        stats = self._statistics(model, _range_sources(plan, keep_absorbed), rescaled)
+        rows = []
+        for name, (site, scale, activation_max) in decided.items():
+            rows.append(smoothing.rewrite(model.graph, site, scale, activation_max))
+            stats[site.value.name] = stats.pop(name)
+        return rows, stats
+
+    def _smooth(self, model: ir.Model, sites: list[smoothing.Site]) -> list[dict]:
         feeds = mixed_precision.subset(self.context.calibration, self.config.sensitivity_samples)
         maxima = smoothing.channel_maxima(model, feeds, [site.value.name for site in sites])
         rows = [smoothing.smooth(model.graph, site, maxima[site.value.name], self.config.smoothing_alpha)
                 for site in sites]
         return [row for row in rows if row is not None]
 
-    def _statistics(self, model: ir.Model, tensors: list[str]):
+    def _statistics(self, model: ir.Model, tensors: list[str], rescaled: dict[str, Rescaling] | None = None):
         context = self.context
         return tensor_statistics(model, context.calibration, tensors, minmax_only=self.config.method == "minmax",
-                                 cache=getattr(context, "calibration_cache", None), progress=context.progress)
+                                 cache=getattr(context, "calibration_cache", None), progress=context.progress,
+                                 rescaled=rescaled)
 
     def _params(self, plan: planning.Plan, stats) -> dict[ir.Value, tuple]:
         """Scale and zero point per quantized tensor, in graph order (shared ops copy their input's).
@@ -290,13 +315,17 @@ def _clip_max(node: ir.Node) -> float:
     return float("inf")
 
 
-def _range_sources(plan: planning.Plan) -> list[str]:
+def _range_sources(plan: planning.Plan, keep_absorbed: bool = False) -> list[str]:
+    """The tensors to calibrate; ``keep_absorbed``: also the raw outputs of absorbed activations'
+    producers (mixed precision may keep a Relu float, leaving that output to range)."""
     absorbed = {producer.outputs[0]: act.outputs[0].name for act, producer in plan.absorbed.items()}
     names = []
     for node in plan.quantized:
         names.extend(v.name for v in planning.activation_inputs(node))
         if node.op_type not in planning.SHARED:
             names.extend(absorbed.get(v, v.name) for v in plan.quantized_outputs(node))
+    if keep_absorbed:
+        names.extend(producer.outputs[0].name for producer in plan.absorbed.values())
     return list(dict.fromkeys(names))
 
 

@@ -74,23 +74,41 @@ def channel_maxima(model: ir.Model, feeds: Iterable[dict], names: list[str]) -> 
 
 def smooth(graph: ir.Graph, site: Site, activation_max: np.ndarray, alpha: float) -> dict | None:
     """Rewrites one site in place; its report row, or None when the activation has no outliers."""
-    median = float(np.median(activation_max))
-    ratio = float(activation_max.max()) / median if median > 0 else 0.0
-    if ratio < OUTLIER_RATIO:
+    scale = divisors(site, activation_max, alpha)
+    return None if scale is None else rewrite(graph, site, scale, activation_max)
+
+
+def divisors(site: Site, activation_max: np.ndarray, alpha: float) -> np.ndarray | None:
+    """``s`` per channel for ``max |x|`` per channel ``activation_max``; None without outliers."""
+    if outlier_ratio(activation_max) < OUTLIER_RATIO:
         return None
-    weights = [ir.convenience.get_const_tensor(m.inputs[1]).numpy().astype(np.float32) for m in site.matmuls]
-    weight_max = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
+    weight_max = np.max([np.abs(w).max(axis=1) for w in _weights(site)], axis=0)
     scale = np.where((activation_max > 0) & (weight_max > 0),
                      activation_max ** alpha / np.maximum(weight_max, 1e-12) ** (1 - alpha), 1.0)
-    scale = np.clip(scale, 1e-4, 1e4).astype(np.float32)
+    return np.clip(scale, 1e-4, 1e4).astype(np.float32)
+
+
+def outlier_ratio(activation_max: np.ndarray) -> float:
+    median = float(np.median(activation_max))
+    return float(activation_max.max()) / median if median > 0 else 0.0
+
+
+def rewrite(graph: ir.Graph, site: Site, scale: np.ndarray, activation_max: np.ndarray) -> dict:
+    """Divides the site's activation by ``scale`` and multiplies its MatMuls' weight rows by it; the report row."""
     constant = ir.convenience.get_const_tensor(site.mul.inputs[site.constant_index]).numpy().astype(np.float32)
     _set_input(graph, site.mul, site.constant_index, (constant.reshape(-1)[0] / scale).astype(np.float32),
                f"{site.value.name}_smoothing")
-    for matmul, weight in zip(site.matmuls, weights):
+    for matmul, weight in zip(site.matmuls, _weights(site)):
         _set_input(graph, matmul, 1, weight * scale[:, None], f"{matmul.inputs[1].name}_smoothed")
     site.value.name = f"{site.value.name}_smoothed"  # its statistics change: never reuse cached ones
-    return {"smoothed": site.value.name, "channels": int(scale.size), "outlier_ratio": round(ratio, 2),
-            "max_scale": round(float(scale.max()), 4), "matmuls": [m.name for m in site.matmuls]}
+    return {"smoothed": site.value.name, "channels": int(scale.size),
+            "outlier_ratio": round(outlier_ratio(activation_max), 2), "max_scale": round(float(scale.max()), 4),
+            "matmuls": [m.name for m in site.matmuls]}
+
+
+def _weights(site: Site) -> list[np.ndarray]:
+    # no copy of float32 weights: this runs during calibration, between two batches
+    return [np.asarray(ir.convenience.get_const_tensor(m.inputs[1]).numpy(), dtype=np.float32) for m in site.matmuls]
 
 
 def _set_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray, name: str) -> None:

@@ -2,11 +2,12 @@
 readers of a float op's output (the residual stream) keeping the exact value."""
 
 import numpy as np
+import pytest
 
 from onnxslim.passes.quantization import smoothing
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
 from tests.helpers import check_full, make_model, rng, run_ort
-from tests.passes.quantization.util import batches, context, fused_ops, rel_l2
+from tests.passes.quantization.util import REL_L2_BOUND, batches, context, fused_ops, rel_l2
 
 # GELU as PyTorch exports it at opset 17: x * (1 + erf(x / sqrt 2)) * 0.5, then the FFN's output MatMul
 GELU_FFN = """
@@ -97,3 +98,42 @@ def test_float_readers_of_a_float_op_keep_the_exact_value():
     assert matmul.inputs[0].producer().op_type == "DequantizeLinear"  # the MatMul reads int8 n
     assert fused_ops(result.model)["MatMulIntegerToFloat"] == 1
     check_full(result.model)
+
+
+def _qdq_scale(model, tensor: str) -> float:
+    (q,) = [n for n in model.graph if n.op_type == "QuantizeLinear" and n.inputs[0].name == tensor]
+    return float(ir_const(q.inputs[1]))
+
+
+@pytest.mark.parametrize("method", ["minmax", "mse"])
+@pytest.mark.parametrize("batch, count", [(4, 8), (12, 3)])  # 12: the 16th sample falls inside a batch
+def test_smoothing_maxima_come_from_the_calibration_run_itself(monkeypatch, method, batch, count):
+    import onnxslim.passes.quantization.calibrate as calibrate
+    from onnxslim.core.pass_base import PassContext
+    from onnxslim.passes.quantization.cache import CalibrationCache
+
+    sessions = []
+    for module in (calibrate, smoothing):
+        monkeypatch.setattr(module, "make_session", _counting(module.make_session, sessions))
+    data, config = batches({"x": (batch, 8, 16)}, count=count), QuantizeStaticConfig(method=method)
+    one_run = QuantizeStatic(config, context=PassContext(calibration=data))(_gelu_ffn())
+    assert len(sessions) == 1 and one_run.stats["activations_smoothed"] == 1
+    # with a cache, whose key is the smoothed graph, smoothing runs first on its own (2 sessions)
+    two_runs = QuantizeStatic(config, context=PassContext(calibration=data, calibration_cache=CalibrationCache()))(
+        _gelu_ffn())
+    assert len(sessions) == 3
+    rows = [[r for r in result.details if "smoothed" in r] for result in (one_run, two_runs)]
+    assert rows[0] == rows[1]  # both learned the divisors from the first 16 samples
+    np.testing.assert_allclose(_qdq_scale(one_run.model, "g2_smoothed"), _qdq_scale(two_runs.model, "g2_smoothed"),
+                               rtol=1e-3)
+    feeds = {"x": rng(7).standard_normal((4, 8, 16)).astype(np.float32)}
+    np.testing.assert_allclose(run_ort(one_run.model, feeds)[0], run_ort(two_runs.model, feeds)[0], rtol=1e-3, atol=1e-3)
+    assert rel_l2(_gelu_ffn(), one_run.model, feeds) < REL_L2_BOUND
+    check_full(one_run.model)
+
+
+def _counting(make, sessions):
+    def counting(*args, **kwargs):
+        sessions.append(kwargs)
+        return make(*args, **kwargs)
+    return counting
