@@ -85,7 +85,7 @@ def make_session(model: ir.Model | SessionModel | bytes | str, *, extra_outputs:
                  sizes: Mapping[str, str] | None = None, probes: Sequence[onnx.NodeProto] = (),
                  provider: str = "cpu", threads: int | None = None,
                  profile_prefix: str | None = None, memory_pattern: bool = True,
-                 optimize: bool = True, prepack: bool = True) -> ort.InferenceSession:
+                 optimize: bool = True) -> ort.InferenceSession:
     """A session on ``provider`` only; raises ProviderUnavailable rather than silently running on CPU.
 
     An onnx-ir ``model`` goes through ``session_model`` with ``extra_outputs``, ``sizes`` and ``probes`` (see
@@ -94,20 +94,13 @@ def make_session(model: ir.Model | SessionModel | bytes | str, *, extra_outputs:
     ``optimize=False``: no graph optimizations (a load check, not a session to run).
 
     ``memory_pattern=False`` for a few runs with many outputs (calibration): ORT then skips planning
-    a memory pattern on the first run, which made the second run as slow as the first.
-
-    ``prepack=False`` for a session that runs a few batches over calibration data: ORT then leaves
-    weights as they are instead of repacking them for its kernels while the session is made. Paired
-    A/B of the minmax calibration phase, median of 5 rounds at 32 samples: MiniLM -16%, YOLOv8n
-    -15%, PP-OCRv4 rec / det -9%; at 256 samples the runs were no slower (-2% to -16%)."""
+    a memory pattern on the first run, which made the second run as slow as the first."""
     reason = unavailable_reason(provider)
     if reason:
         raise ProviderUnavailable(reason)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.enable_mem_pattern = memory_pattern
-    if not prepack:
-        options.add_session_config_entry("session.disable_prepacking", "1")
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:

@@ -33,7 +33,7 @@ def tapped_batches(model: ir.Model, names: Iterable[str], batches: Iterable) -> 
     graph_inputs = {v.name for v in model.graph.inputs}
     outputs = {v.name for v in model.graph.outputs}
     wanted = sorted(set(names) - graph_inputs)
-    session = make_session(model, extra_outputs=[n for n in wanted if n not in outputs], prepack=False)
+    session = make_session(model, extra_outputs=[n for n in wanted if n not in outputs])
     for batch in batches:
         feeds = inputs_of(batch)
         yield feeds, {**feeds, **dict(zip(wanted, run_batch(session, wanted, feeds)))}

@@ -26,7 +26,7 @@ def stream_captures(model: ir.Model, names: Sequence[str], calibration: Iterable
     outputs = {v.name for v in model.graph.outputs}
     extra = [n for n in dict.fromkeys(names) if n not in inputs and n not in outputs]
     wanted = [n for n in dict.fromkeys(names) if n not in inputs]
-    session = make_session(model, extra_outputs=extra, prepack=False)  # a few calibration batches
+    session = make_session(model, extra_outputs=extra)
     run = partial(run_candidate, made="pruned", original="unpruned") if candidate else run_batch
     try:
         for batch in calibration:

@@ -61,8 +61,7 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
     A worker thread reduces each part's outputs while ONNX Runtime runs the next part."""
     outputs = {v.name for v in model.graph.outputs}
     extra = [t for t in dict.fromkeys(tensors) if t not in outputs and not _is_input(model, t)]
-    session = make_session(model, extra_outputs=extra, probes=[probe.node for probe in probes], memory_pattern=False,
-                           prepack=False)
+    session = make_session(model, extra_outputs=extra, probes=[probe.node for probe in probes], memory_pattern=False)
     fetched = [t for t in dict.fromkeys(tensors) if not _is_input(model, t)] + [probe.output for probe in probes]
     inputs = [t for t in dict.fromkeys(tensors) if _is_input(model, t)]
     stats = {t: TensorStats() for t in (*dict.fromkeys(tensors), *(probe.tensor for probe in probes))}

@@ -63,7 +63,7 @@ def _smoothable_reader(node: ir.Node, value: ir.Value, quantized: set[ir.Node]) 
 def channel_maxima(model: ir.Model, feeds: Iterable[dict], names: list[str]) -> dict[str, np.ndarray]:
     """Per-channel (last axis) maximum of |x| for each named tensor over ``feeds`` (the first run over
     the calibration data: a batch the model rejects is a DataError)."""
-    session = make_session(model, extra_outputs=names, prepack=False)
+    session = make_session(model, extra_outputs=names)
     maxima: dict[str, np.ndarray] = {}
     for batch in feeds:
         for name, value in zip(names, run_batch(session, names, batch)):

@@ -82,16 +82,3 @@ def test_large_weights_reach_the_session_as_arrays_and_the_model_is_left_as_it_w
         np.testing.assert_array_equal(a, b)
     # the same through make_session(ir.Model, extra_outputs=...)
     np.testing.assert_array_equal(make_session(model, extra_outputs=["h"]).run(["h"], {"x": x})[0], want[1])
-
-
-def test_a_session_without_prepacking_says_so_and_computes_the_same():
-    r = np.random.default_rng(4)
-    arrays = {"w": r.standard_normal((64, 128)).astype(np.float32), "bias16": r.standard_normal(128).astype(np.float16),
-              "shape": np.array([-1, 8, 16], np.int64)}
-    model = make_model(WEIGHTED, initializers=arrays)
-    x = r.standard_normal((5, 64)).astype(np.float32)
-    packed, plain = make_session(model), make_session(model, prepack=False)
-    assert plain.get_session_options().get_session_config_entry("session.disable_prepacking") == "1"
-    with pytest.raises(RuntimeError, match="does not have configuration"):  # the default: prepacked
-        packed.get_session_options().get_session_config_entry("session.disable_prepacking")
-    np.testing.assert_allclose(plain.run(["y"], {"x": x})[0], packed.run(["y"], {"x": x})[0], rtol=1e-5, atol=1e-5)

@@ -91,17 +91,3 @@ def test_a_bad_part_is_one_data_error(monkeypatch):
     batches = _batches(count=2) + [{"x": np.zeros((8, 64, 31), np.float32)}]
     with pytest.raises(DataError, match="rejected by the model"):
         collect_statistics(model, batches, ["a"])
-
-
-def test_the_calibration_session_skips_weight_prepacking(monkeypatch):
-    # it runs a few batches: repacking weights for ORT's kernels costs more than it saves there
-    options = []
-    make = calibrate.make_session
-
-    def recording(*args, **kwargs):
-        options.append(kwargs)
-        return make(*args, **kwargs)
-
-    monkeypatch.setattr(calibrate, "make_session", recording)
-    collect_statistics(make_model(GRAPH.format(batch="N")), _batches(count=1), ["a", "y"])
-    assert [kwargs.get("prepack") for kwargs in options] == [False]
