@@ -56,7 +56,8 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
     (``probes.py``): their stats hold what the probes give (an element count, a maximum, or
     statistics of a strided sample).
     ``rescaled``: fetched tensors whose statistics are those of the tensor divided per channel by
-    divisors decided by its first samples (``rescaled.py``).
+    divisors decided by its first ``Rescaling.samples`` samples (``rescaled.py``); a batch holding
+    that sample runs in two pieces, cut after it, when its batch axis allows.
 
     A worker thread reduces each part's outputs while ONNX Runtime runs the next part."""
     outputs = {v.name for v in model.graph.outputs}
