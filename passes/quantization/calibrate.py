@@ -96,9 +96,6 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
                 if whole:  # an unsplit batch: alive during the next run, it would double ORT's output buffers
                     pending.result()
                 values = None
-            for name in inputs:
-                stats[name].update(np.asarray(feeds[name], dtype=np.float32),
-                                   histogram=histograms is None or name in histograms, share=weight)
             return len(next(iter(feeds.values()))) if feeds else 0
 
         for batch in batches:
@@ -110,6 +107,9 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
                     for held in deferred.values():
                         if samples >= held.rescaling.samples:
                             held.decide()
+            for name in inputs:  # whole batches, as when none is cut: a cut must not move their histograms
+                stats[name].update(np.asarray(feeds[name], dtype=np.float32),
+                                   histogram=histograms is None or name in histograms)
             if progress:
                 progress(samples)
         _settled(pending)

@@ -230,10 +230,12 @@ class QuantizeStatic(Pass):
 
         rescaled = {site.value.name: Rescaling(config.sensitivity_samples, divisor(site)) for site in sites}
         stats = self._statistics(model, _range_sources(plan, keep_absorbed), rescaled)
-        rows = []
-        for name, (site, scale, activation_max) in decided.items():
-            rows.append(smoothing.rewrite(model.graph, site, scale, activation_max))
-            stats[site.value.name] = stats.pop(name)
+        # all taken out before any rename: a site's new name may be another site's old one
+        moved = {name: stats.pop(name) for name in decided}
+        rows = [smoothing.rewrite(model.graph, site, scale, activation_max)
+                for site, scale, activation_max in decided.values()]
+        for name, (site, _, _) in decided.items():
+            stats[site.value.name] = moved[name]
         return rows, stats
 
     def _smooth(self, model: ir.Model, sites: list[smoothing.Site]) -> list[dict]:

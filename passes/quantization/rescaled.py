@@ -3,10 +3,11 @@
 Activation smoothing (``smoothing.py``) divides an activation ``x`` channel by channel (its last
 axis) by ``s``, which it computes from ``max |x|`` per channel over the first calibration samples.
 Calibration used to run twice for it: once for those maxima, once more on the smoothed graph. Here
-one run does both: ``x``'s per-channel extremes are kept until the samples that decide ``s`` have
-passed, then its statistics are those of ``x / s``. Under minmax the per-channel extremes give them
-exactly (``s > 0``); the histogram methods hold those first batches' values meanwhile (on
-all-MiniLM-L6-v2, 16 samples of 32 tokens: 3 MB per smoothed activation).
+one run does both: until the samples that decide ``s`` have passed, each part of ``x`` is kept as
+what ``TensorStats.update`` would take from it (per-channel extremes, which give the exact min/max
+of ``x / s`` since ``s > 0``, and the histogram's strided sample with each element's channel), then
+replayed divided by ``s``. Memory is that of the histogram samples (at most ``SAMPLE`` elements per
+part), whatever the tensor's size or the number of samples held.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from onnxslim.passes.quantization.statistics import TensorStats
+from onnxslim.passes.quantization.statistics import SAMPLE, SATURATED, TensorStats, sample_stride
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,15 +30,16 @@ class Rescaling:
 
 
 class RescaledStats:
-    """Fills ``stats`` with the statistics of ``x / divisor``, once ``decide`` has been called."""
+    """Fills ``stats`` with the statistics of ``x / divisor``, once ``decide`` has been called; until
+    then ``update`` gives the same statistics as ``stats.update(x / divisor)`` would have."""
 
     def __init__(self, rescaling: Rescaling, stats: TensorStats, *, histogram: bool):
         self.rescaling, self.stats, self.histogram = rescaling, stats, histogram
         self.divisor: np.ndarray | None = None
         self.decided = False
-        self._magnitude = self._low = self._high = None
-        self._held: list[tuple[np.ndarray, float]] = []
-        self._elements = 0
+        self._magnitude: np.ndarray | None = None
+        self._held: list[_HeldPart] = []
+        self._sampled = 0  # histogram elements the held parts will add, as stats.counts.sum() would count them
 
     def update(self, values: np.ndarray, share: float = 1.0) -> None:
         if self.decided:
@@ -47,12 +49,16 @@ class RescaledStats:
         if rows.size == 0:
             return
         low, high = rows.min(axis=0), rows.max(axis=0)
-        self._low = low if self._low is None else np.minimum(self._low, low)
-        self._high = high if self._high is None else np.maximum(self._high, high)
-        self._magnitude = np.maximum(np.abs(self._low), np.abs(self._high))
-        self._elements += rows.size
-        if self.histogram:
-            self._held.append((values, share))
+        magnitude = np.maximum(np.abs(low), np.abs(high))
+        self._magnitude = magnitude if self._magnitude is None else np.maximum(self._magnitude, magnitude)
+        sample = channels = None
+        if self.histogram:  # the elements TensorStats.update would sample, and their channels
+            wanted = SAMPLE if self._sampled < SATURATED else SAMPLE // 4
+            stride = sample_stride(rows.size, max(1, round(wanted * share)))
+            index = np.arange(stride // 2, rows.size, stride)
+            sample, channels = rows.reshape(-1)[index], (index % rows.shape[1]).astype(np.intp)
+            self._sampled += index.size
+        self._held.append(_HeldPart(low, high, sample, channels, rows.size))
 
     def decide(self) -> None:
         """Asks for the divisor and adds what was held back, divided by it."""
@@ -63,15 +69,24 @@ class RescaledStats:
             return
         divisor = self.rescaling.divisor(self._magnitude)
         self.divisor = None if divisor is None else np.asarray(divisor, np.float32)
-        if self.histogram:
-            for values, share in self._held:
-                self.stats.update(self._divided(values), histogram=True, share=share)
-            self._held = []
-            return
-        low, high = (self._low, self._high) if self.divisor is None else (self._low / self.divisor, self._high / self.divisor)
-        self.stats.minimum = min(self.stats.minimum, float(low.min()))
-        self.stats.maximum = max(self.stats.maximum, float(high.max()))
-        self.stats.elements += self._elements
+        scale = self.divisor if self.divisor is not None else np.ones_like(self._magnitude)
+        for part in self._held:
+            low, high = float((part.low / scale).min()), float((part.high / scale).max())
+            self.stats.elements += part.elements
+            if self.histogram:
+                self.stats.observe(low, high, part.sample / scale[part.channels])
+            else:
+                self.stats.minimum, self.stats.maximum = min(self.stats.minimum, low), max(self.stats.maximum, high)
+        self._held = []
 
     def _divided(self, values: np.ndarray) -> np.ndarray:
         return values if self.divisor is None else values / self.divisor
+
+
+@dataclasses.dataclass
+class _HeldPart:
+    low: np.ndarray
+    high: np.ndarray
+    sample: np.ndarray | None
+    channels: np.ndarray | None
+    elements: int

@@ -67,6 +67,8 @@ def channel_maxima(model: ir.Model, feeds: Iterable[dict], names: list[str]) -> 
     maxima: dict[str, np.ndarray] = {}
     for batch in feeds:
         for name, value in zip(names, run_batch(session, names, batch)):
+            if np.size(value) == 0:  # an empty batch
+                continue
             current = np.abs(np.asarray(value, np.float32)).reshape(-1, np.shape(value)[-1]).max(axis=0)
             maxima[name] = np.maximum(maxima[name], current) if name in maxima else current
     return maxima
@@ -96,11 +98,13 @@ def outlier_ratio(activation_max: np.ndarray) -> float:
 def rewrite(graph: ir.Graph, site: Site, scale: np.ndarray, activation_max: np.ndarray) -> dict:
     """Divides the site's activation by ``scale`` and multiplies its MatMuls' weight rows by it; the report row."""
     constant = ir.convenience.get_const_tensor(site.mul.inputs[site.constant_index]).numpy().astype(np.float32)
-    _set_input(graph, site.mul, site.constant_index, (constant.reshape(-1)[0] / scale).astype(np.float32),
-               f"{site.value.name}_smoothing")
+    # a [1, 1, 1] constant broadcasts the activation to its rank: the per-channel one must too
+    divided = (constant.reshape(-1)[0] / scale).reshape((1,) * (constant.ndim - 1) + scale.shape)
+    _set_input(graph, site.mul, site.constant_index, divided.astype(np.float32), f"{site.value.name}_smoothing")
     for matmul, weight in zip(site.matmuls, _weights(site)):
         _set_input(graph, matmul, 1, weight * scale[:, None], f"{matmul.inputs[1].name}_smoothed")
-    site.value.name = f"{site.value.name}_smoothed"  # its statistics change: never reuse cached ones
+    # its statistics change: a new name, so none cached for the old one are reused
+    site.value.name = _unused_value_name(graph, f"{site.value.name}_smoothed")
     return {"smoothed": site.value.name, "channels": int(scale.size),
             "outlier_ratio": round(outlier_ratio(activation_max), 2), "max_scale": round(float(scale.max()), 4),
             "matmuls": [m.name for m in site.matmuls]}
@@ -109,6 +113,15 @@ def rewrite(graph: ir.Graph, site: Site, scale: np.ndarray, activation_max: np.n
 def _weights(site: Site) -> list[np.ndarray]:
     # no copy of float32 weights: this runs during calibration, between two batches
     return [np.asarray(ir.convenience.get_const_tensor(m.inputs[1]).numpy(), dtype=np.float32) for m in site.matmuls]
+
+
+def _unused_value_name(graph: ir.Graph, base: str) -> str:
+    taken = {v.name for v in graph.inputs} | set(graph.initializers)
+    taken |= {v.name for node in ir.traversal.RecursiveGraphIterator(graph) for v in node.outputs}
+    name, count = base, 1
+    while name in taken:
+        name, count = f"{base}_{count}", count + 1
+    return name
 
 
 def _set_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray, name: str) -> None:

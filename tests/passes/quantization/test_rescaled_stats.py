@@ -4,15 +4,35 @@ import numpy as np
 import pytest
 
 from onnxslim.passes.quantization.rescaled import RescaledStats, Rescaling
-from onnxslim.passes.quantization.statistics import TensorStats
+from onnxslim.passes.quantization.statistics import SAMPLE, SATURATED, TensorStats
 from tests.helpers import rng
 
 
-def _batches():
+def _batches(shape=(4, 6, 12), count=5):
     r = rng(5)
-    scale = np.ones(12, np.float32)
+    scale = np.ones(shape[-1], np.float32)
     scale[3] = 40.0  # an outlier channel
-    return [(r.standard_normal((4, 6, 12)) * scale).astype(np.float32) for _ in range(5)]
+    return [(r.standard_normal(shape) * scale).astype(np.float32) for _ in range(count)]
+
+
+def test_large_parts_are_held_as_the_histogram_samples_them():
+    # 122880 elements per batch: the histogram takes a strided sample, a quarter of it once it holds 2**18
+    # (61440 per batch: stride 2); the sixth batch, still held, is the first to take a quarter
+    values = _batches((64, 40, 48), count=8)
+    got, want = TensorStats(), TensorStats()
+    rescaled = RescaledStats(Rescaling(6 * 64, np.sqrt), got, histogram=True)
+    for i, batch in enumerate(values):
+        rescaled.update(batch)
+        if i < 6:
+            assert all(part.sample.size <= SAMPLE for part in rescaled._held)
+        if i == 5:
+            channel_max = np.abs(np.concatenate(values[:6])).reshape(-1, 48).max(axis=0)
+            rescaled.decide()
+    for batch in values:
+        want.update(batch / np.sqrt(channel_max).astype(np.float32))
+    assert (got.minimum, got.maximum, got.elements) == (want.minimum, want.maximum, want.elements)
+    assert want.counts.sum() > SATURATED
+    np.testing.assert_array_equal(got.counts, want.counts)
 
 
 @pytest.mark.parametrize("histogram", [False, True])

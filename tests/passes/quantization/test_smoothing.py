@@ -4,6 +4,7 @@ readers of a float op's output (the residual stream) keeping the exact value."""
 import numpy as np
 import pytest
 
+from onnxslim.core.pass_base import PassContext
 from onnxslim.passes.quantization import smoothing
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
 from tests.helpers import check_full, make_model, rng, run_ort
@@ -137,3 +138,85 @@ def _counting(make, sessions):
         sessions.append(kwargs)
         return make(*args, **kwargs)
     return counting
+
+
+TWO_SITES = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 8, 16] x) => (float[N, 8, 16] y) {
+    h = MatMul (x, w1)
+    hr = Relu (h)
+    a = Mul (hr, half)
+    ya = MatMul (a, w2)
+    hb = MatMul (x, w1b)
+    hbr = Relu (hb)
+    a_smoothed = Mul (hbr, half)
+    yb = MatMul (a_smoothed, w2b)
+    y = Add (ya, yb)
+}
+"""
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_smoothed_name_already_taken_gets_another(cached):
+    from onnxslim.core.pass_base import PassContext
+    from onnxslim.passes.quantization.cache import CalibrationCache
+
+    r = rng(4)
+    arrays = {"w1": r.standard_normal((16, 32)).astype(np.float32) / 4, "w1b": r.standard_normal((16, 32)).astype(np.float32) / 4,
+              "w2": r.standard_normal((32, 16)).astype(np.float32) / 6, "w2b": r.standard_normal((32, 16)).astype(np.float32) / 6,
+              "half": np.array(0.5, np.float32)}
+    arrays["w1"][:, 5] *= 30
+    arrays["w1b"][:, 9] *= 30
+    context = PassContext(calibration=batches({"x": (4, 8, 16)}), calibration_cache=CalibrationCache() if cached else None)
+    result = QuantizeStatic(context=context)(make_model(TWO_SITES, initializers=arrays))
+    assert sorted(row["smoothed"] for row in result.details if "smoothed" in row) == ["a_smoothed_1", "a_smoothed_smoothed"]
+    feeds = {"x": rng(7).standard_normal((4, 8, 16)).astype(np.float32)}
+    assert rel_l2(make_model(TWO_SITES, initializers=arrays), result.model, feeds) < REL_L2_BOUND
+    check_full(result.model)
+
+
+RANK3_CONSTANT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 8, 16] x) => (float[1, M, 16] y) {
+    x2 = Reshape (x, shape)
+    h = MatMul (x2, w1)
+    hr = Relu (h)
+    g2 = Mul (half, hr)
+    y = MatMul (g2, w2)
+}
+"""
+
+
+def test_a_constant_of_higher_rank_keeps_the_output_shape():
+    # [1, 1, 1] * [M, 32] is [1, M, 32]: the per-channel constant must stay rank 3
+    model = _gelu_ffn()
+    arrays = {name: model.graph.initializers[name].const_value.numpy() for name in ("w1", "w2")}
+    arrays.update(shape=np.array([-1, 16], np.int64), half=np.full((1, 1, 1), 0.5, np.float32))
+    result = QuantizeStatic(context=context({"x": (12, 8, 16)}, count=3))(make_model(RANK3_CONSTANT, initializers=arrays))
+    assert result.stats["activations_smoothed"] == 1
+    (mul,) = [n for n in result.model.graph if n.op_type == "Mul"]
+    assert ir_const(mul.inputs[0]).shape == (1, 1, 32)
+    feeds = {"x": rng(7).standard_normal((4, 8, 16)).astype(np.float32)}
+    assert run_ort(result.model, feeds)[0].shape == (1, 32, 16)
+    check_full(result.model)
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_a_batch_cut_for_smoothing_leaves_input_ranges_as_they_were(method):
+    # one batch of 100: the site decides on its first 16 samples; the graph input x is still
+    # ranged from whole batches (a cut histogram grows its radius twice: coarser bins)
+    data = batches({"x": (100, 8, 16)}, count=1)
+    on = QuantizeStatic(QuantizeStaticConfig(method=method), context=PassContext(calibration=data))(_gelu_ffn(outlier=1.0))
+    off = QuantizeStatic(QuantizeStaticConfig(method=method, smoothing_alpha=0.0),
+                         context=PassContext(calibration=data))(_gelu_ffn(outlier=1.0))
+    assert _qdq_scale(on.model, "x") == _qdq_scale(off.model, "x")
+
+
+def test_an_empty_batch_is_skipped_by_smoothings_own_run():
+    # with a cache smoothing runs first, on its own session; a 0-sample batch has no maximum
+    from onnxslim.data import DataBatch
+    from onnxslim.passes.quantization.cache import CalibrationCache
+
+    data = [DataBatch({"x": np.zeros((0, 8, 16), np.float32)})] + batches({"x": (12, 8, 16)}, count=3)
+    result = QuantizeStatic(context=PassContext(calibration=data, calibration_cache=CalibrationCache()))(_gelu_ffn())
+    assert result.stats["activations_smoothed"] == 1
