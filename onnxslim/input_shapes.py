@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 from typing import Any, Mapping
 
+import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import ConfigError
@@ -105,3 +106,10 @@ def batch_axis_is_dynamic(model: ir.Model) -> bool:
     """Whether every input's first axis is the same symbolic dimension: a batch can then be cut along it."""
     firsts = [v.shape[0] if v.shape is not None and len(v.shape) else 0 for v in model.graph.inputs]
     return bool(firsts) and all(isinstance(d, ir.SymbolicDim) for d in firsts) and len({d.value for d in firsts}) == 1
+
+
+def batch_length(feeds) -> int | None:
+    """The batch length shared by all fed arrays: where a batch can be cut (None when their first
+    axes disagree, an input is a scalar, or there is at most one sample)."""
+    lengths = {np.shape(v)[0] if np.ndim(v) else None for v in feeds.values()}
+    return next(iter(lengths)) if len(lengths) == 1 and None not in lengths and min(lengths) > 1 else None

@@ -18,7 +18,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import DataError, first_line
-from onnxslim.input_shapes import batch_axis_is_dynamic
+from onnxslim.input_shapes import batch_axis_is_dynamic, batch_length
 from onnxslim.passes.quantization.cache import cache_key
 from onnxslim.passes.quantization.derived import apply, derivable
 from onnxslim.passes.quantization.hard_swish import HardSwishUse, hard_swish_use
@@ -130,7 +130,7 @@ def _cut_at(feeds: dict, at: int, splittable: bool) -> list[tuple[dict, float]]:
     """``feeds`` as pieces (with their fraction of the batch): cut after ``at`` samples when that
     falls inside the batch, so that divisors are decided on exactly that many samples (as if the
     data had been cut there)."""
-    size = _batch_size(feeds) if splittable else None
+    size = batch_length(feeds) if splittable else None
     if size is None or not 0 < at < size:
         return [(feeds, 1.0)]
     return [({k: v[:at] for k, v in feeds.items()}, at / size), ({k: v[at:] for k, v in feeds.items()}, 1 - at / size)]
@@ -149,7 +149,7 @@ class _PartRuns:
 
     def __call__(self, feeds) -> Iterator[tuple[list, float, bool]]:
         """(fetched values, fraction of the batch, whether the batch ran unsplit) per run."""
-        size = _batch_size(feeds) if self.splittable else None
+        size = batch_length(feeds) if self.splittable else None
         if size is None:
             yield run_batch(self.session, self.names, feeds), 1.0, True
             return
@@ -171,12 +171,6 @@ class _PartRuns:
         if self.part is None:
             return 1
         return -(-left // -(-left // self.part))
-
-
-def _batch_size(feeds) -> int | None:
-    """The batch length shared by all fed arrays (None when they disagree or there is nothing to split)."""
-    lengths = {np.shape(v)[0] if np.ndim(v) else None for v in feeds.values()}
-    return next(iter(lengths)) if len(lengths) == 1 and None not in lengths and min(lengths) > 1 else None
 
 
 def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[str], *, minmax_only: bool = False,

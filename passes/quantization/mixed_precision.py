@@ -23,6 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import DataError
+from onnxslim.input_shapes import batch_axis_is_dynamic, batch_length
 from onnxslim.passes.quantization.calibrate import run_batch, run_candidate
 from onnxslim.passes.quantization.hard_swish import hard_swish_use
 from onnxslim.passes.quantization.plan import feeds_only_silu
@@ -67,13 +68,14 @@ def search(model: ir.Model, build: Build, calibration: Iterable, *, goal: Goal, 
     or on ``accuracy_samples`` labelled ones when there is an accuracy bound. ``refine``: the
     first that many ranked tensors are re-ordered by their measured effect on the outputs.
     """
-    feeds = subset(calibration, samples)
+    splittable = batch_axis_is_dynamic(model)
+    feeds = subset(calibration, samples, splittable=splittable)
     quantized, params = build(frozenset())
     ranking = rank_tensors(model, params, feeds)
     order = [name for name, _ in ranking]
     labels = None
     if goal.max_accuracy_drop is not None:
-        feeds, labels = labelled_subset(calibration, accuracy_samples)
+        feeds, labels = labelled_subset(calibration, accuracy_samples, splittable=splittable)
     reference = run_outputs(model, feeds)
     scored = _Scorer(reference, labels, concat_parts(model) if goal.per_part else None)
     margins: dict[int, float] = {}
@@ -144,8 +146,9 @@ def top1_accuracy(outputs: dict[str, np.ndarray], labels: np.ndarray) -> float:
                     f"to compare with the {len(labels)} labels")
 
 
-def labelled_subset(calibration: Iterable, samples: int) -> tuple[list[dict], np.ndarray]:
-    """The first ``samples`` calibration samples and their labels (a DataError when there are none)."""
+def labelled_subset(calibration: Iterable, samples: int, *, splittable: bool = True) -> tuple[list[dict], np.ndarray]:
+    """The first ``samples`` calibration samples and their labels, cut as ``subset`` cuts (a
+    DataError when there are none)."""
     feeds, labels, taken = [], [], 0
     for batch in calibration:
         batch_labels = getattr(batch, "labels", None)
@@ -153,10 +156,10 @@ def labelled_subset(calibration: Iterable, samples: int) -> tuple[list[dict], np
             raise DataError("--quantize-max-accuracy-drop needs labels in the calibration data "
                             "(a 'labels' array in the .npz, or one subfolder per class of images)")
         inputs = dict(batch.inputs)
-        keep = min(_size(inputs), samples - taken)
-        feeds.append({k: v[:keep] if np.ndim(v) else v for k, v in inputs.items()})
-        labels.append(np.asarray(batch_labels)[:keep])
-        taken += keep
+        keep = _kept(inputs, samples - taken, splittable)
+        feeds.append(inputs if keep is None else {k: v[:keep] for k, v in inputs.items()})
+        labels.append(np.asarray(batch_labels) if keep is None else np.asarray(batch_labels)[:keep])
+        taken += _size(inputs) if keep is None else keep
         if taken >= samples:
             break
     if not taken:
@@ -262,19 +265,26 @@ def concat_parts(model: ir.Model) -> dict[str, tuple[int, list[int]]]:
     return parts
 
 
-def subset(calibration: Iterable, samples: int) -> list[dict]:
-    """The first ``samples`` calibration samples, as plain feed dicts (batches cut to fit)."""
+def subset(calibration: Iterable, samples: int, *, splittable: bool = True) -> list[dict]:
+    """The first ``samples`` calibration samples, as plain feed dicts. The batch holding the last
+    one is cut there when ``splittable`` (the model's inputs share a symbolic batch axis,
+    ``batch_axis_is_dynamic``) and all its arrays share that length; else whole batches are taken
+    (a fixed batch, or an input without the batch axis, would be refused cut)."""
     feeds, taken = [], 0
     for batch in calibration:
         inputs = dict(batch.inputs if hasattr(batch, "inputs") else batch)
-        size = _size(inputs)
-        if size > samples - taken:
-            inputs = {k: v[:samples - taken] if np.ndim(v) else v for k, v in inputs.items()}
-        feeds.append(inputs)
-        taken += min(size, samples - taken)
+        keep = _kept(inputs, samples - taken, splittable)
+        feeds.append(inputs if keep is None else {k: v[:keep] for k, v in inputs.items()})
+        taken += _size(inputs) if keep is None else keep
         if taken >= samples:
             break
     return feeds
+
+
+def _kept(inputs: dict, left: int, splittable: bool) -> int | None:
+    """How many samples of a batch to keep when ``left`` are still wanted (None: all of them)."""
+    size = batch_length(inputs) if splittable else None
+    return left if size is not None and left < size else None
 
 
 def _size(feeds: dict) -> int:

@@ -65,7 +65,8 @@ class QuantizeAuto(Pass):
     def call(self, model: ir.Model) -> PassResult:
         if (unchanged := refused(model, self.name)) is not None:
             return unchanged
-        feeds = mixed_precision.subset(self.context.calibration, self.config.samples) if self.context.calibration else []
+        feeds = (mixed_precision.subset(self.context.calibration, self.config.samples,
+                                        splittable=batch_axis_is_dynamic(model)) if self.context.calibration else [])
         if not feeds:
             feeds = [_random_feeds(model)]
         cache = self.context.calibration_cache or CalibrationCache()

@@ -11,6 +11,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.input_shapes import batch_axis_is_dynamic
 from onnxslim.passes.quantization import mixed_precision, plan as planning, smoothing
 from onnxslim.passes.quantization.bias_correction import correct_biases
 from onnxslim.passes.quantization.calibrate import tensor_statistics
@@ -155,8 +156,8 @@ class QuantizeStatic(Pass):
         if embeddings:
             ir.passes.common.RemoveUnusedNodesPass()(model)  # drops the float tables
         if reference is not None:
-            rows += correct_biases(reference, model, mixed_precision.subset(self.context.calibration,
-                                                                           config.sensitivity_samples))
+            rows += correct_biases(reference, model, mixed_precision.subset(
+                self.context.calibration, config.sensitivity_samples, splittable=batch_axis_is_dynamic(reference)))
         details = upgraded + smoothed + weights + embeddings + _float_rows(plan) + rows
         return PassResult(model, modified=True, details=details, stats={
             "nodes_quantized": len(plan.quantized), "activations_absorbed": len(plan.absorbed),
@@ -239,7 +240,8 @@ class QuantizeStatic(Pass):
         return rows, stats
 
     def _smooth(self, model: ir.Model, sites: list[smoothing.Site]) -> list[dict]:
-        feeds = mixed_precision.subset(self.context.calibration, self.config.sensitivity_samples)
+        feeds = mixed_precision.subset(self.context.calibration, self.config.sensitivity_samples,
+                                       splittable=batch_axis_is_dynamic(model))
         maxima = smoothing.channel_maxima(model, feeds, [site.value.name for site in sites])
         rows = [smoothing.smooth(model.graph, site, maxima[site.value.name], self.config.smoothing_alpha)
                 for site in sites]
