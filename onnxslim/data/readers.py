@@ -65,7 +65,7 @@ class RandomReader(Reader):
     def __iter__(self) -> Iterator[DataBatch]:
         rng = np.random.default_rng(self.seed)
         for _ in range(self.count):
-            yield DataBatch({name: _random_array(rng, self.shapes[name], self.dtypes[name], name) for name in self.shapes})
+            yield DataBatch({name: random_array(rng, self.shapes[name], self.dtypes[name], name) for name in self.shapes})
 
 
 MASK_WORDS = ("mask",)
@@ -75,7 +75,9 @@ SEGMENT_WORDS = ("token_type", "segment")
 """Integer inputs named like these get zeros: BERT's segment table has two rows, often one."""
 
 
-def _random_array(rng: np.random.Generator, shape: tuple, dtype: np.dtype, name: str = "") -> np.ndarray:
+def random_array(rng: np.random.Generator, shape: tuple, dtype: np.dtype, name: str = "") -> np.ndarray:
+    """Random values for an input: standard normal floats; ones for an integer/bool mask (by its
+    name), zeros for token-type ids, small integers 0..7 (valid token ids, indices) otherwise."""
     lowered = name.lower()
     if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
         if any(word in lowered for word in MASK_WORDS):

@@ -220,13 +220,19 @@ def fake_quantize(value: np.ndarray, scale, zero) -> np.ndarray:
 
 
 def output_cosine(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray],
-                  parts: dict[str, tuple[int, list[int]]] | None = None) -> float:
-    """The smallest cosine similarity over the float outputs (each flattened over all samples).
+                  parts: dict[str, tuple[int, list[int]]] | None = None, *, unscored: float = 1.0) -> float:
+    """The smallest cosine similarity over the float outputs (each flattened over all samples);
+    an integer or bool output (class ids, indices) counts as the fraction of its elements that are
+    equal. ``unscored``: the result when no output can be scored (strings, sequences).
 
     An output listed in ``parts`` (see ``concat_parts``) is scored part by part.
     """
     cosines = []
     for name, expected in reference.items():
+        if np.issubdtype(expected.dtype, np.integer) or expected.dtype == np.bool_:
+            got = np.asarray(actual[name])
+            cosines.append(float(np.mean(expected == got)) if got.shape == expected.shape and expected.size else 0.0)
+            continue
         if not np.issubdtype(expected.dtype, np.floating):
             continue
         pieces = [(expected, actual[name])]
@@ -235,7 +241,7 @@ def output_cosine(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray
             cuts = np.cumsum(sizes)[:-1]
             pieces = list(zip(np.split(expected, cuts, axis=axis), np.split(actual[name], cuts, axis=axis)))
         cosines.extend(_cosine(e, a) for e, a in pieces)
-    return min(cosines, default=1.0)
+    return min(cosines, default=unscored)
 
 
 def _cosine(expected: np.ndarray, actual: np.ndarray) -> float:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
-from onnxslim.errors import ConfigError
+from onnxslim.data.readers import random_array
+from onnxslim.errors import ConfigError, DataError
 from onnxslim.input_shapes import batch_axis_is_dynamic, resolve_shape
 from onnxslim.passes.quantization import mixed_precision
 from onnxslim.passes.quantization.cache import CalibrationCache
@@ -19,8 +19,6 @@ from onnxslim.passes.quantization.quantize_dynamic import QuantizeDynamic, Quant
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
 from onnxslim.runtime.session import model_bytes
 from onnxslim.validation.latency import time_round_robin
-
-logger = logging.getLogger(__name__)
 
 MARGIN = 0.05
 """A format must run at least this much faster than float to be chosen (timing noise)."""
@@ -67,13 +65,22 @@ class QuantizeAuto(Pass):
             return unchanged
         feeds = (mixed_precision.subset(self.context.calibration, self.config.samples,
                                         splittable=batch_axis_is_dynamic(model)) if self.context.calibration else [])
-        if not feeds:
+        generated = not feeds
+        if generated:
             feeds = [_random_feeds(model)]
         cache = self.context.calibration_cache or CalibrationCache()
         candidates = {label: make(cache) for label, make in self._candidates().items()}
         built = {label: candidate(model.clone()) for label, candidate in candidates.items()}
         built = {label: result for label, result in built.items() if result.modified}
-        reference = mixed_precision.run_outputs(model, feeds)
+        try:
+            reference = mixed_precision.run_outputs(model, feeds)
+        except DataError as exc:
+            if not generated:
+                raise
+            # the user gave no data: "calibration batch rejected" would send them looking for it
+            raise DataError(f"the random inputs made to time the formats (no calibration data) were rejected by "
+                            f"the model: {exc.message.removeprefix('calibration batch rejected by the model: ')}; "
+                            "give --calibration-data") from None
         variants = {"float": model_bytes(model), **{k: model_bytes(r.model) for k, r in built.items()}}
         # one sample where the batch axis allows it; a fixed batch (or a fixed-size vector input) runs as it is
         single = {name: np.asarray(v)[:1] for name, v in feeds[0].items()} if batch_axis_is_dynamic(model) else feeds[0]
@@ -81,17 +88,23 @@ class QuantizeAuto(Pass):
         rows = []
         for label, result in built.items():
             outputs = mixed_precision.run_outputs(result.model, feeds, candidate=True)  # the float model ran feeds
-            cosine = mixed_precision.output_cosine(reference, outputs)
+            # nan: no output to compare (strings, sequences), so the floor cannot be checked
+            cosine = mixed_precision.output_cosine(reference, outputs, unscored=float("nan"))
             rows.append({"format": label, "ms": round(times[label], 4), "float_ms": round(times["float"], 4),
-                         "speedup": round(times["float"] / times[label], 3), "cosine": round(cosine, 6)})
-        eligible = [r for r in rows if r["cosine"] >= self.config.min_cosine and r["speedup"] >= 1 + MARGIN]
+                         "speedup": round(times["float"] / times[label], 3),
+                         "cosine": round(cosine, 6) if np.isfinite(cosine) else None})
+        eligible = [r for r in rows if r["cosine"] is not None and r["cosine"] >= self.config.min_cosine
+                    and r["speedup"] >= 1 + MARGIN]
         if not eligible:
-            logger.warning("quantize-auto: no int8 format ran faster than float here within cosine %s; model left "
-                           "float (%s)", self.config.min_cosine,
-                           ", ".join(f"{r['format']} {r['speedup']}x cos {r['cosine']}" for r in rows) or "none built")
+            reason = ("no format both faster and within the cosine floor" if rows else
+                      "nothing to quantize (no MatMul, Gemm or Conv either format takes)")
+            tried = ", ".join(f"{r['format']} {r['speedup']}x cos {r['cosine']}" for r in rows)
+            # a details warning: the CLI prints it and the JSON report lists it (also under -q)
             return PassResult(model, modified=False, stats={"formats_tried": len(rows)},
                               details=[{**r, "chosen": False, "rejected": _rejection(r, self.config.min_cosine)}
-                                       for r in rows] + [{"kept_float": "no format both faster and within the cosine floor"}])
+                                       for r in rows] + [{"kept_float": reason},
+                                                         {"warning": f"model left float32: {reason}"
+                                                                     + (f" ({tried})" if tried else "")}])
         best = max(eligible, key=lambda r: r["speedup"])
         final = candidates[best["format"]](model)  # again, in place: static reuses the cached statistics
         details = [{**r, "chosen": r is best} for r in rows] + final.details
@@ -125,15 +138,18 @@ def _random_feeds(model: ir.Model) -> dict[str, np.ndarray]:
         except ConfigError as exc:
             raise ConfigError(f"without calibration data, {exc.message} (or give --calibration-data)") from None
         dtype = value.dtype.numpy() if value.dtype is not None else np.float32
-        feeds[value.name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
-                             else np.zeros(shape, dtype))
+        # the harness's generator: masks of ones, token ids 0..7; all-zero masks zeroed every output,
+        # and every format then matched float exactly
+        feeds[value.name] = random_array(rng, shape, np.dtype(dtype), value.name)
     return feeds
 
 
 def _rejection(row: dict, min_cosine: float) -> str:
     """Why a built format was not chosen (PP-OCRv4 det: static ran 1.26x faster at cosine 0.9755)."""
     reasons = []
-    if row["cosine"] < min_cosine:
+    if row["cosine"] is None:
+        reasons.append("accuracy not measurable (no float, integer or bool output to compare)")
+    elif row["cosine"] < min_cosine:
         reasons.append(f"cosine {row['cosine']} < {min_cosine}")
     if row["speedup"] < 1 + MARGIN:
         reasons.append(f"speedup {row['speedup']}x < {1 + MARGIN:g}x")

@@ -49,6 +49,9 @@ def test_nothing_faster_than_float_leaves_the_model_unchanged(monkeypatch):
     result = QuantizeAuto(context=context({"x": (4, 8, 32)}))(model)
     assert not result.modified and ops(result.model) == ops(_ffn())
     assert {"kept_float": "no format both faster and within the cosine floor"} in result.details
+    # said loudly: a details warning reaches the CLI's output and the JSON report's warnings, also under -q
+    (warning,) = [row["warning"] for row in result.details if "warning" in row]
+    assert warning.startswith("model left float32: no format both faster") and "static 0.833x" in warning
     rows = _rows(result)
     assert rows["static"]["rejected"].startswith("speedup 0.833x") and "cosine" not in rows["static"]["rejected"]
 
@@ -77,3 +80,63 @@ def test_without_calibration_data_only_dynamic_is_tried(monkeypatch):
     _timed(monkeypatch, {"float": 1.0, "dynamic": 0.5})
     result = QuantizeAuto(context=PassContext())(_ffn())
     assert set(_rows(result)) == {"dynamic"} and result.modified
+
+
+MASKED = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 32] x, int64[N, 32] attention_mask) => (float[N, 16] y) {
+    m = Cast <to = 1> (attention_mask)
+    xm = Mul (x, m)
+    y = MatMul (xm, w)
+}
+"""
+
+
+def test_without_calibration_data_a_mask_input_is_not_all_zeros(monkeypatch):
+    # an all-zero mask zeroed the output, and every format matched float "exactly" (cosine 1.0)
+    from tests.helpers import make_model
+
+    _timed(monkeypatch, {"float": 1.0, "dynamic": 0.5})
+    model = make_model(MASKED, initializers={"w": rng(3).standard_normal((32, 16)).astype(np.float32)})
+    rows = _rows(QuantizeAuto(context=PassContext())(model))
+    assert 0.99 < rows["dynamic"]["cosine"] < 1.0
+
+
+def test_integer_outputs_are_scored_by_agreement():
+    from onnxslim.passes.quantization.mixed_precision import output_cosine
+
+    reference = {"ids": np.array([1, 2, 3, 4]), "keep": np.array([True, False, True, True])}
+    assert output_cosine(reference, {"ids": np.array([1, 2, 0, 4]), "keep": reference["keep"]}) == 0.75
+    assert output_cosine({"s": np.array(["a"], dtype=object)}, {"s": np.array(["a"], dtype=object)}, unscored=-1.0) == -1.0
+
+
+def test_nothing_quantizable_says_so(monkeypatch):
+    from tests.helpers import make_model
+
+    _timed(monkeypatch, {"float": 1.0})
+    model = make_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 8] x) => (float[N, 8] y) { y = Relu (x) }
+    """)
+    result = QuantizeAuto(context=context({"x": (4, 8)}))(model)
+    assert not result.modified
+    assert any(row.get("warning", "").startswith("model left float32: nothing to quantize") for row in result.details)
+
+
+SHAPE_INPUT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 16] x, int64[2] shape) => (float[N, 16] y) {
+    e = Expand (x, shape)
+    y = MatMul (e, w)
+}
+"""
+
+
+def test_generated_inputs_the_model_rejects_are_not_blamed_on_calibration_data(monkeypatch):
+    from onnxslim.errors import DataError
+    from tests.helpers import make_model
+
+    _timed(monkeypatch, {"float": 1.0, "dynamic": 0.5})
+    model = make_model(SHAPE_INPUT, initializers={"w": rng(3).standard_normal((16, 16)).astype(np.float32)})
+    with pytest.raises(DataError, match="random inputs made to time the formats .no calibration data. were rejected"):
+        QuantizeAuto(context=PassContext())(model)
