@@ -61,7 +61,9 @@ class ConvertFp16(Pass):
         # a local function's body is not converted (its float32 Constants stayed float32 beside inputs made
         # float16: ORT refused the model and the pass was rolled back): calls keep float32, with Casts around
         functions = {name for _, name, _ in model.functions}
-        blocked_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(self.config.keep_float) | functions)  # a node name here is harmless
+        # converted, these would be refused by ORT and the whole pass rolled back (Celu, IsInf < opset 20)
+        no_half = _ops_without_float16(model)
+        blocked_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(self.config.keep_float) | functions | no_half)  # a node name here is harmless
         blocked_nodes = [node.name for node in model.graph if node.name in self.config.keep_float]
         io_shapes = {value.name: value.shape for value in (*model.graph.inputs, *model.graph.outputs)}
         with in_scratch_folder():
@@ -71,14 +73,55 @@ class ConvertFp16(Pass):
         replace_contents(model, _retyped(converted))
         _restore_io_shapes(model.graph, io_shapes)
         removed = merged + _tidy_casts(model.graph)
-        kept = [{"node": n.name, "op": n.op_type, "kept_float32": "calls a local function (its body stays float32)"
-                 if n.op_type in functions else "blocked op type or --fp16-keep-float"}
+        kept = [{"node": n.name, "op": n.op_type, "kept_float32": _kept_reason(n.op_type, functions, no_half, model)}
                 for n in model.graph if n.op_type in blocked_ops or n.name in blocked_nodes]
         after = float_weight_bytes(model, ir.DataType.FLOAT) + float_weight_bytes(model, ir.DataType.FLOAT16)
         casts = sum(node.op_type == "Cast" for node in model.graph)
         return PassResult(model, modified=True, details=kept,
                           stats={"bytes_saved": before - after, "nodes_kept_float32": len(kept), "casts": casts,
                                  "casts_removed": removed})
+
+
+def _kept_reason(op_type: str, functions: set[str], no_half: set[str], model: ir.Model) -> str:
+    if op_type in functions:
+        return "calls a local function (its body stays float32)"
+    if op_type in no_half:
+        return f"no float16 type in its schema at opset {_opset(model)}"
+    return "blocked op type or --fp16-keep-float"
+
+
+def _opset(model: ir.Model) -> int:
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", onnx.defs.onnx_opset_version()))
+
+
+def _ops_without_float16(model: ir.Model) -> set[str]:
+    """Standard op types in ``model`` (subgraphs too) that read or write a float32 tensor through a
+    type constraint that allows float32 but not float16 at the model's opset. Inputs the converter
+    keeps float32 on its own (Resize's scales) do not count."""
+    from onnxruntime.transformers.float16 import ALWAYS_FLOAT_INPUTS
+
+    opset, found, seen = _opset(model), set(), set()
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.domain not in ("", "ai.onnx") or node.op_type in seen:
+            continue
+        seen.add(node.op_type)
+        try:
+            schema = onnx.defs.get_schema(node.op_type, opset, "")
+        except onnx.defs.SchemaError:
+            continue
+        allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+        kept_float = set(ALWAYS_FLOAT_INPUTS.get(node.op_type, ()))
+        inputs, outputs = list(schema.inputs), list(schema.outputs)
+        pairs = [(v, inputs[min(i, len(inputs) - 1)]) for i, v in enumerate(node.inputs) if inputs and i not in kept_float]
+        pairs += [(v, outputs[min(i, len(outputs) - 1)]) for i, v in enumerate(node.outputs) if outputs]
+        for value, formal in pairs:  # (a variadic last parameter repeats)
+            if value is None or (value.dtype is not None and value.dtype != ir.DataType.FLOAT):
+                continue
+            types = allowed.get(formal.type_str, {formal.type_str})
+            if "tensor(float)" in types and "tensor(float16)" not in types:
+                found.add(node.op_type)
+                break
+    return found
 
 
 def _converter_input(model: ir.Model) -> onnx.ModelProto:

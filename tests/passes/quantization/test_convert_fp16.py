@@ -145,3 +145,30 @@ def test_calls_of_a_local_function_keep_float32():
     x = rng(1).standard_normal((3, 16)).astype(np.float32)
     (expected,), (got,) = run_ort(proto, {"x": x}), run_ort(result.model, {"x": x})
     np.testing.assert_allclose(got, expected, rtol=1e-2, atol=1e-2)
+
+
+NO_HALF = """
+<ir_version: 10, opset_import: ["" : OPSET]>
+g (float[N, 16] x) => (float[N, 16] y) {
+    h = MatMul (x, w)
+    c = Celu (h)
+    i = IsInf (c)
+    y = Where (i, h, c)
+}
+"""
+
+
+@pytest.mark.parametrize("opset, kept", [(17, {"Celu", "IsInf"}), (20, {"Celu"})])
+def test_ops_without_a_float16_type_at_the_models_opset_stay_float32(opset, kept):
+    # converted, ORT refused the model and the whole pass was rolled back (IsInf has float16 from opset 20)
+    model = make_model(NO_HALF.replace("OPSET", str(opset)),
+                       initializers={"w": rng(2).standard_normal((16, 16)).astype(np.float32) / 4})
+    original = model.clone()
+    result = ConvertFp16()(model)
+    rows = {row["op"]: row["kept_float32"] for row in result.details if "op" in row}
+    assert {op for op, reason in rows.items() if reason.startswith("no float16 type")} == kept
+    assert rows["Celu"] == f"no float16 type in its schema at opset {opset}"
+    assert float_weight_bytes(result.model, ir.DataType.FLOAT16) > 0  # the MatMul's weight is float16
+    feeds = {"x": rng(5).standard_normal((4, 16)).astype(np.float32)}
+    np.testing.assert_allclose(run_ort(result.model, feeds)[0], run_ort(original, feeds)[0], rtol=1e-2, atol=1e-2)
+    check_full(result.model)
