@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -13,6 +14,17 @@ from onnxslim.passes.quantization.common import refusal
 from onnxslim.passes.quantization.ort_tools import float_weight_bytes, in_scratch_folder, replace_contents, to_proto
 
 logger = logging.getLogger(__name__)
+
+FLOAT16_MAX = 65504.0
+RANGE_HEADROOM = 2.0
+"""A node stays float32 when a float input or output reaches ``FLOAT16_MAX / RANGE_HEADROOM`` on
+the calibration data (a few samples: others may go higher), or when it reads a weight beyond
+``FLOAT16_MAX`` (the converter would clip it)."""
+RANGE_SAMPLES = 16
+SENTINEL = 1e30
+"""Magnitudes from here up are masking sentinels (float32's lowest standing for minus infinity in
+attention masks: MiniLM's ``(1 - mask) * -3.4e38``); the converter clips them to -65504, which
+still masks, so they keep nothing float32."""
 
 RISKY_OPS = ("Exp", "Pow", "ReduceSum", "ReduceProd", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp",
              "Reciprocal", "Log", "Sqrt")
@@ -64,7 +76,8 @@ class ConvertFp16(Pass):
         # converted, these would be refused by ORT and the whole pass rolled back (Celu, IsInf < opset 20)
         no_half = _ops_without_float16(model)
         blocked_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(self.config.keep_float) | functions | no_half)  # a node name here is harmless
-        blocked_nodes = [node.name for node in model.graph if node.name in self.config.keep_float]
+        out_of_range = _out_of_range_nodes(model, self.context.calibration)
+        blocked_nodes = [node.name for node in model.graph if node.name in self.config.keep_float or node in out_of_range]
         io_shapes = {value.name: value.shape for value in (*model.graph.inputs, *model.graph.outputs)}
         with in_scratch_folder():
             converted = convert_float_to_float16(_converter_input(model), keep_io_types=True,
@@ -73,13 +86,64 @@ class ConvertFp16(Pass):
         replace_contents(model, _retyped(converted))
         _restore_io_shapes(model.graph, io_shapes)
         removed = merged + _tidy_casts(model.graph)
-        kept = [{"node": n.name, "op": n.op_type, "kept_float32": _kept_reason(n.op_type, functions, no_half, model)}
+        reasons = {node.name: reason for node, reason in out_of_range.items()}
+        kept = [{"node": n.name, "op": n.op_type,
+                 "kept_float32": reasons.get(n.name) or _kept_reason(n.op_type, functions, no_half, model)}
                 for n in model.graph if n.op_type in blocked_ops or n.name in blocked_nodes]
+        unchecked = [] if self.context.calibration is not None else [{
+            "note": f"float16 range not checked: give --calibration-data to keep float32 the nodes whose values "
+                    f"reach {FLOAT16_MAX / RANGE_HEADROOM:g}"}]
         after = float_weight_bytes(model, ir.DataType.FLOAT) + float_weight_bytes(model, ir.DataType.FLOAT16)
         casts = sum(node.op_type == "Cast" for node in model.graph)
-        return PassResult(model, modified=True, details=kept,
+        return PassResult(model, modified=True, details=kept + unchecked,
                           stats={"bytes_saved": before - after, "nodes_kept_float32": len(kept), "casts": casts,
                                  "casts_removed": removed})
+
+
+def _out_of_range_nodes(model: ir.Model, calibration) -> dict[ir.Node, str]:
+    """Main-graph nodes to keep float32 for float16's range, with the reason, named (the converter
+    blocks nodes by name). ORT's CPU EP computes most float16 ops in float32, so validation on CPU
+    does not see an overflow that a GPU run would turn into inf."""
+    found: dict[ir.Node, str] = {}
+    for node in model.graph:
+        for value in node.inputs:
+            weight = ir.convenience.get_const_tensor(value) if value is not None and value.is_initializer() else None
+            if weight is not None and weight.dtype == ir.DataType.FLOAT:
+                largest = float(np.abs(weight.numpy()).max(initial=0.0))
+                if FLOAT16_MAX < largest < SENTINEL:
+                    found[node] = f"reads weight {value.name!r} of magnitude {largest:.3g} (float16 max {FLOAT16_MAX:g})"
+    if calibration is not None:
+        extremes = _float_extremes(model, calibration)
+        limit = FLOAT16_MAX / RANGE_HEADROOM
+        for node in model.graph:
+            if node in found:
+                continue
+            for value in (*node.inputs, *node.outputs):
+                if value is not None and limit <= extremes.get(value.name, 0.0) < SENTINEL:
+                    found[node] = (f"{value.name!r} reaches {extremes[value.name]:.3g} on the calibration data "
+                                   f"(float16 max {FLOAT16_MAX:g})")
+                    break
+    for index, node in enumerate(found):
+        if not node.name:
+            node.name = f"onnxslim_fp16_range_{index}"
+    return found
+
+
+def _float_extremes(model: ir.Model, calibration) -> dict[str, float]:
+    """max |x| of every float32 tensor of the main graph over the first ``RANGE_SAMPLES`` samples."""
+    from onnxslim.input_shapes import batch_axis_is_dynamic
+    from onnxslim.passes.quantization.calibrate import collect_statistics
+    from onnxslim.passes.quantization.mixed_precision import subset
+
+    typed = model.clone()
+    ir.passes.common.ShapeInferencePass()(typed)
+    names = [v.name for v in typed.graph.inputs if v.dtype == ir.DataType.FLOAT]
+    names += [v.name for node in typed.graph for v in node.outputs if v.dtype == ir.DataType.FLOAT]
+    if not names:
+        return {}
+    feeds = subset(calibration, RANGE_SAMPLES, splittable=batch_axis_is_dynamic(model))
+    stats, _ = collect_statistics(model, feeds, names, histograms=())
+    return {name: max(abs(s.minimum), abs(s.maximum)) for name, s in stats.items() if not s.empty}
 
 
 def _kept_reason(op_type: str, functions: set[str], no_half: set[str], model: ir.Model) -> str:
