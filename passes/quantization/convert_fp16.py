@@ -78,6 +78,9 @@ class ConvertFp16(Pass):
         blocked_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(self.config.keep_float) | functions | no_half)  # a node name here is harmless
         out_of_range = _out_of_range_nodes(model, self.context.calibration)
         blocked_nodes = [node.name for node in model.graph if node.name in self.config.keep_float or node in out_of_range]
+        if (reason := _blocked_in_branch(model, set(blocked_ops), set(blocked_nodes))) is not None:
+            return PassResult(model, modified=False, stats={"skipped": 1},
+                              details=[{"skipped": reason}, {"warning": f"model left float32: {reason}"}])
         io_shapes = {value.name: value.shape for value in (*model.graph.inputs, *model.graph.outputs)}
         with in_scratch_folder():
             converted = convert_float_to_float16(_converter_input(model), keep_io_types=True,
@@ -98,6 +101,23 @@ class ConvertFp16(Pass):
         return PassResult(model, modified=True, details=kept + unchecked,
                           stats={"bytes_saved": before - after, "nodes_kept_float32": len(kept), "casts": casts,
                                  "casts_removed": removed})
+
+
+def _blocked_in_branch(model: ir.Model, blocked_ops: set[str], blocked_nodes: set[str]) -> str | None:
+    """Why the converter would break a control-flow node, or None: it puts the Casts around an op it
+    keeps float32 inside an If/Loop/Scan branch into the main graph, where the branch's values do
+    not exist (the checker then refused the model and the pass was rolled back)."""
+    for node in model.graph:
+        for attribute in node.attributes.values():
+            graphs = [attribute.value] if attribute.type == ir.AttributeType.GRAPH else \
+                list(attribute.value) if attribute.type == ir.AttributeType.GRAPHS else []
+            for branch in graphs:
+                for inner in ir.traversal.RecursiveGraphIterator(branch):
+                    if inner.op_type in blocked_ops or inner.name in blocked_nodes:
+                        return (f"{inner.op_type} inside {node.op_type} node {node.name!r} ({attribute.name}) stays "
+                                "float32, and onnxruntime's float16 converter cannot keep an op float32 inside a branch "
+                                "(--fp16-keep-float cannot help; the node must be moved out of the branch)")
+    return None
 
 
 def _out_of_range_nodes(model: ir.Model, calibration) -> dict[ir.Node, str]:

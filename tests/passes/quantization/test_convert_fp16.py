@@ -246,3 +246,20 @@ def test_an_attention_mask_sentinel_keeps_nothing_float32():
     feeds = {"x": r.standard_normal((8, 8)).astype(np.float32), "mask": mask}
     expected = run_ort(make_model(MASKED_SCORES, initializers=arrays), feeds)[0]
     np.testing.assert_allclose(run_ort(result.model, feeds)[0], expected, atol=2e-3)
+
+
+def test_an_op_kept_float32_inside_a_branch_is_refused_with_the_reason():
+    # the converter put that op's Casts in the main graph: the checker refused it, an opaque rollback
+    model = make_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 16] x, bool c) => (float[N, 16] y) {
+            h = MatMul (x, w)
+            y = If (c) <then_branch = t () => (float[N, 16] a) { a = Exp (h) },
+                        else_branch = e () => (float[N, 16] b) { b = Relu (h) }>
+        }
+    """, initializers={"w": rng(3).standard_normal((16, 16)).astype(np.float32) / 4})
+    before = ops(model)
+    result = ConvertFp16()(model)
+    assert not result.modified and ops(result.model) == before
+    (warning,) = [row["warning"] for row in result.details if "warning" in row]
+    assert warning.startswith("model left float32: Exp inside If node") and "then_branch" in warning
