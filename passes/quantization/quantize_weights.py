@@ -94,6 +94,8 @@ class QuantizeWeights(Pass):
             return "input is not float32"
         weight = node.inputs[1]
         tensor = ir.convenience.get_const_tensor(weight) if is_constant(weight) else None
+        if tensor is None and _computed_from_constants(weight):
+            return "weight is computed from constants (Transpose(W)...): folding, on unless --no-simplify, makes it one"
         if tensor is None or weight.name not in node.graph.initializers or weight.is_graph_input():
             return "-" if tensor is None else "weight is not an initializer (fed by a Constant node)"
         if len(tensor.shape) != 2 or tensor.dtype != ir.DataType.FLOAT:
@@ -101,6 +103,14 @@ class QuantizeWeights(Pass):
         if np.prod(tensor.shape) < config.min_elements:
             return f"weight has fewer than {config.min_elements} elements"
         return None
+
+
+def _computed_from_constants(value: ir.Value) -> bool:
+    """Whether ``value`` is computed by ops whose inputs are all constants (an unfolded weight)."""
+    producer = value.producer()
+    if producer is None or not producer.inputs:
+        return False
+    return all(v is not None and (is_constant(v) or _computed_from_constants(v)) for v in producer.inputs)
 
 
 def _name_matmuls(graph: ir.Graph) -> None:

@@ -116,3 +116,19 @@ def test_trained_vit_int4_keeps_accuracy_and_shrinks():
     assert (actual == data["labels"]).mean() >= (expected == data["labels"]).mean() - 0.01
     assert record.stats["bytes_saved"] > 0.7 * 4 * sum(n.inputs[1].const_value.size for n in before.graph
                                                         if n.op_type == "MatMul" and n.inputs[1].const_value is not None)
+
+
+def test_an_unfolded_weight_says_why_it_was_left():
+    # with --no-simplify nothing folds Transpose(W): the MatMul was skipped without a row
+    model = make_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[B, 64] x, float[B, 32] z) => (float[B, 32] y, float[B, B] q) {
+            wt = Transpose <perm = [1, 0]> (w)
+            y = MatMul (x, wt)
+            zt = Transpose <perm = [1, 0]> (z)
+            q = MatMul (z, zt)
+        }
+    """, initializers={"w": rng(0).standard_normal((32, 64)).astype(np.float32)})
+    result = QuantizeWeights(QuantizeWeightsConfig(bits=4))(model)
+    (row,) = result.details  # the activation x activation MatMul is not a weight MatMul: no row
+    assert row["kept_float"].startswith("weight is computed from constants")
