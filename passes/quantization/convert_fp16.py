@@ -5,26 +5,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.passes.quantization.common import refusal
+from onnxslim.passes.quantization.fp16_range import FLOAT16_MAX, RANGE_HEADROOM, out_of_range_nodes
 from onnxslim.passes.quantization.ort_tools import float_weight_bytes, in_scratch_folder, replace_contents, to_proto
 
 logger = logging.getLogger(__name__)
-
-FLOAT16_MAX = 65504.0
-RANGE_HEADROOM = 2.0
-"""A node stays float32 when a float input or output reaches ``FLOAT16_MAX / RANGE_HEADROOM`` on
-the calibration data (a few samples: others may go higher), or when it reads a weight beyond
-``FLOAT16_MAX`` (the converter would clip it)."""
-RANGE_SAMPLES = 16
-SENTINEL = 1e30
-"""Magnitudes from here up are masking sentinels (float32's lowest standing for minus infinity in
-attention masks: MiniLM's ``(1 - mask) * -3.4e38``); the converter clips them to -65504, which
-still masks, so they keep nothing float32."""
 
 RISKY_OPS = ("Exp", "Pow", "ReduceSum", "ReduceProd", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp",
              "Reciprocal", "Log", "Sqrt")
@@ -76,7 +65,7 @@ class ConvertFp16(Pass):
         # converted, these would be refused by ORT and the whole pass rolled back (Celu, IsInf < opset 20)
         no_half = _ops_without_float16(model)
         blocked_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(self.config.keep_float) | functions | no_half)  # a node name here is harmless
-        out_of_range = _out_of_range_nodes(model, self.context.calibration)
+        out_of_range = out_of_range_nodes(model, self.context.calibration)
         blocked_nodes = [node.name for node in model.graph if node.name in self.config.keep_float or node in out_of_range]
         if (reason := _blocked_in_branch(model, set(blocked_ops), set(blocked_nodes))) is not None:
             return PassResult(model, modified=False, stats={"skipped": 1},
@@ -118,52 +107,6 @@ def _blocked_in_branch(model: ir.Model, blocked_ops: set[str], blocked_nodes: se
                                 "float32, and onnxruntime's float16 converter cannot keep an op float32 inside a branch "
                                 "(--fp16-keep-float cannot help; the node must be moved out of the branch)")
     return None
-
-
-def _out_of_range_nodes(model: ir.Model, calibration) -> dict[ir.Node, str]:
-    """Main-graph nodes to keep float32 for float16's range, with the reason, named (the converter
-    blocks nodes by name). ORT's CPU EP computes most float16 ops in float32, so validation on CPU
-    does not see an overflow that a GPU run would turn into inf."""
-    found: dict[ir.Node, str] = {}
-    for node in model.graph:
-        for value in node.inputs:
-            weight = ir.convenience.get_const_tensor(value) if value is not None and value.is_initializer() else None
-            if weight is not None and weight.dtype == ir.DataType.FLOAT:
-                largest = float(np.abs(weight.numpy()).max(initial=0.0))
-                if FLOAT16_MAX < largest < SENTINEL:
-                    found[node] = f"reads weight {value.name!r} of magnitude {largest:.3g} (float16 max {FLOAT16_MAX:g})"
-    if calibration is not None:
-        extremes = _float_extremes(model, calibration)
-        limit = FLOAT16_MAX / RANGE_HEADROOM
-        for node in model.graph:
-            if node in found:
-                continue
-            for value in (*node.inputs, *node.outputs):
-                if value is not None and limit <= extremes.get(value.name, 0.0) < SENTINEL:
-                    found[node] = (f"{value.name!r} reaches {extremes[value.name]:.3g} on the calibration data "
-                                   f"(float16 max {FLOAT16_MAX:g})")
-                    break
-    for index, node in enumerate(found):
-        if not node.name:
-            node.name = f"onnxslim_fp16_range_{index}"
-    return found
-
-
-def _float_extremes(model: ir.Model, calibration) -> dict[str, float]:
-    """max |x| of every float32 tensor of the main graph over the first ``RANGE_SAMPLES`` samples."""
-    from onnxslim.input_shapes import batch_axis_is_dynamic
-    from onnxslim.passes.quantization.calibrate import collect_statistics
-    from onnxslim.passes.quantization.mixed_precision import subset
-
-    typed = model.clone()
-    ir.passes.common.ShapeInferencePass()(typed)
-    names = [v.name for v in typed.graph.inputs if v.dtype == ir.DataType.FLOAT]
-    names += [v.name for node in typed.graph for v in node.outputs if v.dtype == ir.DataType.FLOAT]
-    if not names:
-        return {}
-    feeds = subset(calibration, RANGE_SAMPLES, splittable=batch_axis_is_dynamic(model))
-    stats, _ = collect_statistics(model, feeds, names, histograms=())
-    return {name: max(abs(s.minimum), abs(s.maximum)) for name, s in stats.items() if not s.empty}
 
 
 def _kept_reason(op_type: str, functions: set[str], no_half: set[str], model: ir.Model) -> str:
