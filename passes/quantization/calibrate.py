@@ -90,8 +90,7 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
             if not fetched:  # else run_batch checks each part it runs
                 check_finite(feeds)
             for values, share, whole in parts(feeds) if fetched else ():
-                if pending is not None:
-                    pending.result()
+                _settled(pending)
                 pending = reducer.submit(reduce, values, share * weight)
                 if whole:  # an unsplit batch: alive during the next run, it would double ORT's output buffers
                     pending.result()
@@ -103,7 +102,7 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
             for piece, weight in _cut_at(feeds, _next_decision(deferred.values(), samples) - samples, parts.splittable):
                 samples += feed(piece, weight)
                 if any(not d.decided and samples >= d.rescaling.samples for d in deferred.values()):
-                    pending = _settled(pending)  # the reducer is idle while the divisors are decided
+                    _settled(pending)  # the reducer is idle while the divisors are decided
                     for held in deferred.values():
                         if samples >= held.rescaling.samples:
                             held.decide()
