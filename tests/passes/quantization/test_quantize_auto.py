@@ -140,3 +140,28 @@ def test_generated_inputs_the_model_rejects_are_not_blamed_on_calibration_data(m
     model = make_model(SHAPE_INPUT, initializers={"w": rng(3).standard_normal((16, 16)).astype(np.float32)})
     with pytest.raises(DataError, match="random inputs made to time the formats .no calibration data. were rejected"):
         QuantizeAuto(context=PassContext())(model)
+
+
+def test_the_measured_candidate_is_handed_back_with_its_opset(monkeypatch):
+    # static converts an opset-12 model for per-channel weights; the chosen model is the one built
+    # and measured, not a second quantization
+    from tests.helpers import make_model
+
+    _timed(monkeypatch, {"float": 1.0, "static": 0.5, "dynamic": 0.9})
+    built = []
+    real = quantize_auto.QuantizeStatic.call
+    monkeypatch.setattr(quantize_auto.QuantizeStatic, "call", lambda self, model: built.append(1) or real(self, model))
+    model = make_model("""
+        <ir_version: 7, opset_import: ["" : 12]>
+        g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
+            c = Conv <pads = [1, 1, 1, 1]> (x, w, b)
+            y = Relu (c)
+        }
+    """, initializers={"w": rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32) / 3,
+                       "b": rng(2).standard_normal(4).astype(np.float32)})
+    result = QuantizeAuto(context=context({"x": (4, 3, 8, 8)}))(model)
+    assert _rows(result)["static"]["chosen"] and len(built) == 1
+    assert result.model.opset_imports[""] >= 13 and ops(result.model)["QuantizeLinear"] >= 1
+    feeds = {"x": rng(4).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    assert run_ort(result.model, feeds)[0].shape == (2, 4, 8, 8)
+    check_full(result.model)
