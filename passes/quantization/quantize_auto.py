@@ -13,7 +13,6 @@ from onnxslim.data.readers import random_array
 from onnxslim.errors import ConfigError, DataError
 from onnxslim.input_shapes import batch_axis_is_dynamic, resolve_shape
 from onnxslim.passes.quantization import mixed_precision
-from onnxslim.passes.quantization.cache import CalibrationCache
 from onnxslim.passes.quantization.common import refused
 from onnxslim.passes.quantization.quantize_dynamic import QuantizeDynamic, QuantizeDynamicConfig
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
@@ -68,9 +67,7 @@ class QuantizeAuto(Pass):
         generated = not feeds
         if generated:
             feeds = [_random_feeds(model)]
-        cache = self.context.calibration_cache or CalibrationCache()
-        candidates = {label: make(cache) for label, make in self._candidates().items()}
-        built = {label: candidate(model.clone()) for label, candidate in candidates.items()}
+        built = {label: candidate(model.clone()) for label, candidate in self._candidates().items()}
         built = {label: result for label, result in built.items() if result.modified}
         try:
             reference = mixed_precision.run_outputs(model, feeds)
@@ -121,11 +118,9 @@ class QuantizeAuto(Pass):
     def _candidates(self) -> dict:
         config, shared = self.config, {"per_channel": self.config.per_channel, "include": self.config.include,
                                        "exclude": self.config.exclude}
-        candidates = {"dynamic": lambda cache: QuantizeDynamic(QuantizeDynamicConfig(**shared))}
+        candidates = {"dynamic": QuantizeDynamic(QuantizeDynamicConfig(**shared))}
         if self.context.calibration is not None:
-            def static(cache: CalibrationCache) -> QuantizeStatic:
-                context = dataclasses.replace(self.context, calibration_cache=cache)
-                return QuantizeStatic(QuantizeStaticConfig(method=config.method, **shared), context=context)
+            static = QuantizeStatic(QuantizeStaticConfig(method=config.method, **shared), context=self.context)
             candidates = {"static": static, **candidates}
         return candidates
 
