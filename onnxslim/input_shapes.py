@@ -103,9 +103,16 @@ def resolve_shape(value: ir.Value, shapes: Mapping[str, tuple[int, ...]], *, def
 
 
 def batch_axis_is_dynamic(model: ir.Model) -> bool:
-    """Whether every input's first axis is the same symbolic dimension: a batch can then be cut along it."""
-    firsts = [v.shape[0] if v.shape is not None and len(v.shape) else 0 for v in model.graph.inputs]
-    return bool(firsts) and all(isinstance(d, ir.SymbolicDim) for d in firsts) and len({d.value for d in firsts}) == 1
+    """Whether every input's first axis is the same symbolic dimension, and no other axis carries it:
+    a batch can then be cut along it. A graph's nodes ``x[N, F]`` with its adjacency ``adj[N, N]``
+    share a first axis that is no batch axis: cut, the model refused them."""
+    shapes = [v.shape for v in model.graph.inputs]
+    firsts = [s[0] if s is not None and len(s) else 0 for s in shapes]
+    if not (firsts and all(isinstance(d, ir.SymbolicDim) for d in firsts) and len({d.value for d in firsts}) == 1):
+        return False
+    symbol = firsts[0].value
+    return symbol is None or not any(isinstance(d, ir.SymbolicDim) and d.value == symbol
+                                     for s in shapes for d in list(s)[1:])
 
 
 def batch_length(feeds) -> int | None:

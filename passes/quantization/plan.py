@@ -44,8 +44,9 @@ class Plan:
     (integer product, float result) and the output is never rounded to 8 bits (see ``float_matmul_outputs``)."""
 
     def quantized_outputs(self, node: ir.Node) -> list[ir.Value]:
-        """Outputs of the quantized ``node`` that get a Q/DQ pair."""
-        return [v for v in node.outputs if not v.is_graph_output() and v not in self.float_outputs]
+        """Outputs of the quantized ``node`` that get a Q/DQ pair (not MaxPool's int64 Indices)."""
+        outputs = node.outputs[:1] if node.op_type == "MaxPool" else node.outputs
+        return [v for v in outputs if v is not None and not v.is_graph_output() and v not in self.float_outputs]
 
     def feeds_tail(self, value: ir.Value) -> bool:
         """``value`` is read by the float post-processing: it is, in effect, a model output."""
@@ -59,8 +60,11 @@ class Plan:
 TAIL = "post-processing after the last weighted layer (detection head / decode) kept float"
 NO_WEIGHTED_LAYER = "no layer with a constant weight (Conv, Gemm, x @ W) in the graph to quantize around"
 LEFT_CONSTANT = "constant on the left (W @ x) kept float: int8 weights are laid out for x @ W"
+INDEXED_POOL_INPUT = ("computes or pools the input of a MaxPool whose Indices are read (MaxUnpool): on 8-bit "
+                      "values neighbours tie and the indices move (SegNet-style block: 13% relative error)")
 OVERRIDABLE_WEIGHT = ("weight is also a graph input (an overridable default, as IR 3 and keep_initializers_as_inputs "
                       "exports list every weight): kept float, since the application may feed another")
+OVERRIDABLE_BIAS = "bias is also a graph input (an overridable default): kept float, since the application may feed another"
 
 
 def is_constant(value: ir.Value | None) -> bool:
@@ -86,6 +90,7 @@ def make_plan(graph: ir.Graph, dtypes: dict[str, ir.DataType], *, include: tuple
     (what ORT's quantizer does: faster on PP-LCNet, less accurate; docs/quantization.md)."""
     tail = post_processing(graph)
     plan = Plan(tail=tail, branches=head_branches(graph, tail))
+    exact = _indexed_pool_inputs(graph)
     quantized_tensors: set[ir.Value] = set()
     weighted = any(_is_feature(node) for node in graph)
     for node in graph:
@@ -95,6 +100,8 @@ def make_plan(graph: ir.Graph, dtypes: dict[str, ir.DataType], *, include: tuple
             reason = NO_WEIGHTED_LAYER
         if reason is None and _touches(node, float_tensors):
             reason = "kept float by sensitivity analysis (mixed precision)"
+        if reason is None and _touches(node, exact):
+            reason = INDEXED_POOL_INPUT
         if node.op_type in ACTIVATIONS and reason is None and absorb:
             producer = node.inputs[0].producer()
             plan.absorbed[node] = producer
@@ -110,6 +117,24 @@ def make_plan(graph: ir.Graph, dtypes: dict[str, ir.DataType], *, include: tuple
     _drop_dangling_followers(plan)
     plan.float_outputs = float_matmul_outputs(plan)
     return plan
+
+
+def _indexed_pool_inputs(graph: ir.Graph) -> frozenset[str]:
+    """The input of each MaxPool whose Indices output is read, and back through the activations that
+    compute it: on values rounded to an 8-bit grid, neighbours tie and the indices move."""
+    names: set[str] = set()
+    for node in graph:
+        if node.op_type == "MaxPool" and _maxpool_indices_read(node):
+            value = node.inputs[0]
+            while value is not None and value.name not in names:
+                names.add(value.name)
+                producer = value.producer()
+                value = producer.inputs[0] if producer is not None and producer.op_type in ACTIVATIONS else None
+    return frozenset(names)
+
+
+def _maxpool_indices_read(node: ir.Node) -> bool:
+    return len(node.outputs) > 1 and node.outputs[1] is not None and bool(node.outputs[1].uses() or node.outputs[1].is_graph_output())
 
 
 def _constant_operand_ok(node: ir.Node) -> bool:
@@ -181,11 +206,14 @@ def _float_reason(node, tail, dtypes, include, exclude, quantized, activation_ma
         return "excluded by --quantize-exclude"
     if include and not _matches(node, include) and op not in ACTIVATIONS:
         return "not in --quantize-include"
-    if op in COMPUTE and len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].is_graph_input() \
-            and node.inputs[1].const_value is not None:
-        return OVERRIDABLE_WEIGHT
+    overridable = [i for i, v in enumerate(node.inputs[1:3], 1) if v is not None and v.is_graph_input()
+                   and v.const_value is not None] if op in COMPUTE else []
+    if overridable:
+        return OVERRIDABLE_WEIGHT if overridable[0] == 1 else OVERRIDABLE_BIAS
     if op == "MatMul" and is_constant(node.inputs[0]) and not is_constant(node.inputs[1]):
         return LEFT_CONSTANT
+    if op == "MaxPool" and _maxpool_indices_read(node):
+        return INDEXED_POOL_INPUT
     if node in tail:
         return TAIL
     inputs = activation_inputs(node)

@@ -307,10 +307,11 @@ class QuantizeStatic(Pass):
 
 
 def _weight_elements(model: ir.Model) -> int:
-    """Elements of the constant weights of every Conv/MatMul/Gemm (what int8 could shrink)."""
-    weights = [ir.convenience.get_const_tensor(n.inputs[1]) for n in model.graph
-               if n.op_type in planning.COMPUTE and len(n.inputs) > 1 and planning.is_constant(n.inputs[1])]
-    return int(sum(np.prod(w.shape) for w in weights))
+    """Elements of the constant weights of every Conv/MatMul/Gemm (what int8 could shrink), a weight
+    shared by several layers once (as the report rows count it)."""
+    weights = {n.inputs[1]: ir.convenience.get_const_tensor(n.inputs[1]) for n in model.graph
+               if n.op_type in planning.COMPUTE and len(n.inputs) > 1 and planning.is_constant(n.inputs[1])}
+    return int(sum(np.prod(w.shape) for w in weights.values()))
 
 
 def _clip_max(node: ir.Node) -> float:
