@@ -161,7 +161,24 @@ def _converter_input(model: ir.Model) -> onnx.ModelProto:
     kept = [info for info in proto.graph.value_info if info.name not in initializers]
     del proto.graph.value_info[:]
     proto.graph.value_info.extend(kept)
+    _branch_outputs_from_nodes(proto.graph)
     return proto
+
+
+def _branch_outputs_from_nodes(graph: onnx.GraphProto) -> None:
+    """Give each If/Loop/Scan branch output that no node of the branch makes (folding leaves a
+    branch returning its own initializer or an outer value) an Identity: the converter retypes a
+    branch's outputs to float16 but converts an initializer only for a float16 reader, so the If
+    yielded float32 into float16 ops and ORT refused the model."""
+    for node in graph.node:
+        for attribute in node.attribute:
+            for branch in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)):
+                _branch_outputs_from_nodes(branch)
+                made = {name for inner in branch.node for name in inner.output}
+                for output in branch.output:
+                    if output.name not in made:
+                        source, output.name = output.name, f"{output.name}_onnxslim_branch_output"
+                        branch.node.append(onnx.helper.make_node("Identity", [source], [output.name]))
 
 
 def _merge_duplicate_casts(graph: onnx.GraphProto) -> int:

@@ -263,3 +263,32 @@ def test_an_op_kept_float32_inside_a_branch_is_refused_with_the_reason():
     assert not result.modified and ops(result.model) == before
     (warning,) = [row["warning"] for row in result.details if "warning" in row]
     assert warning.startswith("model left float32: Exp inside If node") and "then_branch" in warning
+
+
+def test_a_branch_returning_its_own_initializer_is_converted():
+    # folding leaves `then_branch = () => (a) <a = [...]>`; the converter made the branch output
+    # float16 but left `a` float32 (no float16 reader), and ORT refused the Add after the If
+    import onnx
+    from onnx import TensorProto, helper
+
+    r = rng(6)
+    branch = lambda name, values: helper.make_graph(  # noqa: E731
+        [], name, [], [helper.make_tensor_value_info(name, TensorProto.FLOAT, [16])],
+        [helper.make_tensor(name, TensorProto.FLOAT, [16], values)])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]),
+         helper.make_node("If", ["c"], ["z"], then_branch=branch("a", r.standard_normal(16)),
+                          else_branch=branch("b", -r.standard_normal(16))),
+         helper.make_node("Add", ["h", "z"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16]),
+              helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [16, 16], r.standard_normal(256) / 4)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model = ir.serde.deserialize_model(proto)
+    result = ConvertFp16()(ir.serde.deserialize_model(proto))
+    assert result.modified and float_weight_bytes(result.model, ir.DataType.FLOAT16) > 0
+    for flag in (True, False):
+        feeds = {"x": rng(2).standard_normal((4, 16)).astype(np.float32), "c": np.array(flag)}
+        np.testing.assert_allclose(run_ort(result.model, feeds)[0], run_ort(model, feeds)[0], rtol=1e-2, atol=1e-2)
+    onnx.checker.check_model(ir.serde.serialize_model(result.model), full_check=True)
