@@ -149,9 +149,12 @@ class QuantizeStatic(Pass):
         total = _weight_elements(model)
         plan, weights, _, params = self._apply(model, dtypes, stats, keep)
         fraction = sum(row["weight_elements"] for row in weights) / total if total else 0.0
-        if keep and fraction < 0.75:
-            logger.warning("quantize-static: mixed precision left %.0f%% of the weights float; the model may run "
-                           "no faster than float (measure with --latency RUNS)", 100 * (1 - fraction))
+        if keep and not plan.quantized:  # a details warning: the CLI prints it, the JSON report lists it
+            rows.append({"warning": "mixed precision kept every layer float to meet the goal: the model is not "
+                                    "quantized (lower --quantize-min-cosine, or give more calibration data)"})
+        elif keep and fraction < 0.75:
+            rows.append({"warning": f"mixed precision left {100 * (1 - fraction):.0f}% of the weights float; the "
+                                    "model may run no faster than float (measure with --latency RUNS)"})
         embeddings = quantize_embeddings(model.graph, exclude=config.exclude) if config.embeddings else []
         if embeddings:
             ir.passes.common.RemoveUnusedNodesPass()(model)  # drops the float tables

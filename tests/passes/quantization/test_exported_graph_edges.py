@@ -114,3 +114,13 @@ def test_a_bias_the_application_may_feed_keeps_its_layer_float():
     got = run_ort(result.model, feeds)[0]
     assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < REL_L2_BOUND
     assert [v.name for v in result.model.graph.inputs] == ["x", "b1"] and result.model.graph.inputs[1].dtype == ir.DataType.FLOAT
+
+
+def test_mixed_precision_that_keeps_every_layer_float_says_so():
+    from onnxslim.passes.quantization.quantize_static import QuantizeStaticConfig
+
+    w, head = _weights((64, 64), (64, 8))
+    result = QuantizeStatic(QuantizeStaticConfig(min_cosine=1.0), context=context({"x": (8, 64)}))(
+        make_model(SHARED, initializers={"w": w / 2, "head": head}))
+    assert result.stats["nodes_quantized"] == 0
+    assert any(row.get("warning", "").startswith("mixed precision kept every layer float") for row in result.details)
