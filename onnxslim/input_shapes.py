@@ -120,3 +120,13 @@ def batch_length(feeds) -> int | None:
     axes disagree, an input is a scalar, or there is at most one sample)."""
     lengths = {np.shape(v)[0] if np.ndim(v) else None for v in feeds.values()}
     return next(iter(lengths)) if len(lengths) == 1 and None not in lengths and min(lengths) > 1 else None
+
+
+def split_batch(feeds, at: int, splittable: bool) -> tuple[dict, dict] | None:
+    """``feeds`` cut after ``at`` samples, or None when ``at`` is not inside the batch or the batch
+    cannot be cut (``splittable``: the model's ``batch_axis_is_dynamic``; every array must share
+    the batch length)."""
+    size = batch_length(feeds) if splittable else None
+    if size is None or not 0 < at < size:
+        return None
+    return {k: v[:at] for k, v in feeds.items()}, {k: v[at:] for k, v in feeds.items()}

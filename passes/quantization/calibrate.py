@@ -18,7 +18,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import DataError, first_line
-from onnxslim.input_shapes import batch_axis_is_dynamic, batch_length
+from onnxslim.input_shapes import batch_axis_is_dynamic, batch_length, split_batch
 from onnxslim.passes.quantization.cache import cache_key
 from onnxslim.passes.quantization.derived import apply, derivable
 from onnxslim.passes.quantization.hard_swish import HardSwishUse, hard_swish_use
@@ -129,10 +129,11 @@ def _cut_at(feeds: dict, at: int, splittable: bool) -> list[tuple[dict, float]]:
     """``feeds`` as pieces (with their fraction of the batch): cut after ``at`` samples when that
     falls inside the batch, so that divisors are decided on exactly that many samples (as if the
     data had been cut there)."""
-    size = batch_length(feeds) if splittable else None
-    if size is None or not 0 < at < size:
+    pieces = split_batch(feeds, at, splittable)
+    if pieces is None:
         return [(feeds, 1.0)]
-    return [({k: v[:at] for k, v in feeds.items()}, at / size), ({k: v[at:] for k, v in feeds.items()}, 1 - at / size)]
+    share = at / batch_length(feeds)
+    return [(pieces[0], share), (pieces[1], 1 - share)]
 
 
 def _settled(pending) -> None:

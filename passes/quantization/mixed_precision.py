@@ -23,7 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.errors import DataError
-from onnxslim.input_shapes import batch_axis_is_dynamic, batch_length
+from onnxslim.input_shapes import batch_axis_is_dynamic, split_batch
 from onnxslim.passes.quantization.calibrate import run_batch, run_candidate
 from onnxslim.passes.quantization.hard_swish import hard_swish_use
 from onnxslim.passes.quantization.plan import feeds_only_silu
@@ -156,10 +156,11 @@ def labelled_subset(calibration: Iterable, samples: int, *, splittable: bool = T
             raise DataError("--quantize-max-accuracy-drop needs labels in the calibration data "
                             "(a 'labels' array in the .npz, or one subfolder per class of images)")
         inputs = dict(batch.inputs)
-        keep = _kept(inputs, samples - taken, splittable)
-        feeds.append(inputs if keep is None else {k: v[:keep] for k, v in inputs.items()})
-        labels.append(np.asarray(batch_labels) if keep is None else np.asarray(batch_labels)[:keep])
-        taken += _size(inputs) if keep is None else keep
+        pieces = split_batch(inputs, samples - taken, splittable)
+        feeds.append(inputs if pieces is None else pieces[0])
+        taken_here = _size(feeds[-1])
+        labels.append(np.asarray(batch_labels)[:taken_here] if pieces is not None else np.asarray(batch_labels))
+        taken += taken_here
         if taken >= samples:
             break
     if not taken:
@@ -279,18 +280,12 @@ def subset(calibration: Iterable, samples: int, *, splittable: bool = True) -> l
     feeds, taken = [], 0
     for batch in calibration:
         inputs = dict(batch.inputs if hasattr(batch, "inputs") else batch)
-        keep = _kept(inputs, samples - taken, splittable)
-        feeds.append(inputs if keep is None else {k: v[:keep] for k, v in inputs.items()})
-        taken += _size(inputs) if keep is None else keep
+        pieces = split_batch(inputs, samples - taken, splittable)
+        feeds.append(inputs if pieces is None else pieces[0])
+        taken += _size(feeds[-1])
         if taken >= samples:
             break
     return feeds
-
-
-def _kept(inputs: dict, left: int, splittable: bool) -> int | None:
-    """How many samples of a batch to keep when ``left`` are still wanted (None: all of them)."""
-    size = batch_length(inputs) if splittable else None
-    return left if size is not None and left < size else None
 
 
 def _size(feeds: dict) -> int:
