@@ -20,6 +20,7 @@ mapping of short names to model paths:
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -106,7 +107,9 @@ def fetch(dest: Path = DEFAULT_DEST, verbose: bool = False) -> dict[str, Path]:
 
 
 def main(argv: list[str]) -> int:
-    dest = Path(argv[1]) if len(argv) > 1 else DEFAULT_DEST
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dest", nargs="?", type=Path, default=DEFAULT_DEST, help="folder to write (default: models/.real)")
+    dest = parser.parse_args(argv[1:]).dest
     try:
         fetch(dest, verbose=True)
     except FetchError as exc:

