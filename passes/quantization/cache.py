@@ -15,6 +15,11 @@ Statistics are reused only under the same ``CacheKey``:
 
 The calibration method is not in the key: every method reads the same statistics, so minmax,
 entropy and mse on the same data and model calibrate once (and give the models of uncached runs).
+
+Rescaled tensors (activation smoothing, ``rescaled.py``) add to the model part of the key what
+their divisors depend on (the first samples' count, the smoothing strength); the cache keeps each
+one's per-channel maximum over those samples, from which a cached run decides the same divisors
+without reading the data.
 """
 
 from __future__ import annotations
@@ -59,43 +64,52 @@ class CalibrationCache:
     """The data's description (``reader.describe()``), for people reading the file."""
     samples: int = 0
     stats: dict[str, TensorStats] = dataclasses.field(default_factory=dict)
+    magnitudes: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    """Per rescaled tensor, ``max |x|`` per channel over the samples that decide its divisor (empty:
+    none seen)."""
     modified: bool = False
 
-    def lookup(self, key: CacheKey, tensors) -> dict[str, TensorStats] | None:
-        """The cached statistics for every one of ``tensors`` under ``key``, or None."""
+    def lookup(self, key: CacheKey, tensors, rescaled=()) -> dict[str, TensorStats] | None:
+        """The cached statistics for every one of ``tensors`` under ``key``, or None; None also when
+        a tensor of ``rescaled`` has no magnitudes (its divisor could not be decided again)."""
         if key != self.key:
             if self.key is not None:
                 logger.info("calibration cache not used: the %s changed since it was written", key.changed(self.key))
             return None
-        if any(t not in self.stats for t in tensors):
+        if any(t not in self.stats for t in tensors) or any(t not in self.magnitudes for t in rescaled):
             return None
         return {t: self.stats[t] for t in tensors}
 
-    def store(self, key: CacheKey, source: str, samples: int, stats: dict[str, TensorStats]) -> None:
-        """Adds ``stats`` under ``key``; statistics under another key are dropped."""
+    def store(self, key: CacheKey, source: str, samples: int, stats: dict[str, TensorStats],
+              magnitudes: dict[str, np.ndarray] | None = None) -> None:
+        """Adds ``stats`` (and rescaled tensors' ``magnitudes``) under ``key``; those under another key are dropped."""
         if key != self.key:
-            self.stats = {}
+            self.stats, self.magnitudes = {}, {}
         self.key, self.source, self.samples = key, source, samples
         self.stats.update(stats)
+        self.magnitudes.update(magnitudes or {})
         self.modified = True
 
 
-def cache_key(model: ir.Model, calibration: Iterable) -> CacheKey | None:
-    """The key of statistics of ``model`` over ``calibration``; None when the data has no identity."""
+def cache_key(model: ir.Model, calibration: Iterable, variant: str = "") -> CacheKey | None:
+    """The key of statistics of ``model`` over ``calibration``; None when the data has no identity.
+    ``variant``: what else the statistics depend on (rescaled tensors' settings; "" for none)."""
     if hasattr(calibration, "identity"):
         data = calibration.identity()
     elif isinstance(calibration, (list, tuple)):  # batches in memory: hashing them reads nothing again
         data = arrays_digest(dict(getattr(b, "inputs", b)) for b in calibration)
     else:
         data = None
-    return None if data is None else CacheKey(data, model_fingerprint(model))
+    return None if data is None else CacheKey(data, model_fingerprint(model, variant))
 
 
-def model_fingerprint(model: ir.Model) -> str:
+def model_fingerprint(model: ir.Model, variant: str = "") -> str:
     """A digest of the serialized model without its large weights, plus each such weight's bytes
     (sha256, hardware-accelerated: 0.1 s for all-MiniLM-L6-v2's 90 MB, against 0.4 s of calibration
-    at 32 samples; only computed when a cache is given)."""
+    at 32 samples; only computed when a cache is given), plus ``variant`` when given."""
     hasher = hashlib.sha256()
+    if variant:
+        hasher.update(variant.encode())
     with weights_detached(model) as weights:
         hasher.update(ir.serde.serialize_model(model).SerializeToString())
         for name, tensor in weights.items():
@@ -127,7 +141,9 @@ def load_calibration_cache(path: str | Path) -> CalibrationCache:
             names = [str(n) for n in archive["names"]]
             stats = {n: TensorStats.from_arrays(archive[f"limits/{i}"], archive[f"counts/{i}"]) for i, n in enumerate(names)}
             key = CacheKey(str(archive["data"]), str(archive["model"])) if str(archive["data"]) else None
-            return CalibrationCache(key, str(archive["source"]), int(archive["samples"]), stats)
+            rescaled = [str(n) for n in archive["rescaled"]] if "rescaled" in archive.files else []
+            magnitudes = {n: archive[f"magnitudes/{i}"] for i, n in enumerate(rescaled)}
+            return CalibrationCache(key, str(archive["source"]), int(archive["samples"]), stats, magnitudes)
     except Exception as exc:
         raise DataError(f"not a calibration cache: {exc}", path=path) from None
 
@@ -142,6 +158,9 @@ def save_calibration_cache(cache: CalibrationCache, path: str | Path) -> None:
     for i, name in enumerate(names):
         arrays[f"limits/{i}"] = cache.stats[name].to_arrays()["limits"]
         arrays[f"counts/{i}"] = cache.stats[name].counts
+    arrays["rescaled"] = np.array(list(cache.magnitudes), dtype=str)
+    for i, magnitude in enumerate(cache.magnitudes.values()):
+        arrays[f"magnitudes/{i}"] = np.asarray(magnitude, np.float32)
     handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     os.close(handle)
     try:

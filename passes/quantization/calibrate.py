@@ -10,6 +10,7 @@ model the pass made, on data the user's model already ran: a failure is the pass
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -186,19 +187,23 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
     (``hard_swish.py``). Such partial statistics are never cached, since another method would
     silently read them as minmax.
 
-    ``rescaled`` (see ``collect_statistics``) are fetched whole, and their statistics depend on
-    the divisors, which the cache's key does not hold: with any, the cache is neither read nor written.
+    ``rescaled`` (see ``collect_statistics``) are fetched whole. Their settings join the cache's
+    key, and the cache keeps the channel maxima that decided their divisors: a cached run decides
+    the same divisors (calls each ``divisor``) without reading the data.
     """
     source, rescaled = describe(calibration), dict(rescaled or {})
-    key = cache_key(model, calibration) if cache is not None and not rescaled else None
-    if cache is not None and rescaled:
-        logger.info("calibration cache not used: rescaled tensors' statistics depend on divisors it does not key")
-    elif cache is not None and key is None:
+    key = cache_key(model, calibration, _variant(rescaled)) if cache is not None else None
+    if cache is not None and key is None:
         logger.info("calibration cache not used: %s has no identity to check it against", source)
-    found = cache.lookup(key, tensors) if key is not None else None
+    found = cache.lookup(key, tensors, rescaled) if key is not None else None
     if found is not None:
         logger.info("calibration statistics reused from the cache (%s)", source)
+        for name, rescaling in rescaled.items():
+            if cache.magnitudes[name].size:
+                rescaling.divisor(cache.magnitudes[name])
         return found
+    magnitudes: dict[str, np.ndarray] = {}
+    rescaled = {name: dataclasses.replace(r, divisor=_recorded(r.divisor, magnitudes, name)) for name, r in rescaled.items()}
     wanted = set(tensors)
     computed = {name: d for name, d in derivable(model.graph, wanted).items() if name not in rescaled}
     fetched = wanted - set(computed)
@@ -234,8 +239,22 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
         stats[name] = apply(derivation, stats, histogram=histograms is None or name in histograms,
                             elements=stats[name].elements if name in stats else 0)
     if key is not None and histograms is None:
-        cache.store(key, source, samples, stats)
+        empty = np.zeros(0, np.float32)  # none seen: no divisor
+        cache.store(key, source, samples, stats, {name: magnitudes.get(name, empty) for name in rescaled})
     return stats
+
+
+def _variant(rescaled: Mapping[str, Rescaling]) -> str:
+    """What rescaled tensors' statistics depend on besides the graph and the data (the cache's key)."""
+    return ";".join(f"{name}:{r.samples}:{r.label}" for name, r in sorted(rescaled.items()))
+
+
+def _recorded(divisor: Callable, magnitudes: dict, name: str) -> Callable:
+    """``divisor``, keeping the channel maxima it is given in ``magnitudes[name]`` (for the cache)."""
+    def decide(magnitude: np.ndarray):
+        magnitudes[name] = magnitude
+        return divisor(magnitude)
+    return decide
 
 
 def _pooled_hard_swish_inputs(graph: ir.Graph, names: set[str]) -> dict[str, HardSwishUse]:

@@ -214,14 +214,11 @@ class QuantizeStatic(Pass):
         """Smooths ``model``'s outlier activations in place and calibrates it: (smoothing rows, statistics).
 
         ``keep_absorbed``: mixed precision may keep a Relu float, leaving its producer's raw output to range.
-        Smoothing's channel maxima come from the same run as the statistics (``rescaled.py``),
-        except with a calibration cache: its key is the smoothed graph, so that graph comes first.
+        Smoothing's channel maxima come from the same run as the statistics (``rescaled.py``), or
+        from the calibration cache with them.
         """
-        config, cache = self.config, getattr(self.context, "calibration_cache", None)
+        config = self.config
         sites = smoothing.find_sites(model.graph, set(plan.quantized)) if config.smoothing_alpha > 0 else []
-        if sites and cache is not None:
-            smoothed = self._smooth(model, sites)
-            return smoothed, self._statistics(model, _range_sources(plan, keep_absorbed))
         decided: dict[str, tuple[smoothing.Site, np.ndarray, np.ndarray]] = {}
 
         def divisor(site: smoothing.Site):
@@ -232,7 +229,8 @@ class QuantizeStatic(Pass):
                 return scale
             return decide
 
-        rescaled = {site.value.name: Rescaling(config.sensitivity_samples, divisor(site)) for site in sites}
+        label = f"smoothing alpha={config.smoothing_alpha}"
+        rescaled = {site.value.name: Rescaling(config.sensitivity_samples, divisor(site), label) for site in sites}
         stats = self._statistics(model, _range_sources(plan, keep_absorbed), rescaled)
         # all taken out before any rename: a site's new name may be another site's old one
         moved = {name: stats.pop(name) for name in decided}
@@ -241,14 +239,6 @@ class QuantizeStatic(Pass):
         for name, (site, _, _) in decided.items():
             stats[site.value.name] = moved[name]
         return rows, stats
-
-    def _smooth(self, model: ir.Model, sites: list[smoothing.Site]) -> list[dict]:
-        feeds = mixed_precision.subset(self.context.calibration, self.config.sensitivity_samples,
-                                       splittable=batch_axis_is_dynamic(model))
-        maxima = smoothing.channel_maxima(model, feeds, [site.value.name for site in sites])
-        rows = [smoothing.smooth(model.graph, site, maxima[site.value.name], self.config.smoothing_alpha)
-                for site in sites]
-        return [row for row in rows if row is not None]
 
     def _statistics(self, model: ir.Model, tensors: list[str], rescaled: dict[str, Rescaling] | None = None):
         context = self.context

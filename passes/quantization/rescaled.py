@@ -23,10 +23,13 @@ from onnxslim.passes.quantization.statistics import SAMPLE, SATURATED, TensorSta
 @dataclasses.dataclass(frozen=True)
 class Rescaling:
     """``divisor(channel_max)``: the positive divisor per channel (last axis) given ``max |x|`` per
-    channel over at least the first ``samples`` samples (whole batches), or None for none."""
+    channel over at least the first ``samples`` samples (whole batches), or None for none.
+    ``label``: the settings, besides the graph and ``samples``, that the divisor depends on (a
+    calibration cache keys the statistics of ``x / divisor`` by them)."""
 
     samples: int
     divisor: Callable[[np.ndarray], np.ndarray | None]
+    label: str = ""
 
 
 class RescaledStats:

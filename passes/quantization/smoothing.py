@@ -14,13 +14,9 @@ the scaled rows.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
 
 import numpy as np
 import onnx_ir as ir
-
-from onnxslim.passes.quantization.calibrate import run_batch
-from onnxslim.runtime.session import make_session
 
 OUTLIER_RATIO = 8.0
 """Smooth only activations whose largest channel maximum is this many times the median one."""
@@ -58,26 +54,6 @@ def _smoothable_reader(node: ir.Node, value: ir.Value, quantized: set[ir.Node]) 
         return False
     weight = ir.convenience.get_const_tensor(node.inputs[1])
     return weight is not None and len(weight.shape) == 2
-
-
-def channel_maxima(model: ir.Model, feeds: Iterable[dict], names: list[str]) -> dict[str, np.ndarray]:
-    """Per-channel (last axis) maximum of |x| for each named tensor over ``feeds`` (the first run over
-    the calibration data: a batch the model rejects is a DataError)."""
-    session = make_session(model, extra_outputs=names)
-    maxima: dict[str, np.ndarray] = {}
-    for batch in feeds:
-        for name, value in zip(names, run_batch(session, names, batch)):
-            if np.size(value) == 0:  # an empty batch
-                continue
-            current = np.abs(np.asarray(value, np.float32)).reshape(-1, np.shape(value)[-1]).max(axis=0)
-            maxima[name] = np.maximum(maxima[name], current) if name in maxima else current
-    return maxima
-
-
-def smooth(graph: ir.Graph, site: Site, activation_max: np.ndarray, alpha: float) -> dict | None:
-    """Rewrites one site in place; its report row, or None when the activation has no outliers."""
-    scale = divisors(site, activation_max, alpha)
-    return None if scale is None else rewrite(graph, site, scale, activation_max)
 
 
 def divisors(site: Site, activation_max: np.ndarray, alpha: float) -> np.ndarray | None:

@@ -10,7 +10,7 @@ from onnxslim.core.pass_base import PassContext
 from onnxslim.data import DataBatch
 from onnxslim.errors import DataError
 from onnxslim.io import save
-from onnxslim.passes.quantization import mixed_precision, smoothing
+from onnxslim.passes.quantization import mixed_precision
 from onnxslim.passes.quantization.calibrate import run_batch, run_candidate
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
 from onnxslim.runtime.session import make_session
@@ -40,7 +40,7 @@ def _ids(value: int | None = None, count: int = 4) -> dict:
     return {"ids": ids.astype(np.int64)}
 
 
-@pytest.mark.parametrize("smoothing_alpha", [0.75, 0.0])  # the first run over the data: smoothing's, calibration's
+@pytest.mark.parametrize("smoothing_alpha", [0.75, 0.0])  # the run that decides smoothing's divisors, or none
 def test_ids_past_the_table_are_a_data_error_not_a_rollback(smoothing_alpha):
     calibration = [DataBatch(_ids()), DataBatch(_ids(999_999))]
     quantize = QuantizeStatic(QuantizeStaticConfig(smoothing_alpha=smoothing_alpha),
@@ -57,8 +57,6 @@ def test_the_cli_prints_one_line_exits_2_and_writes_nothing(tmp_path, capfd):
 
 def test_every_run_of_the_float_model_over_calibration_data_is_a_data_error():
     model, bad = _model(), [_ids(), _ids(-999)]
-    with pytest.raises(DataError, match="idx=-999"):
-        smoothing.channel_maxima(model, bad, ["h"])
     with pytest.raises(DataError, match="idx=-999"):
         mixed_precision.run_outputs(model, bad)
     with pytest.raises(DataError, match="idx=-999"):

@@ -7,6 +7,7 @@ import pytest
 from onnxslim.core.pass_base import PassContext
 from onnxslim.passes.quantization import smoothing
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
+from onnxslim.runtime.session import make_session
 from tests.helpers import check_full, make_model, rng, run_ort
 from tests.passes.quantization.util import REL_L2_BOUND, batches, context, fused_ops, rel_l2
 
@@ -38,9 +39,11 @@ def test_smoothing_rewrite_is_exact_in_float():
     model = _gelu_ffn()
     original = model.clone()
     (site,) = smoothing.find_sites(model.graph, set(model.graph))
-    maxima = smoothing.channel_maxima(model, [b.inputs for b in batches({"x": (4, 8, 16)})], [site.value.name])
-    row = smoothing.smooth(model.graph, site, maxima[site.value.name], alpha=0.75)
-    assert row is not None and row["outlier_ratio"] > 8 and row["channels"] == 32
+    session = make_session(model, extra_outputs=[site.value.name])
+    values = np.concatenate([session.run([site.value.name], b.inputs)[0] for b in batches({"x": (4, 8, 16)})])
+    maxima = np.abs(values).reshape(-1, values.shape[-1]).max(axis=0)
+    row = smoothing.rewrite(model.graph, site, smoothing.divisors(site, maxima, alpha=0.75), maxima)
+    assert row["outlier_ratio"] > 8 and row["channels"] == 32
     assert ir_const(site.mul.inputs[1]).shape == (32,)  # the scalar 0.5 became a per-channel vector
     feeds = {"x": rng(9).standard_normal((2, 8, 16)).astype(np.float32)}
     np.testing.assert_allclose(run_ort(model, feeds)[0], run_ort(original, feeds)[0], rtol=1e-4, atol=1e-4)
@@ -114,23 +117,45 @@ def test_smoothing_maxima_come_from_the_calibration_run_itself(monkeypatch, meth
     from onnxslim.passes.quantization.cache import CalibrationCache
 
     sessions = []
-    for module in (calibrate, smoothing):
-        monkeypatch.setattr(module, "make_session", _counting(module.make_session, sessions))
+    monkeypatch.setattr(calibrate, "make_session", _counting(calibrate.make_session, sessions))
     data, config = batches({"x": (batch, 8, 16)}, count=count), QuantizeStaticConfig(method=method)
     one_run = QuantizeStatic(config, context=PassContext(calibration=data))(_gelu_ffn())
     assert len(sessions) == 1 and one_run.stats["activations_smoothed"] == 1
-    # with a cache, whose key is the smoothed graph, smoothing runs first on its own (2 sessions)
-    two_runs = QuantizeStatic(config, context=PassContext(calibration=data, calibration_cache=CalibrationCache()))(
-        _gelu_ffn())
-    assert len(sessions) == 3
-    rows = [[r for r in result.details if "smoothed" in r] for result in (one_run, two_runs)]
-    assert rows[0] == rows[1]  # both learned the divisors from the first 16 samples
-    np.testing.assert_allclose(_qdq_scale(one_run.model, "g2_smoothed"), _qdq_scale(two_runs.model, "g2_smoothed"),
-                               rtol=1e-3)
+    # a cache keeps the channel maxima beside the statistics: a cached run decides the same
+    # divisors and reads no data (minmax statistics are partial and never cached)
+    cache = CalibrationCache()
+    runs = [QuantizeStatic(config, context=PassContext(calibration=data, calibration_cache=cache))(_gelu_ffn())
+            for _ in range(2)]
+    assert len(sessions) == (3 if method == "minmax" else 2)
+    rows = [[r for r in result.details if "smoothed" in r] for result in (one_run, *runs)]
+    assert rows[0] == rows[1] == rows[2]
     feeds = {"x": rng(7).standard_normal((4, 8, 16)).astype(np.float32)}
-    np.testing.assert_allclose(run_ort(one_run.model, feeds)[0], run_ort(two_runs.model, feeds)[0], rtol=1e-3, atol=1e-3)
+    for result in runs:
+        assert _qdq_scale(result.model, "g2_smoothed") == _qdq_scale(one_run.model, "g2_smoothed")
+        np.testing.assert_array_equal(run_ort(result.model, feeds)[0], run_ort(one_run.model, feeds)[0])
     assert rel_l2(_gelu_ffn(), one_run.model, feeds) < REL_L2_BOUND
     check_full(one_run.model)
+
+
+def test_a_cache_is_not_reused_across_smoothing_settings(tmp_path):
+    # the smoothed tensor's statistics depend on the divisors: another alpha, or none, calibrates again
+    from onnxslim.passes.quantization.cache import CalibrationCache, load_calibration_cache, save_calibration_cache
+
+    data, cache, scales = batches({"x": (4, 8, 16)}, count=8), CalibrationCache(), {}
+    for alpha in (0.75, 0.5, 0.0, 0.75):
+        result = QuantizeStatic(QuantizeStaticConfig(smoothing_alpha=alpha),
+                                context=PassContext(calibration=data, calibration_cache=cache))(_gelu_ffn())
+        fresh = QuantizeStatic(QuantizeStaticConfig(smoothing_alpha=alpha), context=PassContext(calibration=data))(_gelu_ffn())
+        name = "g2_smoothed" if alpha else "g2"
+        assert _qdq_scale(result.model, name) == _qdq_scale(fresh.model, name)
+        scales[alpha] = _qdq_scale(result.model, name)
+    assert len(set(scales.values())) == 3
+    save_calibration_cache(cache, tmp_path / "ranges.npz")  # the maxima survive the file
+    loaded = load_calibration_cache(tmp_path / "ranges.npz")
+    assert loaded.key == cache.key and list(loaded.magnitudes) == ["g2"]
+    np.testing.assert_array_equal(loaded.magnitudes["g2"], cache.magnitudes["g2"])
+    reused = QuantizeStatic(context=PassContext(calibration=data, calibration_cache=loaded))(_gelu_ffn())
+    assert not loaded.modified and _qdq_scale(reused.model, "g2_smoothed") == scales[0.75]
 
 
 def _counting(make, sessions):
@@ -212,8 +237,8 @@ def test_a_batch_cut_for_smoothing_leaves_input_ranges_as_they_were(method):
     assert _qdq_scale(on.model, "x") == _qdq_scale(off.model, "x")
 
 
-def test_an_empty_batch_is_skipped_by_smoothings_own_run():
-    # with a cache smoothing runs first, on its own session; a 0-sample batch has no maximum
+def test_an_empty_batch_is_skipped_when_smoothing_with_a_cache():
+    # a 0-sample batch has no maximum (it crashed smoothing's former run of its own, with a cache)
     from onnxslim.data import DataBatch
     from onnxslim.passes.quantization.cache import CalibrationCache
 
