@@ -48,10 +48,13 @@ def _constant(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
 
 def unique_name(graph: ir.Graph, base: str) -> str:
     taken = graph.meta.setdefault(NAMES_KEY, set())
-    if not taken:
+    if not taken:  # node names too: a new node named like an existing one makes the model invalid
         taken.update(graph.initializers)
-        taken.update(v.name for n in graph for v in n.outputs if v.name)
         taken.update(v.name for v in graph.inputs)
+        for node in ir.traversal.RecursiveGraphIterator(graph):
+            taken.update(v.name for v in node.outputs if v.name)
+            if node.name:
+                taken.add(node.name)
     name, index = base, 1
     while name in taken:
         name, index = f"{base}_{index}", index + 1
