@@ -8,12 +8,33 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import PassResult
+from onnxslim.passes.quantization.plan import is_constant
 from onnxslim.proto import graph_proto
 
 logger = logging.getLogger(__name__)
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
                  "MatMulInteger", "ConvInteger", "MatMulNBits", "DynamicQuantizeMatMul", "QGemm"}
+
+
+def missing_weight_reason(node: ir.Node) -> str:
+    """The kept-float reason of a MatMul/Gemm whose second operand is no constant ("-": not a weight layer)."""
+    weight, left = node.inputs[1], node.inputs[0]
+    if weight.is_graph_input() and ir.convenience.get_const_tensor(weight) is not None:
+        return "weight is also a graph input (the application may feed it)"
+    if _computed_from_constants(weight):
+        return "weight is computed from constants (e.g. Transpose(W)) and was not folded into one"
+    if left is not None and (is_constant(left) or _computed_from_constants(left)):
+        return "the constant operand is on the left (only a right-hand weight is quantized)"
+    return "-"
+
+
+def _computed_from_constants(value: ir.Value) -> bool:
+    """Whether ``value`` is computed by ops whose inputs are all constants (an unfolded weight)."""
+    producer = value.producer()
+    if producer is None or not producer.inputs:
+        return False
+    return all(v is not None and (is_constant(v) or _computed_from_constants(v)) for v in producer.inputs)
 
 
 def refusal(model: ir.Model) -> str | None:

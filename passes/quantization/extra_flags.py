@@ -20,7 +20,7 @@ def add_extra_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--quantize-weights", choices=("int4", "int8"), default=None,
                        help="weight-only block-wise MatMul quantization (ONNX Runtime's MatMulNBits)")
     group.add_argument("--quantize-block-size", metavar="N", type=int, default=None,
-                       help="with --quantize-weights: rows of K sharing one scale (power of two >= 16, default 32)")
+                       help="with --quantize-weights: rows of K sharing one scale (16, 32, 64, 128 or 256; default 32)")
 
 
 def extra_steps(options: Mapping[str, Any]) -> list[Step]:

@@ -11,7 +11,7 @@ import onnx_ir as ir
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.passes._functions import function_layers_reason
 from onnxslim.core.stats import graph_stats
-from onnxslim.passes.quantization.common import refused, tensor_dtypes
+from onnxslim.passes.quantization.common import missing_weight_reason, refused, tensor_dtypes
 from onnxslim.passes.quantization.embedding import quantize_embeddings
 from onnxslim.passes.quantization.plan import is_constant
 from onnxslim.passes.quantization.qdq import unique_name, weight_params
@@ -70,7 +70,7 @@ class QuantizeDynamic(Pass):
             elif (inside := function_layers_reason(model, node)) is not None:
                 rows.append({"node": node.name, "op": node.op_type, "kept_float": inside})
         if self.config.embeddings:
-            rows += quantize_embeddings(model.graph, exclude=self.config.exclude)
+            rows += quantize_embeddings(model.graph, include=self.config.include, exclude=self.config.exclude)
         done = [r for r in rows if "kept_float" not in r]
         if done:
             ir.passes.common.RemoveUnusedNodesPass()(model)
@@ -91,8 +91,11 @@ class QuantizeDynamic(Pass):
         if dtypes.get(node.inputs[0].name) != ir.DataType.FLOAT:
             return "input is not float32"
         weight = ir.convenience.get_const_tensor(node.inputs[1]) if is_constant(node.inputs[1]) else None
-        if weight is None or len(weight.shape) != 2:
-            return "weight is not a constant 2-D tensor"
+        if weight is None:
+            why = missing_weight_reason(node)
+            return "both operands are activations (no weight)" if why == "-" else why
+        if len(weight.shape) != 2:
+            return "weight is not a 2-D tensor"
         if np.prod(weight.shape) < config.min_elements:
             return f"weight has fewer than {config.min_elements} elements"
         attrs = {k: a.value for k, a in node.attributes.items()}

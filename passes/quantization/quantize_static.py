@@ -155,8 +155,8 @@ class QuantizeStatic(Pass):
         elif keep and fraction < 0.75:
             rows.append({"warning": f"mixed precision left {100 * (1 - fraction):.0f}% of the weights float; the "
                                     "model may run no faster than float (measure with --latency RUNS)"})
-        embeddings = quantize_embeddings(model.graph, exclude=config.exclude) if config.embeddings else []
-        if embeddings:
+        embeddings = quantize_embeddings(model.graph, include=config.include, exclude=config.exclude) if config.embeddings else []
+        if any("kept_float" not in r for r in embeddings):
             ir.passes.common.RemoveUnusedNodesPass()(model)  # drops the float tables
         if reference is not None:
             rows += correct_biases(reference, model, mixed_precision.subset(
@@ -168,7 +168,7 @@ class QuantizeStatic(Pass):
             "weight_elements_quantized_fraction": round(fraction, 4), "calibration_s": round(calibration_s, 3),
             **({"tensors_kept_float_by_sensitivity": len(keep)} if goal is not None else {}),
             **({"activations_smoothed": len(smoothed)} if smoothed else {}),
-            **({"embeddings_quantized": len(embeddings)} if embeddings else {}),
+            **({"embeddings_quantized": sum("kept_float" not in r for r in embeddings)} if embeddings else {}),
             **({"opset_converted": 1} if any("opset_converted" in row for row in upgraded) else {}),
             **({"biases_corrected": sum("bias_corrected" in r for r in rows)} if config.bias_correction else {})})
 

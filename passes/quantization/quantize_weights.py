@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import graph_stats
-from onnxslim.passes.quantization.common import refused, tensor_dtypes
+from onnxslim.passes.quantization.common import missing_weight_reason, refused, tensor_dtypes
 from onnxslim.passes.quantization.gemm_as_matmul import gemm_obstacle, gemm_to_matmul
 from onnxslim.passes.quantization.ort_tools import import_quietly, in_scratch_folder, replace_contents, to_proto
 from onnxslim.passes.quantization.plan import is_constant
@@ -117,7 +117,7 @@ class QuantizeWeights(Pass):
         weight = node.inputs[1]
         tensor = ir.convenience.get_const_tensor(weight) if is_constant(weight) else None
         if tensor is None:
-            return _why_no_weight(node)
+            return missing_weight_reason(node)
         if weight.name not in node.graph.initializers:
             return "weight is not an initializer (fed by a Constant node)"
         if len(tensor.shape) != 2 or tensor.dtype != ir.DataType.FLOAT:
@@ -129,18 +129,6 @@ class QuantizeWeights(Pass):
         if _packed_bytes(tensor.shape, node, config) >= tensor.nbytes:
             return f"K = {_k(tensor.shape, node)} rows: blocks of {config.block_size} would take more bytes than the float weight"
         return None
-
-
-def _why_no_weight(node: ir.Node) -> str:
-    """The kept-float reason of a MatMul/Gemm whose second operand is no constant ("-": not a weight layer)."""
-    weight, left = node.inputs[1], node.inputs[0]
-    if weight.is_graph_input() and ir.convenience.get_const_tensor(weight) is not None:
-        return "weight is also a graph input (the application may feed it)"
-    if _computed_from_constants(weight):
-        return "weight is computed from constants (e.g. Transpose(W)) and was not folded into one"
-    if left is not None and (is_constant(left) or _computed_from_constants(left)):
-        return "the constant operand is on the left (MatMulNBits takes the weight on the right)"
-    return "-"
 
 
 def _k(shape, node: ir.Node) -> int:
@@ -171,14 +159,6 @@ def _separate_names(graph: ir.Graph, chosen: list[ir.Node], bits: int) -> None:
         weight = node.inputs[1]
         while any(f"{weight.name}{suffix}" in tensors for suffix in (f"_Q{bits}", "_scales", "_zero_points")):
             weight.name = unique_name(graph, f"{weight.name}_w")  # the graph's initializer key follows
-
-
-def _computed_from_constants(value: ir.Value) -> bool:
-    """Whether ``value`` is computed by ops whose inputs are all constants (an unfolded weight)."""
-    producer = value.producer()
-    if producer is None or not producer.inputs:
-        return False
-    return all(v is not None and (is_constant(v) or _computed_from_constants(v)) for v in producer.inputs)
 
 
 def _name_layers(graph: ir.Graph) -> None:

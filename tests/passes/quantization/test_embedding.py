@@ -88,3 +88,68 @@ def test_both_passes_quantize_the_table_and_can_leave_it_float():
         after = run_ort(result.model, IDS)[0]
         assert np.linalg.norm(after - before) / np.linalg.norm(before) < 0.03
         check_full(result.model)
+
+
+def test_a_table_that_is_also_a_graph_input_stays_float():
+    # an overridable default: the application may feed its own table, which int8 rows would ignore
+    model = _model()
+    table = model.graph.initializers["table"]
+    table.shape, table.type = ir.Shape([400, 256]), ir.TensorType(ir.DataType.FLOAT)
+    model.graph.inputs.append(table)
+    result = QuantizeDynamic()(model)
+    assert _int8_tables(result.model) == 0 and ops(result.model)["Gather"] == 1
+    fed = {**IDS, "table": np.full((400, 256), 7.0, np.float32)}
+    expected, actual = run_ort(_with_input_table(), fed)[0], run_ort(result.model, fed)[0]
+    # the fed table is used (int8 MatMul noise only); the baked one gave another output entirely
+    assert np.linalg.norm(actual - expected) / np.linalg.norm(expected) < 0.03
+
+
+def _with_input_table():
+    model = _model()
+    table = model.graph.initializers["table"]
+    table.shape, table.type = ir.Shape([400, 256]), ir.TensorType(ir.DataType.FLOAT)
+    model.graph.inputs.append(table)
+    return model
+
+
+def _int8_tables(model) -> int:
+    return sum(v.const_value.dtype == ir.DataType.INT8 and v.const_value.shape == (400, 256)
+               for v in model.graph.initializers.values())
+
+
+def test_include_limits_the_tables_too():
+    assert _int8_tables(QuantizeDynamic(QuantizeDynamicConfig(include=("MatMul",)))(_model()).model) == 0
+    only_tables = QuantizeDynamic(QuantizeDynamicConfig(include=("Gather",)))(_model()).model
+    assert _int8_tables(only_tables) == 1 and "MatMulInteger" not in ops(only_tables)
+
+
+TIED = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (int64[N, 6] ids, int64[N, 6] pos) => (float[N, 6, 400] y, float[N, 6, 256] z) {
+    e = Gather <axis = 0> (table, ids)
+    f = Gather <axis = 0> (table, pos)
+    z = Add (e, f)
+    t = Transpose <perm = [1, 0]> (table)
+    y = MatMul (e, t)
+}
+"""
+
+
+def test_gathers_share_one_int8_table_and_a_tied_table_stays_float():
+    r = rng(2)
+    table = r.standard_normal((400, 256)).astype(np.float32)
+    shared = make_model(TIED.replace("    t = Transpose <perm = [1, 0]> (table)\n    y = MatMul (e, t)\n", "    y = MatMul (e, w)\n")
+                        .replace("float[N, 6, 400] y", "float[N, 6, 8] y"),
+                        initializers={"table": table, "w": r.standard_normal((256, 8)).astype(np.float32)})
+    rows = quantize_embeddings(shared.graph)
+    assert len(rows) == 2 and all("kept_float" not in row for row in rows)
+    ir.passes.common.RemoveUnusedNodesPass()(shared)
+    int8 = [v for v in shared.graph.initializers.values() if v.const_value.dtype == ir.DataType.INT8]
+    assert len(int8) == 1  # one copy for both Gathers (was one each: the model grew)
+    check_full(shared)
+    tied = make_model(TIED, initializers={"table": table})
+    before = len(tied.graph.initializers)
+    (row,) = quantize_embeddings(tied.graph)
+    assert "also read by Transpose" in row["kept_float"] and len(tied.graph.initializers) == before
+    result = QuantizeDynamic()(make_model(TIED, initializers={"table": table}))
+    assert result.stats["bytes_saved"] >= 0

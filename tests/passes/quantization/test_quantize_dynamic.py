@@ -57,3 +57,44 @@ g (float[N, 3, 4, 4] x) => (float[N, 2, 4, 4] y) {
     once = QuantizeDynamic()(_mlp()).model
     again = QuantizeDynamic()(once)
     assert not again.modified and "already quantized" in again.details[0]["skipped"]
+
+
+def test_a_node_named_like_a_new_one_does_not_collide():
+    # the new nodes are named {layer}_{op}: a user node already named "mm_Cast" made the model
+    # invalid ("two nodes with same node name") and the pass was rolled back
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 16] x) => (float[N, 32] y) {
+        h = MatMul (x, w1)
+        y = Relu (h)
+    }
+    """
+    model = make_model(text, initializers={"w1": rng(0).standard_normal((16, 32)).astype(np.float32)})
+    matmul, relu = list(model.graph)
+    matmul.name, relu.name = "mm", "mm_Cast"
+    original = model.clone()
+    result = QuantizeDynamic()(model)
+    names = [n.name for n in result.model.graph]
+    assert result.stats["nodes_quantized"] == 1 and len(names) == len(set(names))
+    check_full(result.model)
+    assert rel_l2(original, result.model, {"x": rng(1).standard_normal((6, 16)).astype(np.float32)}) < BOUND
+
+
+def test_layers_without_a_right_hand_weight_say_why():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 16] x, float[16, 16] fed) => (float[16, 16] y) {
+        a = MatMul (x, fed)
+        t = Transpose <perm = [1, 0]> (a)
+        b = MatMul (left, t)
+        y = MatMul (b, a)
+    }
+    """
+    r = rng(2)
+    model = make_model(text, initializers={"fed": r.standard_normal((16, 16)).astype(np.float32),
+                                           "left": r.standard_normal((16, 16)).astype(np.float32)})
+    result = QuantizeDynamic()(model)
+    assert [row["kept_float"] for row in result.details] == [
+        "weight is also a graph input (the application may feed it)",
+        "the constant operand is on the left (only a right-hand weight is quantized)",
+        "both operands are activations (no weight)"]
