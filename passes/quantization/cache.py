@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Iterable
 
@@ -37,7 +38,7 @@ import onnx_ir as ir
 
 from onnxslim.data.identity import arrays_digest
 from onnxslim.errors import DataError
-from onnxslim.passes.quantization.statistics import TensorStats
+from onnxslim.passes.quantization.statistics import BINS, TensorStats
 from onnxslim.proto import weights_detached
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,8 @@ def load_calibration_cache(path: str | Path) -> CalibrationCache:
     path = Path(path)
     if not path.exists():
         return CalibrationCache()
+    if path.is_file() and not zipfile.is_zipfile(path):  # np.load would talk about pickled data
+        raise DataError("not a calibration cache: not an .npz archive", path=path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             if str(archive["format"]) in _STALE_FORMATS:
@@ -139,13 +142,23 @@ def load_calibration_cache(path: str | Path) -> CalibrationCache:
             if str(archive["format"]) != _FORMAT:
                 raise ValueError(f"format {archive['format']} (expected {_FORMAT})")
             names = [str(n) for n in archive["names"]]
-            stats = {n: TensorStats.from_arrays(archive[f"limits/{i}"], archive[f"counts/{i}"]) for i, n in enumerate(names)}
+            stats = {n: _checked(n, archive[f"limits/{i}"], archive[f"counts/{i}"]) for i, n in enumerate(names)}
             key = CacheKey(str(archive["data"]), str(archive["model"])) if str(archive["data"]) else None
             rescaled = [str(n) for n in archive["rescaled"]] if "rescaled" in archive.files else []
             magnitudes = {n: archive[f"magnitudes/{i}"] for i, n in enumerate(rescaled)}
             return CalibrationCache(key, str(archive["source"]), int(archive["samples"]), stats, magnitudes)
     except Exception as exc:
         raise DataError(f"not a calibration cache: {exc}", path=path) from None
+
+
+def _checked(name: str, limits: np.ndarray, counts: np.ndarray) -> TensorStats:
+    """A tensor's cached statistics, refused when they are not what this version writes (an edited
+    or damaged file would otherwise give other ranges without a word)."""
+    if counts.shape != (BINS,) or counts.dtype.kind not in "iu" or (counts < 0).any():
+        raise ValueError(f"tensor {name!r}: {counts.size} histogram bins of {counts.dtype} (expected {BINS} counts)")
+    if limits.ndim != 1 or not 3 <= limits.size <= 4 or not np.isfinite(limits[2]) or limits[2] < 0:
+        raise ValueError(f"tensor {name!r}: damaged limits {limits.tolist()}")
+    return TensorStats.from_arrays(limits, counts)
 
 
 def save_calibration_cache(cache: CalibrationCache, path: str | Path) -> None:

@@ -79,13 +79,16 @@ def _kl_divergences(counts: np.ndarray, candidates: np.ndarray, levels: int) -> 
     cum, filled, plogp = _prefix(counts), _prefix(counts > 0), _prefix(counts * _log(counts))
     bounds = (np.arange(levels + 1)[None, :] * candidates[:, None] + levels - 1) // levels
     chunk = np.diff(cum[bounds], axis=1)  # (candidates, levels) chunk totals
-    q = _ratio(chunk, np.diff(filled[bounds], axis=1)) / cum[candidates][:, None]  # q of a non-empty bin
+    kept = cum[candidates]  # 0: every value lies past the candidate (all mass at the far end)
+    q = _ratio(_ratio(chunk, np.diff(filled[bounds], axis=1)), kept[:, None])  # q of a non-empty bin
     edge = counts[candidates - 1]  # the last kept bin takes the tail: it is scored apart
     chunk[:, -1] -= edge
     inner = plogp[candidates - 1] - cum[candidates - 1] * np.log(total) - (chunk * _log(q)).sum(axis=1)
     p_edge = (edge + total - cum[candidates]) / total
     q_edge = np.where(edge > 0, q[:, -1], 1e-12)
-    return inner / total + np.where(p_edge > 0, p_edge * (_log(p_edge) - np.log(q_edge)), 0.0)
+    divergence = inner / total + np.where(p_edge > 0, p_edge * (_log(p_edge) - np.log(q_edge)), 0.0)
+    # nothing kept is no candidate: its 0/0 was nan, which argmin picked (and numpy warned on stderr)
+    return np.where(kept > 0, divergence, np.inf)
 
 
 def _prefix(weights: np.ndarray) -> np.ndarray:
@@ -99,7 +102,8 @@ def _log(x: np.ndarray) -> np.ndarray:
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
+    """a / b, 0 where b == 0 (b broadcasts against a)."""
+    return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=np.broadcast_to(b > 0, np.shape(a)))
 
 
 def _mse_threshold(stats: TensorStats) -> float:

@@ -9,6 +9,7 @@ import onnx_ir as ir
 import pytest
 
 from onnxslim import api
+from onnxslim.errors import DataError
 from onnxslim.core.pass_base import PassContext
 from onnxslim.data import DataBatch, FirstSamples, RandomReader, Reader, open_reader
 from onnxslim.passes.quantization import calibrate
@@ -163,3 +164,20 @@ def test_data_without_an_identity_is_never_cached(calibrations):
     _quantize(model.clone(), Plain(), cache)
     _quantize(model.clone(), Plain(), cache)
     assert len(calibrations) == 2 and not cache.modified and not cache.stats
+
+
+def test_a_damaged_or_foreign_file_is_refused_in_one_line(tmp_path):
+    model, data = _model(), [DataBatch({"x": rng(4).random((4, 1, 8, 8), np.float32)})]
+    cache = CalibrationCache()
+    _quantize(model.clone(), data, cache)
+    save_calibration_cache(cache, tmp_path / "ranges.npz")
+    with np.load(tmp_path / "ranges.npz") as archive:
+        arrays = dict(archive)
+    arrays["counts/0"] = arrays["counts/0"][:7]  # histograms cut to 7 bins: other ranges, silently
+    np.savez(tmp_path / "cut.npz", **arrays)
+    with pytest.raises(DataError, match="7 histogram bins"):
+        load_calibration_cache(tmp_path / "cut.npz")
+    (tmp_path / "notes.txt").write_text("ranges\n")
+    with pytest.raises(DataError, match="not an .npz archive") as caught:
+        load_calibration_cache(tmp_path / "notes.txt")
+    assert "pickle" not in str(caught.value)
