@@ -37,6 +37,14 @@ def _computed_from_constants(value: ir.Value) -> bool:
     return all(v is not None and (is_constant(v) or _computed_from_constants(v)) for v in producer.inputs)
 
 
+def unmatched_selections(model: ir.Model, include: tuple[str, ...], exclude: tuple[str, ...]) -> list[dict]:
+    """A details warning per ``include`` / ``exclude`` entry that names no node and no op type of
+    ``model``: a misspelt name would otherwise select nothing without a word."""
+    known = {n.name for n in model.graph.all_nodes()} | {n.op_type for n in model.graph.all_nodes()}
+    return [{"warning": f"--quantize-{flag} {entry!r} matches no node name or op type in the model"}
+            for flag, entries in (("include", include), ("exclude", exclude)) for entry in entries if entry not in known]
+
+
 def refusal(model: ir.Model) -> str | None:
     """Why the model must not be quantized again, or None."""
     found = sorted({n.op_type for n in model.graph.all_nodes() if n.op_type in QUANTIZED_OPS})

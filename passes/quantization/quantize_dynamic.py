@@ -11,7 +11,7 @@ import onnx_ir as ir
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.passes._functions import function_layers_reason
 from onnxslim.core.stats import graph_stats
-from onnxslim.passes.quantization.common import missing_weight_reason, refused, tensor_dtypes
+from onnxslim.passes.quantization.common import missing_weight_reason, refused, tensor_dtypes, unmatched_selections
 from onnxslim.passes.quantization.embedding import quantize_embeddings
 from onnxslim.passes.quantization.plan import is_constant
 from onnxslim.passes.quantization.qdq import unique_name, weight_params
@@ -60,6 +60,7 @@ class QuantizeDynamic(Pass):
             why = f"opset {model.opset_imports.get('', 1)}: DynamicQuantizeLinear needs opset {DYNAMIC_OPSET}"
             return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": why}])
         dtypes, before = tensor_dtypes(model), graph_stats(model).param_bytes
+        unmatched = unmatched_selections(model, self.config.include, self.config.exclude)
         rows, shared = [], {}
         for node in list(model.graph):
             why = self._reason(node, dtypes)
@@ -75,7 +76,7 @@ class QuantizeDynamic(Pass):
         if done:
             ir.passes.common.RemoveUnusedNodesPass()(model)
         saved = before - graph_stats(model).param_bytes
-        return PassResult(model, modified=bool(done), details=rows,
+        return PassResult(model, modified=bool(done), details=unmatched + rows,
                           stats={"nodes_quantized": len(done), "bytes_saved": saved, "kept_float": len(rows) - len(done)})
 
     def _reason(self, node: ir.Node, dtypes) -> str | None:

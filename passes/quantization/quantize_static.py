@@ -15,7 +15,7 @@ from onnxslim.input_shapes import batch_axis_is_dynamic
 from onnxslim.passes.quantization import mixed_precision, plan as planning, smoothing
 from onnxslim.passes.quantization.bias_correction import correct_biases
 from onnxslim.passes.quantization.calibrate import tensor_statistics
-from onnxslim.passes.quantization.common import refused, tensor_dtypes
+from onnxslim.passes.quantization.common import refused, tensor_dtypes, unmatched_selections
 from onnxslim.passes.quantization.embedding import quantize_embeddings
 from onnxslim.passes.quantization.opset import per_channel_opset
 from onnxslim.passes.quantization.qdq import NAMES_KEY, WEIGHTS_KEY, activation_params, insert_qdq, quantize_layer, quantize_operand
@@ -124,9 +124,10 @@ class QuantizeStatic(Pass):
         if (unchanged := refused(model, self.name)) is not None:
             return unchanged
         config, dtypes = self.config, tensor_dtypes(model)
+        unmatched = unmatched_selections(model, config.include, config.exclude)
         plan = self._plan(model.graph, dtypes)
         if not plan.quantized:
-            return PassResult(model, modified=False, details=_float_rows(plan))
+            return PassResult(model, modified=False, details=unmatched + _float_rows(plan))
         upgraded = per_channel_opset(model, config.per_channel, config.upgrade_opset)
         if any("declined" in row for row in upgraded):  # the model is as it came: no QDQ op at its opset
             return PassResult(model, modified=False, stats={"skipped": 1}, details=upgraded)
@@ -161,7 +162,7 @@ class QuantizeStatic(Pass):
         if reference is not None:
             rows += correct_biases(reference, model, mixed_precision.subset(
                 self.context.calibration, config.sensitivity_samples, splittable=batch_axis_is_dynamic(reference)))
-        details = upgraded + smoothed + weights + embeddings + _float_rows(plan) + rows
+        details = unmatched + upgraded + smoothed + weights + embeddings + _float_rows(plan) + rows
         return PassResult(model, modified=True, details=details, stats={
             "nodes_quantized": len(plan.quantized), "activations_absorbed": len(plan.absorbed),
             "tensors_quantized": len(params), "weights_quantized": len(weights), "kept_float": len(plan.kept_float),

@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import graph_stats
-from onnxslim.passes.quantization.common import missing_weight_reason, refused, tensor_dtypes
+from onnxslim.passes.quantization.common import missing_weight_reason, refused, tensor_dtypes, unmatched_selections
 from onnxslim.passes.quantization.gemm_as_matmul import gemm_obstacle, gemm_to_matmul
 from onnxslim.passes.quantization.ort_tools import import_quietly, in_scratch_folder, replace_contents, to_proto
 from onnxslim.passes.quantization.plan import is_constant
@@ -73,9 +73,10 @@ class QuantizeWeights(Pass):
         rows = [{"node": n.name, "op": n.op_type, "kept_float": self._reason(n, dtypes)} for n in layers]
         chosen = [n for n, row in zip(layers, rows) if row["kept_float"] is None]
         kept = [r for r in rows if r["kept_float"] not in (None, "-")]
+        kept = unmatched_selections(model, self.config.include, self.config.exclude) + kept
         if not chosen:
             graph.meta.pop(NAMES_KEY, None)
-            return PassResult(model, modified=False, details=kept, stats={"nodes_quantized": 0, "kept_float": len(kept)})
+            return PassResult(model, modified=False, details=kept, stats={"nodes_quantized": 0, "kept_float": sum("kept_float" in r for r in kept)})
         before = graph_stats(model).param_bytes
         chosen = [gemm_to_matmul(graph, n) if n.op_type == "Gemm" else n for n in chosen]
         _separate_names(graph, chosen, self.config.bits)
@@ -92,7 +93,7 @@ class QuantizeWeights(Pass):
                 for r in names.values() if r["kept_float"] is None]
         return PassResult(model, modified=bool(done), details=done + kept,
                           stats={"nodes_quantized": len(done), "bytes_saved": before - graph_stats(model).param_bytes,
-                                 "kept_float": len(kept)})
+                                 "kept_float": sum("kept_float" in r for r in kept)})
 
     def _quantize(self, model: ir.Model, names: list[str]) -> None:
         """Runs ORT's quantizer on the MatMuls named ``names`` (unique in every scope) and nothing else."""

@@ -98,3 +98,19 @@ def test_layers_without_a_right_hand_weight_say_why():
         "weight is also a graph input (the application may feed it)",
         "the constant operand is on the left (only a right-hand weight is quantized)",
         "both operands are activations (no weight)"]
+
+
+def test_a_selection_that_matches_nothing_is_a_warning():
+    from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
+    from onnxslim.passes.quantization.quantize_weights import QuantizeWeights, QuantizeWeightsConfig
+    from tests.passes.quantization.util import context
+
+    dynamic = QuantizeDynamic(QuantizeDynamicConfig(include=("MatMul", "matmull"), exclude=("Conv",)))(_mlp())
+    warnings = [row["warning"] for row in dynamic.details if "warning" in row]
+    assert warnings == ["--quantize-include 'matmull' matches no node name or op type in the model",
+                        "--quantize-exclude 'Conv' matches no node name or op type in the model"]
+    assert dynamic.stats["kept_float"] == 1  # the Gemm not included; warnings are not layers
+    static = QuantizeStatic(QuantizeStaticConfig(include=("relu_1",)), context=context({"x": (4, 16)}))(_mlp())
+    assert not static.modified and "'relu_1' matches no node" in static.details[0]["warning"]
+    weights = QuantizeWeights(QuantizeWeightsConfig(exclude=("w1",)))(_mlp())
+    assert any("'w1' matches no node" in row.get("warning", "") for row in weights.details)
