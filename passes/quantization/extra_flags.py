@@ -25,8 +25,9 @@ def add_extra_arguments(group: argparse._ArgumentGroup) -> None:
 
 def extra_steps(options: Mapping[str, Any]) -> list[Step]:
     """Steps for --fp16 / --quantize-weights; each excludes --quantize and the other."""
-    if options.get("quantize") is not None:
-        extra = "--fp16" if options.get("fp16") or options.get("fp16_keep_float") else "--quantize-weights"
+    if options.get("quantize") is not None:  # name the flag that was given
+        given = [name for name in EXTRA_NAMES if options.get(name) is not None and options.get(name) is not False]
+        extra = "--" + (given[0] if given else "quantize_weights").replace("_", "-")
         raise ConfigError(f"{extra} cannot be combined with --quantize {options['quantize']}")
     fp16 = options.get("fp16") or options.get("fp16_keep_float") is not None
     if fp16 and options.get("quantize_weights"):

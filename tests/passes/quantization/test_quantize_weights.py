@@ -204,6 +204,7 @@ def test_flags_become_steps():
     for bad, match in [({"fp16": True, "quantize": "static"}, "cannot be combined"),
                        ({"fp16": True, "quantize_weights": "int4"}, "cannot be combined"),
                        ({"quantize_block_size": 64}, "without --quantize-weights"),
+                       ({"quantize": "dynamic", "quantize_block_size": 32}, "--quantize-block-size cannot be combined"),
                        ({"quantize_weights": "int4", "calibration_method": "mse"}, "does not apply")]:
         with pytest.raises(ConfigError, match=match):
             family_steps(bad)
