@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxslim.core.checks import ModelCheckError, check_model, contract_violations, io_contract
 from onnxslim.core.pass_base import Pass, PassResult
-from onnxslim.core.stats import GraphStats, graph_stats
+from onnxslim.core.stats import GraphStats, graph_stats, refusal
 from onnxslim.errors import OnnxSlimError, PipelineFailed, first_line
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,10 @@ class PassManager:
 
     def _run_one(self, slim_pass: Pass, model: ir.Model, before: GraphStats, contract: list) -> tuple[PassRecord, ir.Model]:
         config = dataclasses.asdict(slim_pass.config) if dataclasses.is_dataclass(slim_pass.config) else {}
+        if slim_pass.float_weights and (quantized := refusal(model)) is not None:
+            warning = {"warning": f"{slim_pass.name} did nothing: {quantized}; it works on float weights, so run it "
+                                  "before quantization (in a recipe, as a [[pass]] before the quantize step)"}
+            return PassRecord(slim_pass.name, UNCHANGED, 0.0, before, before, config=config, details=[warning]), model
         started = time.perf_counter()
         candidate = model.clone()
         try:

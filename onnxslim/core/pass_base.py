@@ -57,6 +57,9 @@ class Pass(ir.passes.InPlacePass):
     lossy: ClassVar[bool] = False
     needs_calibration: ClassVar[bool] = False
     """True when the pass cannot run without ``context.calibration`` (checked when the pipeline is built)."""
+    float_weights: ClassVar[bool] = False
+    """True when the pass works on float weights (pruning, low rank): on an already quantized model
+    the manager records it unchanged with a warning instead of running it to find nothing."""
 
     def __init__(self, config: Any | None = None, *, context: PassContext | None = None):
         self.config = config if config is not None else self.Config()

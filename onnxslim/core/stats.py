@@ -47,3 +47,15 @@ def graph_stats(model: ir.Model) -> GraphStats:
 
 def op_type_counts(model: ir.Model) -> Counter:
     return Counter(node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}" for node in iter_nodes(model.graph))
+
+
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                 "MatMulInteger", "ConvInteger", "MatMulNBits", "DynamicQuantizeMatMul", "QGemm"}
+
+
+def refusal(model: ir.Model) -> str | None:
+    """Why the model's weights are no longer float to work on (it is already quantized), or None."""
+    found = sorted({n.op_type for n in model.graph.all_nodes() if n.op_type in QUANTIZED_OPS})
+    if found:
+        return f"model is already quantized (has {', '.join(found)})"
+    return None

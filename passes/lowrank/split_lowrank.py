@@ -124,6 +124,7 @@ class SplitLowRank(Pass):
     name = "split-lowrank"
     Config = Config
     lossy = True
+    float_weights = True
 
     def __init__(self, config: Config | None = None, *, context: PassContext | None = None):
         super().__init__(config, context=context)

@@ -47,6 +47,7 @@ class PrunePass(Pass):
     """Shared by the pruning passes: lossy, and calibration data needed only for some settings."""
 
     lossy = True
+    float_weights = True
 
     def missing_inputs(self) -> str | None:
         if self.context.calibration is not None:

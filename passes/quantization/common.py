@@ -8,13 +8,12 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import PassResult
+from onnxslim.core.stats import refusal
 from onnxslim.passes.quantization.plan import is_constant
 from onnxslim.proto import graph_proto
 
 logger = logging.getLogger(__name__)
 
-QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-                 "MatMulInteger", "ConvInteger", "MatMulNBits", "DynamicQuantizeMatMul", "QGemm"}
 
 
 def missing_weight_reason(node: ir.Node) -> str:
@@ -43,14 +42,6 @@ def unmatched_selections(model: ir.Model, include: tuple[str, ...], exclude: tup
     known = {n.name for n in model.graph.all_nodes()} | {n.op_type for n in model.graph.all_nodes()}
     return [{"warning": f"--quantize-{flag} {entry!r} matches no node name or op type in the model"}
             for flag, entries in (("include", include), ("exclude", exclude)) for entry in entries if entry not in known]
-
-
-def refusal(model: ir.Model) -> str | None:
-    """Why the model must not be quantized again, or None."""
-    found = sorted({n.op_type for n in model.graph.all_nodes() if n.op_type in QUANTIZED_OPS})
-    if found:
-        return f"model is already quantized (has {', '.join(found)})"
-    return None
 
 
 def refused(model: ir.Model, pass_name: str) -> PassResult | None:

@@ -142,3 +142,18 @@ def test_a_lossy_pipeline_that_runs_slower_is_flagged_and_fails_under_strict(tmp
     assert cli.main([str(MODELS / "digits_cnn.onnx"), str(out), "--pass", "lossy-noop", "--strict"]) == 1
     assert not out.exists() and "SLOWER" in capsys.readouterr().err
     assert cli.main([str(MODELS / "digits_cnn.onnx"), str(out), "--pass", "lossy-noop", "-q"]) == 0 and out.exists()
+
+
+@pytest.mark.parametrize("family", [{"prune": 0.3}, {"lowrank": 0.95}])
+def test_a_float_weight_pass_after_quantization_warns_instead_of_doing_nothing_silently(tmp_path, family):
+    # a recipe's [[pass]] steps run before its [options] families: quantize then prune found no
+    # float weight, and reported "unchanged" with no word of why
+    import onnxslim
+    from tests.helpers import MODELS
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[[pass]]\nname = "quantize-dynamic"\n')
+    result = onnxslim.run(MODELS / "vit_tiny.onnx", recipe=recipe, validate=False, **family)
+    record = result.pipeline.records[-1]
+    assert record.name in ("prune-magnitude", "prune-channels", "split-lowrank") and record.status == UNCHANGED
+    assert any("run it before quantization" in w for w in result.warnings)
