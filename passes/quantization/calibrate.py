@@ -45,6 +45,14 @@ run, which takes one sample. Paired A/B at 256 samples (phase x float floor, uns
 128 MB): PP-OCRv4 rec 1.92 / 1.85 / 1.56, det 1.70 / 1.97 / 1.35; one-sample parts cost rec throughput."""
 
 
+class Statistics(dict):
+    """Tensor name -> ``TensorStats``, and ``samples``: how many calibration samples they cover."""
+
+    def __init__(self, stats: Mapping[str, TensorStats], *, samples: int):
+        super().__init__(stats)
+        self.samples = samples
+
+
 def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str], *,
                        progress: Progress | None = None, histograms: Collection[str] | None = None,
                        probes: Sequence[Probe] = (), rescaled: Mapping[str, Rescaling] | None = None
@@ -176,7 +184,7 @@ class _PartRuns:
 
 def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[str], *, minmax_only: bool = False,
                       cache=None, progress: Callable[[str], None] | None = None,
-                      rescaled: Mapping[str, Rescaling] | None = None) -> dict[str, TensorStats]:
+                      rescaled: Mapping[str, Rescaling] | None = None) -> Statistics:
     """Statistics of ``tensors``: from ``cache`` when it holds them all for this data and model
     (``cache.py``: the key is the data's identity and a fingerprint of ``model``), else calibrated.
 
@@ -201,7 +209,7 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
         for name, rescaling in rescaled.items():
             if cache.magnitudes[name].size:
                 rescaling.divisor(cache.magnitudes[name])
-        return found
+        return Statistics(found, samples=cache.samples)
     magnitudes: dict[str, np.ndarray] = {}
     rescaled = {name: dataclasses.replace(r, divisor=_recorded(r.divisor, magnitudes, name)) for name, r in rescaled.items()}
     wanted = set(tensors)
@@ -241,7 +249,7 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
     if key is not None and histograms is None:
         empty = np.zeros(0, np.float32)  # none seen: no divisor
         cache.store(key, source, samples, stats, {name: magnitudes.get(name, empty) for name in rescaled})
-    return stats
+    return Statistics(stats, samples=samples)
 
 
 def _variant(rescaled: Mapping[str, Rescaling]) -> str:

@@ -167,6 +167,7 @@ class QuantizeStatic(Pass):
             "nodes_quantized": len(plan.quantized), "activations_absorbed": len(plan.absorbed),
             "tensors_quantized": len(params), "weights_quantized": len(weights), "kept_float": len(plan.kept_float),
             "weight_elements_quantized_fraction": round(fraction, 4), "calibration_s": round(calibration_s, 3),
+            "calibration_samples": getattr(stats, "samples", 0),
             **({"tensors_kept_float_by_sensitivity": len(keep)} if goal is not None else {}),
             **({"activations_smoothed": len(smoothed)} if smoothed else {}),
             **({"embeddings_quantized": sum("kept_float" not in r for r in embeddings)} if embeddings else {}),
