@@ -73,13 +73,19 @@ class CalibrationCache:
     def lookup(self, key: CacheKey, tensors, rescaled=()) -> dict[str, TensorStats] | None:
         """The cached statistics for every one of ``tensors`` under ``key``, or None; None also when
         a tensor of ``rescaled`` has no magnitudes (its divisor could not be decided again)."""
-        if key != self.key:
-            if self.key is not None:
-                logger.info("calibration cache not used: the %s changed since it was written", key.changed(self.key))
-            return None
-        if any(t not in self.stats for t in tensors) or any(t not in self.magnitudes for t in rescaled):
+        if self.miss(key, tensors, rescaled) is not None:
             return None
         return {t: self.stats[t] for t in tensors}
+
+    def miss(self, key: CacheKey, tensors, rescaled=()) -> str | None:
+        """Why ``lookup`` finds nothing, in words, or None when it finds everything."""
+        if self.key is None:
+            return "the cache was empty"
+        if key != self.key:
+            return f"the {key.changed(self.key)} changed since it was written"
+        if any(t not in self.stats for t in tensors) or any(t not in self.magnitudes for t in rescaled):
+            return "it holds other tensors (other settings)"
+        return None
 
     def store(self, key: CacheKey, source: str, samples: int, stats: dict[str, TensorStats],
               magnitudes: dict[str, np.ndarray] | None = None) -> None:

@@ -46,11 +46,12 @@ run, which takes one sample. Paired A/B at 256 samples (phase x float floor, uns
 
 
 class Statistics(dict):
-    """Tensor name -> ``TensorStats``, and ``samples``: how many calibration samples they cover."""
+    """Tensor name -> ``TensorStats``, and ``samples``: how many calibration samples they cover;
+    ``cache``: what became of the calibration cache, in words ("" without one)."""
 
-    def __init__(self, stats: Mapping[str, TensorStats], *, samples: int):
+    def __init__(self, stats: Mapping[str, TensorStats], *, samples: int, cache: str = ""):
         super().__init__(stats)
-        self.samples = samples
+        self.samples, self.cache = samples, cache
 
 
 def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str], *,
@@ -201,15 +202,18 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
     """
     source, rescaled = describe(calibration), dict(rescaled or {})
     key = cache_key(model, calibration, _variant(rescaled)) if cache is not None else None
-    if cache is not None and key is None:
-        logger.info("calibration cache not used: %s has no identity to check it against", source)
     found = cache.lookup(key, tensors, rescaled) if key is not None else None
     if found is not None:
         logger.info("calibration statistics reused from the cache (%s)", source)
         for name, rescaling in rescaled.items():
             if cache.magnitudes[name].size:
                 rescaling.divisor(cache.magnitudes[name])
-        return Statistics(found, samples=cache.samples)
+        return Statistics(found, samples=cache.samples, cache="reused")
+    verdict = ""
+    if cache is not None:
+        verdict = ("not used: the data has no identity to check it against" if key is None
+                   else f"not used: {cache.miss(key, tensors, rescaled)}")
+        logger.info("calibration cache %s", verdict)
     magnitudes: dict[str, np.ndarray] = {}
     rescaled = {name: dataclasses.replace(r, divisor=_recorded(r.divisor, magnitudes, name)) for name, r in rescaled.items()}
     wanted = set(tensors)
@@ -249,7 +253,10 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
     if key is not None and histograms is None:
         empty = np.zeros(0, np.float32)  # none seen: no divisor
         cache.store(key, source, samples, stats, {name: magnitudes.get(name, empty) for name in rescaled})
-    return Statistics(stats, samples=samples)
+        verdict += "; calibrated and stored"
+    elif key is not None:
+        verdict += "; minmax statistics are partial and not stored"
+    return Statistics(stats, samples=samples, cache=verdict)
 
 
 def _variant(rescaled: Mapping[str, Rescaling]) -> str:

@@ -162,7 +162,8 @@ class QuantizeStatic(Pass):
         if reference is not None:
             rows += correct_biases(reference, model, mixed_precision.subset(
                 self.context.calibration, config.sensitivity_samples, splittable=batch_axis_is_dynamic(reference)))
-        details = unmatched + upgraded + smoothed + weights + embeddings + _float_rows(plan) + rows
+        cached = [{"calibration_cache": stats.cache}] if getattr(stats, "cache", "") else []
+        details = unmatched + upgraded + cached + smoothed + weights + embeddings + _float_rows(plan) + rows
         return PassResult(model, modified=True, details=details, stats={
             "nodes_quantized": len(plan.quantized), "activations_absorbed": len(plan.absorbed),
             "tensors_quantized": len(params), "weights_quantized": len(weights), "kept_float": len(plan.kept_float),

@@ -130,6 +130,11 @@ def test_smoothing_maxima_come_from_the_calibration_run_itself(monkeypatch, meth
     rows = [[r for r in result.details if "smoothed" in r] for result in (one_run, *runs)]
     assert rows[0] == rows[1] == rows[2]
     assert [r.stats["calibration_samples"] for r in (one_run, *runs)] == [batch * count] * 3  # also from the cache
+    verdicts = [[row["calibration_cache"] for row in r.details if "calibration_cache" in row] for r in runs]
+    if method == "minmax":
+        assert verdicts == [["not used: the cache was empty; minmax statistics are partial and not stored"]] * 2
+    else:
+        assert verdicts == [["not used: the cache was empty; calibrated and stored"], ["reused"]]
     feeds = {"x": rng(7).standard_normal((4, 8, 16)).astype(np.float32)}
     for result in runs:
         assert _qdq_scale(result.model, "g2_smoothed") == _qdq_scale(one_run.model, "g2_smoothed")
