@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Mapping
 
@@ -36,38 +37,96 @@ def check_keys(keys: list[str], model: ir.Model, path: Path | str) -> None:
         raise DataError(f"key(s) {', '.join(extra)} match no model input (inputs: {', '.join(names)})", path=path)
 
 
-def check_arrays(arrays: Mapping[str, np.ndarray], model: ir.Model, path: Path | str) -> int:
-    """Dtype, rank and static dims of each input; all inputs share one sample count, which is returned."""
-    counts = set()
+@dataclasses.dataclass(frozen=True)
+class InputLayout:
+    """How data is cut into batches for a model. ``batched`` inputs carry the samples along axis 0
+    (equal counts, cut into batches); the others, scalars and inputs without the batch axis (a
+    table t[8, 16] beside x[N, 8]), are passed whole with every batch. ``shapes``: each input's dims
+    with ``--input-shape`` pins applied (None: undeclared); ``pinned``: the inputs pinned.
+    ``fixed_batch``: the only batch size the model takes (exported at batch 1, or pinned), else None."""
+
+    shapes: dict[str, tuple | None]
+    pinned: frozenset[str]
+    batched: frozenset[str]
+    fixed_batch: int | None
+
+
+def is_fixed(dim) -> bool:
+    """A static dim; Paddle writes -1 (any negative) for a dynamic one, onnx-ir a SymbolicDim."""
+    return isinstance(dim, int) and dim >= 0
+
+
+def input_layout(model: ir.Model, pins: Mapping[str, tuple[int, ...]] | None = None) -> InputLayout:
+    """The batch axis is axis 0 of the inputs whose first dim is dynamic; when none is, of every
+    input if they share their (fixed) first dim, else of none (each file is one evaluation)."""
+    pins = pins or {}
+    values = data_inputs(model)
+    shapes = {v.name: tuple(pins[v.name]) if v.name in pins else None if v.shape is None else tuple(v.shape)
+              for v in values}
+    ranked = [v for v in values if v.shape is None or len(v.shape)]  # a rank-0 input is never cut
+    batched = [v.name for v in ranked if v.shape is None or not is_fixed(v.shape[0])]
+    if not batched and len({v.shape[0] for v in ranked}) == 1:
+        batched = [v.name for v in ranked]
+    fixed = {shapes[n][0] for n in batched if shapes[n] and is_fixed(shapes[n][0])}
+    return InputLayout(shapes, frozenset(pins), frozenset(batched), fixed.pop() if len(fixed) == 1 else None)
+
+
+def check_arrays(arrays: Mapping[str, np.ndarray], model: ir.Model, path: Path | str,
+                 pins: Mapping[str, tuple[int, ...]] | None = None, *, values: bool = True) -> int:
+    """Dtype, rank and static (or pinned) dims of each input, and (``values``) no NaN/Inf; the inputs
+    that carry the batch axis share one sample count, which is returned (1 when none does: the data
+    is one evaluation)."""
+    layout = input_layout(model, pins)
     for value in data_inputs(model):
-        array = arrays[value.name]
-        _check_one(value, array, path)
-        counts.add(len(array))
-    if len(counts) > 1:
-        raise DataError(f"inputs have different sample counts {sorted(counts)}", path=path)
-    if counts == {0}:  # caught here, before a pass calibrates on nothing and fits to nothing
+        if values:
+            check_finite(value.name, arrays[value.name], path)
+        _check_one(value, arrays[value.name], layout, path)
+    counts = {name: len(arrays[name]) for name in sorted(layout.batched)}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{name}: {count}" for name, count in counts.items())
+        raise DataError(f"inputs with the batch axis have different sample counts ({listed})", path=path)
+    if counts and set(counts.values()) == {0}:  # caught here, before a pass calibrates on nothing and fits to nothing
         raise DataError("no samples (every input array has length 0)", path=path)
-    return counts.pop() if counts else 0
+    return next(iter(counts.values())) if counts else 1
 
 
-def _check_one(value: ir.Value, array: np.ndarray, path: Path | str) -> None:
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        # validation would compare NaN with NaN and blame the first pass; calibration would range it
+def check_finite(name: str, array: np.ndarray, path: Path | str, bad: int | None = None) -> None:
+    """No NaN/Inf in a float input (``bad``: their count, when counted elsewhere)."""
+    if bad is None and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
-        raise DataError(f"input {value.name!r} holds {bad} NaN/Inf value(s)", path=path)
+    if bad:  # validation would compare NaN with NaN and blame the first pass; calibration would range it
+        raise DataError(f"input {name!r} holds {bad} NaN/Inf value(s)", path=path)
+
+
+def _check_one(value: ir.Value, array: np.ndarray, layout: InputLayout, path: Path | str) -> None:
     expected = value.dtype.numpy() if value.dtype is not None else None
     # a string input takes numpy text arrays (what .npz holds without pickling); ORT accepts them
     text = expected is not None and np.dtype(expected) == np.object_ and array.dtype.kind in "US"
     if expected is not None and array.dtype != expected and not text:
         raise DataError(f"input {value.name!r} is {array.dtype}, the model expects {np.dtype(expected)}", path=path)
-    if value.shape is None:
+    shape = layout.shapes[value.name]
+    if shape is None:
+        if value.name in layout.batched and array.ndim == 0:
+            raise DataError(f"input {value.name!r} is a scalar; samples go along axis 0", path=path)
         return
-    if array.ndim != len(value.shape):
+    if array.ndim != len(shape):
         raise DataError(f"input {value.name!r} has rank {array.ndim} (shape {list(array.shape)}), "
-                        f"the model expects rank {len(value.shape)}", path=path)
-    for axis, dim in enumerate(value.shape):
-        if axis and isinstance(dim, int) and array.shape[axis] != dim:
-            raise DataError(f"input {value.name!r} dim {axis} is {array.shape[axis]}, the model expects {dim}", path=path)
+                        f"the model expects rank {len(shape)}", path=path)
+    whole = value.name not in layout.batched  # axis 0 is a dim like the others, not the sample count
+    expects = "--input-shape gives" if value.name in layout.pinned else "the model expects"
+    for axis, dim in enumerate(shape):
+        if (axis or whole) and is_fixed(dim) and array.shape[axis] != dim:
+            raise DataError(f"input {value.name!r} dim {axis} is {array.shape[axis]}, {expects} {dim}", path=path)
+
+
+def fitted_batch(layout: InputLayout, requested: int, total: int, path: Path | str) -> int:
+    """``requested``, or the model's fixed batch size, which must then divide the sample count: the
+    model refuses a smaller last batch, and dropping samples silently would change what is measured."""
+    size = layout.fixed_batch or requested
+    if layout.fixed_batch and layout.batched and total % size:
+        raise DataError(f"{total} samples do not fill batches of {size}, the only batch size the model takes "
+                        f"(its first dim is fixed or pinned at {size}): give a multiple of {size} samples", path=path)
+    return size
 
 
 def check_labels(labels: np.ndarray | None, count: int, path: Path | str) -> np.ndarray | None:

@@ -15,7 +15,9 @@ from typing import Iterator, Mapping, NamedTuple
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.data.checks import LABELS, check_arrays, check_input_shapes, check_keys, check_labels, data_inputs
+from onnxslim.data import npz
+from onnxslim.data.checks import (LABELS, check_arrays, check_finite, check_input_shapes, check_keys, check_labels,
+                                  data_inputs, fitted_batch, input_layout)
 from onnxslim.data.identity import digest, files_digest
 from onnxslim.errors import DataError, first_line
 from onnxslim.input_shapes import resolve_shape
@@ -26,6 +28,21 @@ Batch = dict[str, np.ndarray]
 class DataBatch(NamedTuple):
     inputs: Batch
     labels: np.ndarray | None = None
+    source: str | None = None
+    """Where the batch comes from ("eval.npz (samples 32-63)"): an error about the batch names it."""
+    whole: frozenset[str] = frozenset()
+    """Inputs passed whole with every batch (scalars, inputs without the batch axis): never cut or counted."""
+
+    @property
+    def samples(self) -> int:
+        """Samples along the batch axis; 1 when no input has one (the batch is one evaluation)."""
+        cut = [value for name, value in self.inputs.items() if name not in self.whole]
+        return len(cut[0]) if cut else 1
+
+    def head(self, count: int) -> DataBatch:
+        """The first ``count`` samples (inputs passed whole stay whole)."""
+        inputs = {name: value if name in self.whole else value[:count] for name, value in self.inputs.items()}
+        return self._replace(inputs=inputs, labels=None if self.labels is None else self.labels[:count])
 
 
 class Reader:
@@ -33,6 +50,10 @@ class Reader:
     ``identity()`` whether it would yield the same batches as before."""
 
     source = "data"
+    path: Path | None = None
+    """The file or folder read, named by errors about the data as a whole."""
+    fixed_batch: int | None = None
+    """The only batch size the model takes (``checks.input_layout``): the batches all have it."""
 
     def __iter__(self) -> Iterator[DataBatch]:
         raise NotImplementedError
@@ -97,24 +118,38 @@ def random_array(rng: np.random.Generator, shape: tuple, dtype: np.dtype, name: 
 
 
 class NpzReader(Reader):
-    """A .npz whose keys are input names (samples along axis 0), plus optional ``labels``."""
+    """A .npz whose keys are input names (samples along axis 0), plus optional ``labels``. Only the
+    headers and labels are held: each walk reads the rows its batches need (``npz.py``)."""
 
-    def __init__(self, path: Path, model: ir.Model, *, batch_size: int = 32):
-        self.path, self.batch_size = path, batch_size
-        self.arrays, self.labels = read_npz(path, model)
-        self.total = check_arrays(self.arrays, model, path)
-        self.labels = check_labels(self.labels, self.total, path)
+    def __init__(self, path: Path, model: ir.Model, *, batch_size: int = 32,
+                 input_shapes: Mapping[str, tuple] | None = None):
+        self.path = path
+        self.members = npz.read_members(path)
+        check_keys(list(self.members), model, path)
+        labels = self.members.pop(LABELS, None)
+        placeholders = {key: member.placeholder() for key, member in self.members.items()}
+        self.total = check_arrays(placeholders, model, path, input_shapes, values=False)
+        for key, member in self.members.items():  # the values, a few MB at a time, before any work
+            check_finite(key, placeholders[key], path, npz.count_nonfinite(path, member))
+        self.labels = check_labels(None if labels is None else npz.load(path, labels), self.total, path)
+        layout = input_layout(model, input_shapes)
+        self.whole, self.fixed_batch = frozenset(self.members) - layout.batched, layout.fixed_batch
+        self.batch_size = fitted_batch(layout, batch_size, self.total, path)
         self.source = str(path)
-        self.file_digest = files_digest([path], path.parent)  # now: the arrays above are what it describes
+        self.file_digest = files_digest([path], path.parent)  # now: the headers above are what it describes
 
     def identity(self) -> str:
         return digest("npz", self.file_digest, self.batch_size)
 
     def __iter__(self) -> Iterator[DataBatch]:
-        for start in range(0, self.total, self.batch_size):
-            stop = start + self.batch_size
-            labels = None if self.labels is None else self.labels[start:stop]
-            yield DataBatch({k: v[start:stop] for k, v in self.arrays.items()}, labels)
+        whole = {key: npz.load(self.path, self.members[key]) for key in self.whole}
+        cut = [member for key, member in self.members.items() if key not in self.whole]
+        with npz.row_readers(self.path, cut) as readers:
+            for start in range(0, self.total, self.batch_size):
+                stop = min(start + self.batch_size, self.total)
+                labels = None if self.labels is None else self.labels[start:stop]
+                inputs = {key: whole[key] if key in whole else readers[key].read(stop - start) for key in self.members}
+                yield DataBatch(inputs, labels, f"{self.path} (samples {start}-{stop - 1})", self.whole)
 
 
 def read_npz(path: Path, model: ir.Model) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -149,21 +184,30 @@ def _array(archive, key: str, path: Path) -> np.ndarray:
     return value
 
 
-def open_reader(path: str | Path, model: ir.Model, *, batch_size: int = 32, preprocess: str | None = None) -> Reader:
-    """The reader for ``path``: a .npz file, a folder of .npz/.npy, or a folder of images."""
+def open_reader(path: str | Path, model: ir.Model, *, batch_size: int = 32, preprocess: str | None = None,
+                input_shapes: Mapping[str, tuple] | None = None, preprocess_flag: str = "--preprocess") -> Reader:
+    """The reader for ``path``: a .npz file, a folder of .npz/.npy, or a folder of images.
+
+    ``input_shapes``: the ``--input-shape`` pins, which the data must fit too (a pinned first dim
+    fixes the batch size); ``preprocess_flag``: the flag the spec came from, for error messages."""
     from onnxslim.data.folder import ArrayFolderReader, folder_kind
     from onnxslim.data.images import ImageFolderReader
 
     path = Path(path)
     if not path.exists():
         raise DataError("data file not found", path=path)
+    check_input_shapes(model, input_shapes or {})
     if path.is_dir():
         if preprocess is not None or folder_kind(path) == "images":
-            return ImageFolderReader(path, model, spec=preprocess, batch_size=batch_size)
-        return ArrayFolderReader(path, model)
+            return ImageFolderReader(path, model, spec=preprocess, batch_size=batch_size, input_shapes=input_shapes,
+                                     flag=preprocess_flag)
+        return ArrayFolderReader(path, model, input_shapes=input_shapes)
     if preprocess is not None:
-        raise DataError("--preprocess applies to a folder of images, not a file", path=path)
-    return NpzReader(path, model, batch_size=batch_size)
+        raise DataError(f"{preprocess_flag} applies to a folder of images, not a file", path=path)
+    if path.suffix.lower() == ".npy" and not zipfile.is_zipfile(path):  # one array, named by no input
+        raise DataError("a .npy file is read from a folder (one file per sample or batch, single-input models); "
+                        "give its folder, or save a .npz with one key per input", path=path)
+    return NpzReader(path, model, batch_size=batch_size, input_shapes=input_shapes)
 
 
 def load_samples(path: str | Path, model: ir.Model, *, batch_size: int = 32,

@@ -13,7 +13,12 @@ class FirstSamples(Reader):
     def __init__(self, reader: Reader, count: int):
         if count < 1:
             raise DataError(f"the number of samples must be at least 1, got {count}")
+        fixed = reader.fixed_batch
+        if fixed and count % fixed:  # the last batch would be cut short, and the model refuses it
+            raise DataError(f"--calibration-samples {count} is not a multiple of {fixed}, the only batch size the "
+                            f"model takes (its first dim is fixed or pinned at {fixed})", path=reader.path)
         self.reader, self.count = reader, count
+        self.path, self.fixed_batch = reader.path, fixed
         self.source = f"first {count} samples of {reader.describe()}"
 
     def identity(self) -> str | None:
@@ -23,10 +28,9 @@ class FirstSamples(Reader):
     def __iter__(self) -> Iterator[DataBatch]:
         left = self.count
         for batch in self.reader:
-            size = len(next(iter(batch.inputs.values())))
+            size = batch.samples
             if size >= left:
-                labels = None if batch.labels is None else batch.labels[:left]
-                yield DataBatch({k: v[:left] for k, v in batch.inputs.items()}, labels)
+                yield batch.head(left)
                 return
             left -= size
             yield batch

@@ -23,15 +23,16 @@ import onnxruntime as ort
 from onnxslim.errors import DataError, brief
 
 
-def run_batch(session: ort.InferenceSession, names: list[str] | None, feeds) -> list:
+def run_batch(session: ort.InferenceSession, names: list[str] | None, feeds, *, source: str | None = None) -> list:
     """``session.run`` of the user's model over a calibration batch; a failure is the data's: one DataError
     line (exit 2), which the pass manager re-raises rather than rolling the pass back. NaN or infinite
-    inputs are one too: ORT runs them, and every statistic taken from the run would be garbage."""
-    check_finite(feeds)
+    inputs are one too: ORT runs them, and every statistic taken from the run would be garbage.
+    ``source``: the batch's ``DataBatch.source`` (file and samples), which the error then names."""
+    check_finite(feeds, source=source)
     try:
         return session.run(names, feeds, quiet())
     except Exception as exc:
-        raise DataError(f"calibration batch rejected by the model: {ort_message(exc)}") from None
+        raise DataError(f"calibration batch rejected by the model: {ort_message(exc)}", path=source) from None
 
 
 def run_candidate(session: ort.InferenceSession, names: list[str] | None, feeds, *, made: str = "quantized",
@@ -61,9 +62,9 @@ def ort_message(exc: BaseException) -> str:
     return brief(RuntimeError(re.sub(r"^\s*\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(exc))))
 
 
-def check_finite(feeds) -> None:
+def check_finite(feeds, *, source: str | None = None) -> None:
     """DataError naming the first float input that holds NaN or infinite values."""
     for name, array in feeds.items():
         array = np.asarray(array)
         if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-            raise DataError(f"calibration input {name!r} contains NaN or infinite values")
+            raise DataError(f"calibration input {name!r} contains NaN or infinite values", path=source)

@@ -60,11 +60,12 @@ def _run(session, batches: Iterable, outputs: list[str], names: list[str], captu
         try:
             values = session.run(wanted, inputs, quiet())  # reported once, by us, without ORT's raw log line
         except Exception as exc:  # ORT rejects inputs the readers' checks cannot see (dynamic dims, values)
-            raise DataError(f"onnxruntime cannot run the model on batch {index}: {ort_message(exc)}") from None
+            raise DataError(f"onnxruntime cannot run the model on batch {index}: {ort_message(exc)}",
+                            path=getattr(batch, "source", None)) from None
         for name, value in zip(wanted, values):
             collected[name].append(value)
         labels.append(batch_labels)
-        samples += len(next(iter(inputs.values()))) if inputs else 1  # a model without inputs: one evaluation
+        samples += _samples(batch)
     joined = {n: join(v) for n, v in collected.items() if v}
     has_labels = bool(labels) and all(item is not None for item in labels)
     return RunResult(
@@ -73,6 +74,15 @@ def _run(session, batches: Iterable, outputs: list[str], names: list[str], captu
         labels=np.concatenate(labels) if has_labels else None,
         samples=samples, seconds=0.0, cpu_nodes=[],
     )
+
+
+def _samples(batch) -> int:
+    """A DataBatch counts its own (inputs passed whole, such as scalars, are not samples); a plain
+    dict its first array's length; a model without inputs, or a scalar, is one evaluation."""
+    if hasattr(batch, "samples"):
+        return batch.samples
+    first = next(iter(batch.values()), None)
+    return len(first) if np.ndim(first) else 1
 
 
 def _cpu_nodes(profile_path: str) -> list[str]:

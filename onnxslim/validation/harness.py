@@ -111,7 +111,10 @@ def _prepare(original: ir.Model, optimized: ir.Model, options: ValidationOptions
 
 def _reader(model: ir.Model, options: ValidationOptions) -> Reader:
     if options.data:
-        return open_reader(options.data, model, batch_size=options.batch_size, preprocess=options.preprocess)
+        # the pins too: data that does not fit them fails the pinned (optimized) model only, which
+        # would then be blamed on a pass
+        return open_reader(options.data, model, batch_size=options.batch_size, preprocess=options.preprocess,
+                           input_shapes=options.input_shapes)
     return RandomReader(model, options.random_samples, seed=options.seed, input_shapes=options.input_shapes)
 
 

@@ -94,23 +94,25 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
     with ThreadPoolExecutor(1, thread_name_prefix="onnxslim-calibrate") as reducer:
         pending = None
 
-        def feed(feeds, weight: float) -> int:
-            """Runs and reduces ``feeds``, which are ``weight`` of a batch; their sample count."""
+        def feed(feeds, weight: float, source: str | None) -> None:
+            """Runs and reduces ``feeds``, which are ``weight`` of a batch from ``source``."""
             nonlocal pending
             if not fetched:  # else run_batch checks each part it runs
-                check_finite(feeds)
-            for values, share, whole in parts(feeds) if fetched else ():
+                check_finite(feeds, source=source)
+            for values, share, whole in parts(feeds, source) if fetched else ():
                 _settled(pending)
                 pending = reducer.submit(reduce, values, share * weight)
                 if whole:  # an unsplit batch: alive during the next run, it would double ORT's output buffers
                     pending.result()
                 values = None
-            return len(next(iter(feeds.values()))) if feeds else 0
 
         for batch in batches:
             feeds = batch.inputs if hasattr(batch, "inputs") else batch
+            # the reader knows which inputs are passed whole (scalars, no batch axis); a bare dict: the first input
+            size = batch.samples if hasattr(batch, "samples") else _leading_length(feeds)
             for piece, weight in _cut_at(feeds, _next_decision(deferred.values(), samples) - samples, parts.splittable):
-                samples += feed(piece, weight)
+                feed(piece, weight, getattr(batch, "source", None))
+                samples += round(size * weight)
                 if any(not d.decided and samples >= d.rescaling.samples for d in deferred.values()):
                     _settled(pending)  # the reducer is idle while the divisors are decided
                     for held in deferred.values():
@@ -128,6 +130,12 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
         raise DataError("calibration data has no samples")
     logger.info("calibrated %d tensors on %d samples", len(stats), samples)
     return stats, samples
+
+
+def _leading_length(feeds) -> int:
+    """Samples in a batch given as a bare dict: the first axis of its first array (0 when empty)."""
+    first = next(iter(feeds.values()), None)
+    return 0 if first is None else (len(first) if np.ndim(first) else 1)
 
 
 def _next_decision(deferred: Iterable[RescaledStats], samples: int) -> int:
@@ -157,16 +165,17 @@ class _PartRuns:
     def __init__(self, session, names: list[str], splittable: bool):
         self.session, self.names, self.splittable, self.part = session, names, splittable, None
 
-    def __call__(self, feeds) -> Iterator[tuple[list, float, bool]]:
-        """(fetched values, fraction of the batch, whether the batch ran unsplit) per run."""
+    def __call__(self, feeds, source: str | None = None) -> Iterator[tuple[list, float, bool]]:
+        """(fetched values, fraction of the batch, whether the batch ran unsplit) per run; an error
+        names ``source`` (the batch's file and samples)."""
         size = batch_length(feeds) if self.splittable else None
         if size is None:
-            yield run_batch(self.session, self.names, feeds), 1.0, True
+            yield run_batch(self.session, self.names, feeds, source=source), 1.0, True
             return
         start = 0
         while start < size:
             stop = start + self._next_length(size - start)
-            values = run_batch(self.session, self.names, {k: v[start:stop] for k, v in feeds.items()})
+            values = run_batch(self.session, self.names, {k: v[start:stop] for k, v in feeds.items()}, source=source)
             if self.part is None:  # the first run took one sample
                 self.part = max(1, PART_BYTES // max(1, sum(np.asarray(v).nbytes for v in values)))
             yield values, (stop - start) / size, False
