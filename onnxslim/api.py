@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,7 +19,7 @@ from onnxslim.core.pass_base import Pass, PassContext
 from onnxslim.core.config import coerce
 from onnxslim.core.recipe import Step, build_passes, check_validation, load_recipe, plan_steps
 from onnxslim.data import FirstSamples, Reader, open_reader
-from onnxslim.errors import ConfigError, OnnxSlimError, PipelineFailed, ValidationFailed
+from onnxslim.errors import ConfigError, OnnxSlimError, PipelineFailed, ValidationFailed, first_line
 from onnxslim.input_shapes import fix_input_shapes
 from onnxslim.proto import external_data_loaded
 from onnxslim.summary import summarize
@@ -43,8 +44,10 @@ class OptimizeResult:
     warnings: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     failure: str | None = None
-    """Why a strict run stopped before validation (a rolled-back pass); the model is then the last
-    one that passed its checks, and nothing was written."""
+    """Why the run did not pass, in one line: under strict a rolled-back pass (the pipeline stopped
+    there: the model is the last one that passed its checks), a failed validation or a model slower
+    than the original (nothing was written); without strict a failed validation (the model was
+    written). None when ``passed``."""
     strict: bool = False
 
     @property
@@ -54,8 +57,10 @@ class OptimizeResult:
 
     @property
     def passed(self) -> bool:
-        """Validation agreed. A rolled-back pass is reported but leaves a correct model (fatal only under strict)."""
-        return self.failure is None and (self.validation is None or self.validation.passed)
+        """Validation agreed, and under strict the model is not slower than the original. A rolled-back
+        pass is reported but leaves a correct model (fatal only under strict)."""
+        return (self.failure is None and (self.validation is None or self.validation.passed)
+                and not (self.strict and self.slower_than_original))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,7 +79,7 @@ class OptimizeResult:
 
 
 _OPTION_NAMES = {"simplify", "validate", "strict", "input_shapes", "validation",
-                 "calibration_data", "calibration_samples", "calibration_preprocess"}
+                 "calibration_data", "calibration_samples", "calibration_preprocess", "calibration_cache"}
 
 
 def run(
@@ -97,6 +102,8 @@ def run(
     calibration_data: str | Path | None = None,
     calibration_samples: int | None = None,
     calibration_preprocess: str | None = None,
+    calibration_cache: str | Path | None = None,
+    other_outputs: Mapping[str, str | os.PathLike | None] | None = None,
     progress: ProgressCallback | None = None,
     **family_options: Any,
 ) -> OptimizeResult:
@@ -104,11 +111,14 @@ def run(
 
     ``family_options`` are the pass families' keywords (``onnxslim passes`` lists the families;
     e.g. ``prune=0.3``, ``quantize="static"``): each adds its steps after the cleanup.
+    ``other_outputs``: files the caller will write after run() returns, by what they are (the CLI
+    gives ``{"JSON report": path}``). run() does not write them; it checks, before any work, that no
+    two outputs are one file and that no output is an input (the model, its data).
     """
     loaded = load_recipe(recipe) if recipe else None
     given = {"simplify": simplify, "validate": validate, "strict": strict, "input_shapes": input_shapes,
              "calibration_data": calibration_data, "calibration_samples": calibration_samples,
-             "calibration_preprocess": calibration_preprocess, **family_options}
+             "calibration_preprocess": calibration_preprocess, "calibration_cache": calibration_cache, **family_options}
     options = _merge_options(loaded.options if loaded else {}, preflight.checked_options(given), where=str(recipe) if recipe else None)
     overwrite_input, check_runtime = (coerce(v, bool, where=k) for k, v in
                                       (("overwrite_input", overwrite_input), ("check_runtime", check_runtime)))
@@ -118,6 +128,7 @@ def run(
     preflight.check_requests(options, checks)
     if dst is not None:
         io.check_output_path(Path(dst), src=Path(src) if isinstance(src, (str, Path)) else None, overwrite_input=overwrite_input)
+    _check_paths(src, dst, options, checks, other_outputs or {}, overwrite_input=overwrite_input, external_data=external_data)
     original = io.load(src)
     model = original.clone()
     shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
@@ -127,7 +138,7 @@ def run(
     context = PassContext(calibration=_calibration_reader(original, options), original=original,
                           calibration_cache=_load_cache(options.get("calibration_cache")),
                           progress=getattr(progress, "detail", None))
-    manager = PassManager(_pipeline(options, loaded, passes, context), strict=strict, check_runtime=check_runtime,
+    manager = PassManager(_pipeline(options, loaded, passes, context, given=given), strict=strict, check_runtime=check_runtime,
                           progress=progress, keep_snapshots=bool(options.get("validate", True)))
     try:
         model, pipeline = manager.run(model)
@@ -139,9 +150,9 @@ def run(
         result = OptimizeResult(*manager.stopped, None, failure=exc.one_line(), strict=True)
         result.warnings += _pass_warnings(result.pipeline)
         return result
-    _save_cache(context.calibration_cache, options.get("calibration_cache"))
     result = OptimizeResult(model, pipeline, None, strict=strict)
     result.warnings += _pass_warnings(pipeline)
+    result.warnings += _save_cache(context.calibration_cache, options.get("calibration_cache"))
     if options.get("validate", True):
         checks = dataclasses.replace(checks, input_shapes={**shapes, **checks.input_shapes}, lossy=bool(pipeline.lossy_passes))
         if _pinned_batch(shapes) and checks.batch_size != _pinned_batch(shapes):  # the optimized model takes no other
@@ -162,9 +173,41 @@ def run(
             result.warnings.append(f"the optimized model is SLOWER than the original ({latency.ratio:.2f}x median latency, "
                                    f"noise band {latency.noise:.0%}); passes: {', '.join(pipeline.lossy_passes)}")
             logger.warning(result.warnings[-1])
-    if dst is not None and not (strict and (not result.passed or result.slower_than_original)):
+    result.failure = _failure(result)
+    if dst is not None and not (strict and not result.passed):
         result.output = io.save(model, dst, external_data=external_data)
     return result
+
+
+def _failure(result: OptimizeResult) -> str | None:
+    """Why a run that got through its pipeline did not pass, in one line (the CLI's error line, the
+    JSON's ``failure``); None when it passed."""
+    validation = result.validation
+    if validation is not None and not validation.passed:
+        problems = validation.failures() or [validation.skipped or "the outputs differ from the original's"]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        diverge = f"; outputs first diverge after pass {result.first_divergent_pass}" if result.first_divergent_pass else ""
+        return f"validation failed: {problems[0]}{more}{diverge}"
+    if result.strict and result.slower_than_original:
+        latency = validation.latency
+        return (f"the optimized model is slower than the original ({latency.ratio:.2f}x median latency, "
+                f"noise band {latency.noise:.0%}): a failure under strict")
+    return None
+
+
+def _check_paths(src: io.ModelSource, dst: str | Path | None, options: Mapping[str, Any], checks: ValidationOptions,
+                 other_outputs: Mapping[str, str | os.PathLike | None], *, overwrite_input: bool,
+                 external_data: bool | None) -> None:
+    """Before any work: no output replaces an input or another output (a --report naming the input
+    model would turn it into JSON, a --calibration-cache naming the output would be overwritten by it)."""
+    reads = {"input model": src if isinstance(src, (str, os.PathLike)) else None,
+             "calibration data": options.get("calibration_data"), "validation data": checks.data}
+    writes = {"output model": dst,
+              # written beside the model when external data is on (or automatic, above 2 GB)
+              "output model's external data": f"{dst}.data" if dst is not None and external_data is not False else None,
+              "calibration cache": options.get("calibration_cache"), "HTML report": checks.html, **other_outputs}
+    # the output over the input is io.check_output_path's (allowed with overwrite_input)
+    preflight.check_distinct_paths(writes, reads, allowed=[("output model", "input model")])
 
 
 def _pass_warnings(pipeline: PipelineReport) -> list[str]:
@@ -175,13 +218,41 @@ def _pass_warnings(pipeline: PipelineReport) -> list[str]:
          if isinstance(row, dict) and row.get("warning")]
 
 
-def _pipeline(options: Mapping[str, Any], recipe: Any, passes: Sequence[PassSpec], context: PassContext) -> list[Pass]:
-    family = family_steps({k: v for k, v in options.items() if k in option_names()})
+def _pipeline(options: Mapping[str, Any], recipe: Any, passes: Sequence[PassSpec], context: PassContext, *,
+              given: Mapping[str, Any]) -> list[Pass]:
+    family = _family_steps(options, recipe, given)
     if recipe is not None and any(k in option_names() for k in recipe.options):
         # a family step set in the recipe's [options]: its build errors name the recipe, as [[pass]] steps' do
         family = [dataclasses.replace(step, source=recipe.path) for step in family]
     steps = plan_steps([*(recipe.steps if recipe else []), *_steps(passes), *family], simplify=options.get("simplify", True))
     return build_passes(steps, context)
+
+
+def _family_steps(options: Mapping[str, Any], recipe: Any, given: Mapping[str, Any]) -> list[Step]:
+    """The families' steps. Their errors are worded with CLI flags ("--calibration-method applies to
+    --quantize static only"); one that concerns an option the recipe set (and the caller did not
+    override) names the recipe and that key, as errors in its [[pass]] tables do."""
+    try:
+        return family_steps({k: v for k, v in options.items() if k in option_names()})
+    except OnnxSlimError as exc:
+        key = _recipe_key_named(exc.message, recipe, given) if exc.path is None else None
+        if key is None:
+            raise
+        raise type(exc)(exc.message, path=recipe.path, where=f"[options] {key}") from None
+
+
+def _recipe_key_named(message: str, recipe: Any, given: Mapping[str, Any]) -> str | None:
+    """The first family option in ``message`` (as its flag) that came from ``recipe``; when the
+    message names none, the recipe's first family option if the caller gave none."""
+    if recipe is None:
+        return None
+    from_recipe = [k for k in recipe.options if k in option_names() and given.get(k) is None]
+    mentioned = [(match.start(), k) for k in from_recipe
+                 if (match := re.search(rf"--{re.escape(k.replace('_', '-'))}(?![\w-])", message))]
+    if mentioned:
+        return min(mentioned)[1]
+    caller_gave = any(given.get(k) is not None for k in option_names())
+    return from_recipe[0] if from_recipe and not caller_gave else None
 
 
 def _load_cache(path: str | None) -> Any:
@@ -192,11 +263,21 @@ def _load_cache(path: str | None) -> Any:
     return load_calibration_cache(path)
 
 
-def _save_cache(cache: Any, path: str | None) -> None:
-    if path and cache is not None and cache.modified:
-        from onnxslim.passes.quantization.cache import save_calibration_cache
+def _save_cache(cache: Any, path: str | None) -> list[str]:
+    """Writes the cache when a pass filled it; the warning when it could not be written. Its folder
+    was checked before any work; one that changed since (removed, full disk) must not cost the
+    model that the run made, which the cache only speeds up making again."""
+    if not (path and cache is not None and cache.modified):
+        return []
+    from onnxslim.passes.quantization.cache import save_calibration_cache
 
+    try:
         save_calibration_cache(cache, path)
+    except OSError as exc:
+        warning = f"calibration cache not written: {path}: {exc.strerror or first_line(exc)}"
+        logger.warning(warning)
+        return [warning]
+    return []
 
 
 def _first_divergent_pass(original: ir.Model, snapshots: Sequence[tuple[str, ir.Model]], options: ValidationOptions) -> str | None:
@@ -220,12 +301,9 @@ def optimize(src: io.ModelSource, dst: str | Path | None = None, **options: Any)
     ``strict``; otherwise the returned model is the best the pipeline could do.
     """
     result = run(src, dst, **options)
-    if result.failure:
-        raise PipelineFailed(result.failure)
-    if result.strict and result.validation is not None and not result.validation.passed:
-        raise ValidationFailed("optimized model's outputs differ from the original's beyond tolerance")
-    if result.strict and result.slower_than_original:
-        raise ValidationFailed(result.warnings[-1])
+    if result.strict and not result.passed:
+        # a strict stop in the pipeline has no validation; a failed or slower validation has one
+        raise (PipelineFailed if result.validation is None else ValidationFailed)(result.failure)
     with external_data_loaded(result.model):  # a self-contained proto: no locations relative to the input's folder
         return ir.serde.serialize_model(result.model)
 
@@ -238,6 +316,9 @@ def validate(original: io.ModelSource, optimized: io.ModelSource, *, options: Va
     with ``html`` set, the HTML report is written there.
     """
     checks = _validation_options(None, options, **settings)
+    preflight.check_distinct_paths({"HTML report": checks.html}, {
+        "original model": original if isinstance(original, (str, os.PathLike)) else None,
+        "optimized model": optimized if isinstance(optimized, (str, os.PathLike)) else None, "validation data": checks.data})
     models = preflight.load_runnable(original), preflight.load_runnable(optimized)
     preflight.check_same_interface(*models, where=optimized if isinstance(optimized, (str, Path)) else None)
     report = validate_models(*models, checks)
@@ -303,8 +384,9 @@ def _calibration_reader(model: ir.Model, options: Mapping[str, Any]) -> Reader |
     path = options.get("calibration_data")
     if path is None:
         return None
+    # the pins: the data must fit them, and a pinned (or exported) batch size is the one batches get
     reader = open_reader(path, model, preprocess=options.get("calibration_preprocess"),
-                         batch_size=_pinned_batch(options.get("input_shapes")) or 32)
+                         input_shapes=options.get("input_shapes"), preprocess_flag="--calibration-preprocess")
     samples = options.get("calibration_samples")
     return reader if samples is None else FirstSamples(reader, int(samples))
 

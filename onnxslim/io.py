@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Union
@@ -161,24 +162,47 @@ def save(model: ir.Model, dst: str | os.PathLike, *, external_data: bool | None 
     data_name = dst.name + ".data"
     if external_data and (dst.parent / data_name).resolve() in referenced_files(model):
         raise OutputPathError(f"external data file {data_name!r} is read by the model being saved", path=dst)
+    if external_data:
+        _save_pair(model, dst, data_name)
+    else:
+        _save_inline(model, dst)
+    logger.info("wrote %s", dst)
+    return dst
+
+
+def _save_inline(model: ir.Model, dst: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp.onnx", dir=dst.parent)
     os.close(fd)
     try:
-        if external_data:
-            # ir.save re-writes every initializer (external ones included) into data_name, or inline
-            # when small; tensor attributes (Constant nodes) it leaves as they are, so those are loaded.
-            with external_data_loaded(model, initializers=False):
-                ir.save(model, tmp, external_data=data_name)
-        else:
-            with external_data_loaded(model):
-                Path(tmp).write_bytes(_compact_proto(model).SerializeToString())
+        with external_data_loaded(model):
+            Path(tmp).write_bytes(_compact_proto(model).SerializeToString())
         os.chmod(tmp, _file_mode(dst))  # mkstemp creates 0600; a model file is as readable as any other
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    logger.info("wrote %s", dst)
-    return dst
+
+
+def _save_pair(model: ir.Model, dst: Path, data_name: str) -> None:
+    """The model and its data file, written in a temporary folder beside ``dst`` and then moved in:
+    first the old model is removed, then the data replaced, then the model renamed. No rename
+    swaps two files at once, and an old model left beside the new data would read it at the old
+    offsets (weights that load but are wrong, or a model that does not load): a process killed in
+    between leaves no model at ``dst`` instead, never a wrong pair."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        # ir.save re-writes every initializer (external ones included) into data_name, or inline
+        # when small; tensor attributes (Constant nodes) it leaves as they are, so those are loaded.
+        with external_data_loaded(model, initializers=False):
+            ir.save(model, staging / dst.name, external_data=data_name)
+        os.chmod(staging / dst.name, _file_mode(dst))
+        dst.unlink(missing_ok=True)
+        if (staging / data_name).exists():  # none when every weight was small enough to stay inline
+            os.chmod(staging / data_name, _file_mode(dst.parent / data_name))
+            os.replace(staging / data_name, dst.parent / data_name)
+        os.replace(staging / dst.name, dst)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_text(path: str | os.PathLike, text: str, *, what: str = "report") -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import onnx_ir as ir
 
@@ -68,10 +68,46 @@ def check_requests(options: Mapping[str, Any], checks: ValidationOptions) -> Non
         raise ConfigError("an HTML report needs validation: drop --no-validate (validate: false), or --html")
     if checks.html and not Path(checks.html).parent.exists():
         raise OutputPathError("HTML report folder does not exist", path=checks.html)
+    if options.get("calibration_cache"):
+        if options.get("calibration_data") is None:  # its statistics are keyed by the data they came from
+            raise ConfigError("--calibration-cache needs --calibration-data (calibration_data)")
+        check_writable_folder(options["calibration_cache"], what="calibration cache")
     if options.get("calibration_samples") is not None and options.get("calibration_data") is None:
         raise ConfigError("--calibration-samples needs --calibration-data (calibration_data)")
     if options.get("lowrank_refit") not in (None, "none") and options.get("calibration_data") is None:
         raise ConfigError(f"--lowrank-refit {options['lowrank_refit']} needs --calibration-data (calibration_data)")
+
+
+def check_writable_folder(path: str | os.PathLike, *, what: str) -> None:
+    """The folder a file will be written into exists and takes new files: else the run would fail
+    after all its work (the calibration cache is saved after the pipeline), with nothing written."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise OutputPathError(f"{what} folder does not exist", path=path)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what} folder is not writable", path=path)
+
+
+def check_distinct_paths(writes: Mapping[str, str | os.PathLike | None], reads: Mapping[str, str | os.PathLike | None],
+                         *, allowed: Sequence[tuple[str, str]] = ()) -> None:
+    """No file a run writes (keyed by what it is: "JSON report", "output model"...) is another one it
+    writes or one it reads: a report named like the input model would replace the model with JSON,
+    a cache named like the output would be overwritten by it. ``allowed``: (written, read) pairs
+    checked elsewhere (the output over the input, with --overwrite-input)."""
+    taken = {role: (Path(path), _resolved(path)) for role, path in reads.items() if path is not None}
+    for role, path in writes.items():
+        if path is None:
+            continue
+        target = _resolved(path)
+        for other, (shown, resolved) in taken.items():
+            if resolved == target and (role, other) not in allowed:
+                raise OutputPathError(f"the {role} would overwrite the {other} ({shown}); give it another path", path=path)
+        taken[role] = (Path(path), target)
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    """Symlinks and '..' resolved, so two spellings of one file compare equal."""
+    return Path(path).resolve()
 
 
 def check_same_interface(original: ir.Model, optimized: ir.Model, *, where: Any = None) -> None:

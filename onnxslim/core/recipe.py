@@ -13,6 +13,9 @@ and an ordered array of ``[[pass]]`` tables, each with ``name`` and that pass's 
 
 The pseudo-pass ``simplify`` expands to the default cleanup pipeline.
 
+Relative paths in ``[options]`` (``calibration_data``, ``calibration_cache``, ``validation``'s
+``data`` and ``html``) are relative to the recipe file's folder (``load_recipe``).
+
 Loading a recipe checks its structure: tables, pass names, and every value against its type
 (``[options]`` against the API's keywords and the families' flags, ``[[pass]]`` settings against
 the pass's config dataclass). What a pass needs besides its settings (calibration data, which
@@ -49,6 +52,7 @@ OPTION_TYPES: dict[str, Any] = {
     "calibration_data": str,
     "calibration_samples": int,
     "calibration_preprocess": str,
+    "calibration_cache": str,
 }
 """Types of the ``[options]`` keys besides ``validation`` (ValidationOptions' fields) and the
 families' options (typed by their CLI flags)."""
@@ -89,7 +93,27 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError("recipe file not found", path=path) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"not valid TOML: {exc}", path=path) from None
-    return parse_recipe(data, path=path)
+    recipe = parse_recipe(data, path=path)
+    recipe.options = relative_to(recipe.options, path.parent)
+    return recipe
+
+
+RECIPE_PATHS = ("calibration_data", "calibration_cache")
+"""``[options]`` keys that are paths; ``validation``'s are VALIDATION_PATHS."""
+VALIDATION_PATHS = ("data", "html")
+
+
+def relative_to(options: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """``options`` with each relative path taken as relative to ``folder``, the recipe's own: a
+    recipe kept beside its data means the same from any working directory (a CI job's, a
+    developer's). Absolute paths stay as written."""
+    def resolved(value: Any) -> Any:
+        return str(folder / value) if isinstance(value, str) and not Path(value).is_absolute() else value
+
+    options = {k: resolved(v) if k in RECIPE_PATHS else v for k, v in options.items()}
+    if isinstance(options.get("validation"), Mapping):
+        options["validation"] = {k: resolved(v) if k in VALIDATION_PATHS else v for k, v in options["validation"].items()}
+    return options
 
 
 def parse_recipe(data: Mapping[str, Any], *, path: Path | None = None) -> Recipe:

@@ -10,8 +10,10 @@ from onnxslim.core.recipe import Step
 from onnxslim.errors import ConfigError
 from onnxslim.passes.quantization.extra_flags import EXTRA_NAMES, add_extra_arguments, extra_steps
 
+# calibration_cache is a core option (the CLI's calibration group, OPTION_TYPES): any pass that
+# calibrates reads it, whichever way it was asked for ([[pass]] quantize-static, --pass, --quantize)
 NAMES = ("quantize", "calibration_method", "quantize_per_tensor", "quantize_activations", "quantize_symmetric",
-         "quantize_include", "quantize_exclude", "calibration_cache", "quantize_min_cosine", "quantize_max_accuracy_drop",
+         "quantize_include", "quantize_exclude", "quantize_min_cosine", "quantize_max_accuracy_drop",
          "quantize_smoothing", "quantize_bias_correction", *EXTRA_NAMES)
 
 
@@ -31,8 +33,6 @@ def _add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="comma-separated node names / op types: quantize only these")
     group.add_argument("--quantize-exclude", metavar="NAMES", default=None,
                        help="comma-separated node names / op types to keep float")
-    group.add_argument("--calibration-cache", metavar="FILE", default=None,
-                       help="read/write calibration statistics here (reused when the data is the same)")
     group.add_argument("--quantize-min-cosine", metavar="X", type=float, default=None,
                        help="static: keep the most error-prone tensors float until the outputs' cosine "
                             "similarity to the float model reaches X (automatic mixed precision)")
