@@ -25,9 +25,9 @@ COMMANDS = ("optimize", "validate", "inspect", "passes", "scan-prune")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 too; keep it to one line
-        self.print_usage(sys.stderr)
-        raise OnnxSlimError(message)
+    def error(self, message: str) -> None:
+        # argparse prints the whole usage block (40 lines for optimize) before the error: one line instead
+        raise OnnxSlimError(f"{message} ('{self.prog} --help' lists the options)")
 
 
 def build_parser() -> argparse.ArgumentParser:

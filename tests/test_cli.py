@@ -88,6 +88,7 @@ def test_bad_input_gives_one_error_line_and_exit_2(case, tmp_path, model_copy, c
     errors = [line for line in err.splitlines() if line.startswith("onnxslim: error:")]
     assert code == 2
     assert len(errors) == 1 and message in errors[0], err
+    assert err.strip().splitlines() == errors, err  # nothing else: argparse's 40-line usage block was printed too
     assert "Traceback" not in err
     assert not (tmp_path / "out.onnx").exists()
     assert {p: _digest(p) for p in before} == before  # inputs byte-identical
