@@ -19,7 +19,7 @@ from onnxslim.core.pass_base import Pass, PassContext
 from onnxslim.core.config import coerce
 from onnxslim.core.recipe import Step, build_passes, check_validation, load_recipe, plan_steps
 from onnxslim.data import FirstSamples, Reader, open_reader
-from onnxslim.errors import ConfigError, OnnxSlimError, PipelineFailed, ValidationFailed, first_line
+from onnxslim.errors import ConfigError, OnnxSlimError, OutputPathError, PipelineFailed, ValidationFailed, first_line
 from onnxslim.input_shapes import fix_input_shapes
 from onnxslim.proto import external_data_loaded
 from onnxslim.summary import summarize
@@ -273,8 +273,9 @@ def _save_cache(cache: Any, path: str | None) -> list[str]:
 
     try:
         save_calibration_cache(cache, path)
-    except OSError as exc:
-        warning = f"calibration cache not written: {path}: {exc.strerror or first_line(exc)}"
+    except (OSError, OutputPathError) as exc:  # OutputPathError: its folder was removed since
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
+        warning = f"calibration cache not written: {path}: {why}"
         logger.warning(warning)
         return [warning]
     return []

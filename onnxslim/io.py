@@ -208,13 +208,18 @@ def _save_pair(model: ir.Model, dst: Path, data_name: str) -> None:
 def write_text(path: str | os.PathLike, text: str, *, what: str = "report") -> Path:
     """Writes ``text`` atomically (a temporary file in the same folder, then a rename), with the
     permissions a new file gets there; an error naming the file when its folder does not exist."""
+    return write_bytes(path, text.encode("utf-8"), what=what)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, what: str = "report") -> Path:
+    """``write_text`` for bytes (a calibration cache's archive)."""
     target = Path(path)
     if not target.parent.exists():
         raise OutputPathError(f"{what} folder does not exist", path=target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.chmod(tmp, _file_mode(target))
         os.replace(tmp, target)
     except BaseException:

@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import logging
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Iterable
@@ -38,6 +37,7 @@ import onnx_ir as ir
 
 from onnxslim.data.identity import arrays_digest
 from onnxslim.errors import DataError
+from onnxslim.io import write_bytes
 from onnxslim.passes.quantization.statistics import BINS, TensorStats
 from onnxslim.proto import weights_detached
 
@@ -168,7 +168,7 @@ def _checked(name: str, limits: np.ndarray, counts: np.ndarray) -> TensorStats:
 
 
 def save_calibration_cache(cache: CalibrationCache, path: str | Path) -> None:
-    """Writes ``cache`` atomically (a temp file in the same folder, then rename)."""
+    """Writes ``cache`` atomically, with the permissions a new file gets in its folder (``io.write_bytes``)."""
     path = Path(path)
     names = list(cache.stats)
     key = cache.key or CacheKey("", "")
@@ -180,12 +180,6 @@ def save_calibration_cache(cache: CalibrationCache, path: str | Path) -> None:
     arrays["rescaled"] = np.array(list(cache.magnitudes), dtype=str)
     for i, magnitude in enumerate(cache.magnitudes.values()):
         arrays[f"magnitudes/{i}"] = np.asarray(magnitude, np.float32)
-    handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(handle)
-    try:
-        with open(temp, "wb") as stream:
-            np.savez_compressed(stream, **arrays)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    write_bytes(path, buffer.getvalue(), what="calibration cache")

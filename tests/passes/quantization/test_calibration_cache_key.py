@@ -181,3 +181,16 @@ def test_a_damaged_or_foreign_file_is_refused_in_one_line(tmp_path):
     with pytest.raises(DataError, match="not an .npz archive") as caught:
         load_calibration_cache(tmp_path / "notes.txt")
     assert "pickle" not in str(caught.value)
+
+
+def test_the_cache_file_gets_the_permissions_of_a_new_file(tmp_path):
+    # it was written through mkstemp alone: 0600, unreadable by the CI job that shares it
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        save_calibration_cache(CalibrationCache(), tmp_path / "ranges.npz")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "ranges.npz").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["ranges.npz"]
