@@ -13,6 +13,15 @@ from onnxslim.passes.quantization.statistics import TensorStats
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 LEVELS = 256
+ENTROPY_KEEPS = 99.95
+"""The entropy range never clips more values than this percentile's would (1 in 2000). The KL search
+alone clips heavy tails hard (median kept fraction of the range 0.62 on PP-OCRv4 rec, 0.75 on
+YOLOv8n), past what the outputs tolerate: rec kept 0% of its strings (cosine 0.69). With this
+floor (32 samples, everything int8): rec 29.7% / 0.956, YOLOv8n F1@.05/.25 0.780 / 0.795 -> 0.853 /
+0.840, PP-OCRv4 det IoU 0.947 -> 0.960; the digits models equal or better. A floor at 99.99 read
+rec 29.7%, YOLOv8n 0.885 / 0.870, det 0.956, and made entropy equal percentile on a Student-t
+tensor (the KL threshold falls between the 99.95th and 99.99th percentiles there); at 99.9 rec
+read 18.8%."""
 
 
 def tensor_range(stats: TensorStats, method: str, *, percentile: float = 99.99) -> tuple[float, float]:
@@ -27,6 +36,8 @@ def tensor_range(stats: TensorStats, method: str, *, percentile: float = 99.99) 
         if not magnitude[1:].any():
             return low, high
         threshold = _kl_threshold(magnitude, LEVELS if one_sided else LEVELS // 2) * width
+        kept_low, kept_high = _percentile(stats, ENTROPY_KEEPS)
+        return min(max(low, -threshold), kept_low), max(min(high, threshold), kept_high)
     elif method == "mse":
         threshold = _mse_threshold(stats)
     else:
