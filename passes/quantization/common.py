@@ -49,8 +49,9 @@ def refused(model: ir.Model, pass_name: str) -> PassResult | None:
     reason = refusal(model)
     if not reason:
         return None
-    logger.warning("%s: %s; model left unchanged", pass_name, reason)
-    return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": reason}])
+    logger.info("%s: %s; model left unchanged", pass_name, reason)  # the details warning reaches the user
+    return PassResult(model, modified=False, stats={"skipped": 1},
+                      details=[{"skipped": reason}, {"warning": f"model left as it was: {reason}"}])
 
 
 def tensor_dtypes(model: ir.Model) -> dict[str, ir.DataType]:

@@ -58,7 +58,8 @@ class QuantizeDynamic(Pass):
             return unchanged
         if model.opset_imports.get("", 1) < DYNAMIC_OPSET:
             why = f"opset {model.opset_imports.get('', 1)}: DynamicQuantizeLinear needs opset {DYNAMIC_OPSET}"
-            return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": why}])
+            return PassResult(model, modified=False, stats={"skipped": 1}, details=[
+                {"skipped": why}, {"warning": f"model left float: {why}"}])
         dtypes, before = tensor_dtypes(model), graph_stats(model).param_bytes
         unmatched = unmatched_selections(model, self.config.include, self.config.exclude)
         rows, shared = [], {}

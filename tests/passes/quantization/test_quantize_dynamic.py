@@ -57,6 +57,7 @@ g (float[N, 3, 4, 4] x) => (float[N, 2, 4, 4] y) {
     once = QuantizeDynamic()(_mlp()).model
     again = QuantizeDynamic()(once)
     assert not again.modified and "already quantized" in again.details[0]["skipped"]
+    assert again.details[1]["warning"].startswith("model left as it was: model is already quantized")  # printed by the CLI
 
 
 def test_a_node_named_like_a_new_one_does_not_collide():
