@@ -52,8 +52,11 @@ class OptimizeResult:
 
     @property
     def slower_than_original(self) -> bool:
+        """A lossy pipeline (which is meant to buy speed) made the model slower beyond the noise band.
+        A lossless one is not judged: its latency change is the machine's noise (cleanup-only runs
+        under ``--strict --latency`` failed at random)."""
         latency = self.validation.latency if self.validation is not None else None
-        return bool(latency is not None and latency.slower)
+        return bool(latency is not None and latency.slower and self.pipeline.lossy_passes)
 
     @property
     def passed(self) -> bool:
@@ -128,8 +131,9 @@ def run(
     preflight.check_requests(options, checks)
     if dst is not None:
         io.check_output_path(Path(dst), src=Path(src) if isinstance(src, (str, Path)) else None, overwrite_input=overwrite_input)
-    _check_paths(src, dst, options, checks, other_outputs or {}, overwrite_input=overwrite_input, external_data=external_data)
-    original = io.load(src)
+    original = io.load(src)  # its external data files are inputs too: no output may replace them
+    _check_paths(src, dst, options, checks, other_outputs or {}, overwrite_input=overwrite_input,
+                 external_data=external_data, recipe=recipe, weights=io.referenced_files(original))
     model = original.clone()
     shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
     if shapes:
@@ -197,11 +201,13 @@ def _failure(result: OptimizeResult) -> str | None:
 
 def _check_paths(src: io.ModelSource, dst: str | Path | None, options: Mapping[str, Any], checks: ValidationOptions,
                  other_outputs: Mapping[str, str | os.PathLike | None], *, overwrite_input: bool,
-                 external_data: bool | None) -> None:
+                 external_data: bool | None, recipe: str | os.PathLike | None = None,
+                 weights: set[Path] = frozenset()) -> None:
     """Before any work: no output replaces an input or another output (a --report naming the input
     model would turn it into JSON, a --calibration-cache naming the output would be overwritten by it)."""
-    reads = {"input model": src if isinstance(src, (str, os.PathLike)) else None,
-             "calibration data": options.get("calibration_data"), "validation data": checks.data}
+    reads = {"input model": src if isinstance(src, (str, os.PathLike)) else None, "recipe": recipe,
+             "calibration data": options.get("calibration_data"), "validation data": checks.data,
+             **{f"input model's external data {path.name}": path for path in sorted(weights)}}
     writes = {"output model": dst,
               # written beside the model when external data is on (or automatic, above 2 GB)
               "output model's external data": f"{dst}.data" if dst is not None and external_data is not False else None,

@@ -98,6 +98,8 @@ def check_distinct_paths(writes: Mapping[str, str | os.PathLike | None], reads: 
     for role, path in writes.items():
         if path is None:
             continue
+        if Path(path).is_dir():  # else an IsADirectoryError after all the work (exit 3)
+            raise OutputPathError(f"the {role} path is a folder; give a file name", path=path)
         target = _resolved(path)
         for other, (shown, resolved) in taken.items():
             if resolved == target and (role, other) not in allowed:

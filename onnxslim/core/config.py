@@ -75,7 +75,7 @@ def coerce(value: Any, hint: Any, *, where: str, text: bool = False) -> Any:
 
 def _coerce_items(value: Any, hint: Any, *, where: str) -> tuple:
     text = isinstance(value, str)
-    items = [v for v in value.split(",") if v] if text else value
+    items = [v.strip() for v in value.split(",") if v.strip()] if text else value  # "Conv, Gemm": two names
     if not isinstance(items, (list, tuple)):
         raise _wrong_type(value, hint, where)
     args = typing.get_args(hint)

@@ -27,11 +27,12 @@ def quantize_embeddings(graph: ir.Graph, *, include: tuple[str, ...] = (), exclu
     large table left float because something else reads it."""
     graph.meta.pop(NAMES_KEY, None)
     rows, done = [], {}
+    selected = {node for node in graph if _selected(node, include, exclude)}
     for node in list(graph):
-        if not _selected(node, include, exclude):
+        if node not in selected:
             continue
         table = node.inputs[0]
-        if table not in done and (other := _other_reader(table)) is not None:
+        if table not in done and (other := _other_reader(table, selected)) is not None:
             rows.append({"node": node.name, "op": "Gather", "kept_float": f"the table is also read by {other}"})
             done[table] = None
         if done.setdefault(table, ()) is None:
@@ -56,11 +57,11 @@ def _selected(node: ir.Node, include: tuple[str, ...], exclude: tuple[str, ...])
     return tensor.dtype == ir.DataType.FLOAT and len(tensor.shape) == 2 and tensor.size >= MIN_ELEMENTS
 
 
-def _other_reader(table: ir.Value) -> str | None:
-    """A reader of ``table`` that is no Gather along axis 0 (it keeps the float table alive), or None."""
+def _other_reader(table: ir.Value, selected: set[ir.Node]) -> str | None:
+    """A reader of ``table`` this rewrite leaves reading the float table (another op, or a Gather
+    the settings leave float), which keeps it in the file; None when there is none."""
     for reader in table.consumers():
-        axis = reader.attributes.get("axis")
-        if reader.op_type != "Gather" or reader.inputs[0] is not table or (axis.value if axis is not None else 0) != 0:
+        if reader not in selected:
             return f"{reader.op_type} {reader.name!r}" if reader.name else reader.op_type
     return None
 

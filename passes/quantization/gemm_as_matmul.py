@@ -24,7 +24,7 @@ def gemm_obstacle(node: ir.Node) -> str | None:
     if not is_constant(node.inputs[1]) or is_constant(node.inputs[0]):
         return "-"  # no weight operand: not a layer this pass rewrites
     bias = node.inputs[2] if len(node.inputs) > 2 else None
-    if bias is not None and attrs.get("beta", 1.0) != 1.0 and not is_constant(bias):
+    if bias is not None and attrs.get("beta", 1.0) not in (0.0, 1.0) and not is_constant(bias):
         return "Gemm with beta != 1 on a computed C"
     return None
 
@@ -39,6 +39,8 @@ def gemm_to_matmul(graph: ir.Graph, node: ir.Node) -> ir.Node:
                      name=node.name)
     nodes, result = [matmul], matmul.outputs[0]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if bias is not None and attrs.get("beta", 1.0) == 0.0:  # beta * C adds nothing
+        bias = None
     if bias is not None:
         beta = np.float32(attrs.get("beta", 1.0))
         if beta != 1.0:

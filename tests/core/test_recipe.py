@@ -134,3 +134,10 @@ def test_comma_separated_text_is_a_list_and_its_items_are_parsed():
         coerce("1,a", tuple[int, ...], where="x")
     with pytest.raises(ConfigError, match="expected true or false, got 'true'"):
         coerce("true", bool, where="x")
+
+
+def test_comma_separated_names_are_stripped():
+    # "--quantize-exclude 'Conv, Gemm'" excluded only Conv, and warned that ' Gemm' matched nothing
+    from onnxslim.core.config import coerce
+
+    assert coerce("Conv, Gemm ,  /head/MatMul", tuple[str, ...], where="exclude") == ("Conv", "Gemm", "/head/MatMul")

@@ -239,3 +239,23 @@ def test_an_unfolded_weight_says_why_it_was_left():
     result = QuantizeWeights(QuantizeWeightsConfig(bits=4))(model)
     (row,) = result.details  # the activation x activation MatMul is not a weight MatMul: no row
     assert row["kept_float"].startswith("weight is computed from constants")
+
+
+def test_a_gemm_with_beta_0_loses_its_bias_add():
+    from onnxslim.passes.quantization.gemm_as_matmul import gemm_to_matmul
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 64] x) => (float[N, 48] y) {
+        y = Gemm <transB = 1, beta = 0.0> (x, w, b)
+    }
+    """
+    r = rng(4)
+    model = make_model(text, initializers={"w": r.standard_normal((48, 64)).astype(np.float32),
+                                           "b": r.standard_normal(48).astype(np.float32)})
+    original = model.clone()
+    (gemm,) = list(model.graph)
+    gemm_to_matmul(model.graph, gemm)
+    assert ops(model) == {"MatMul": 1}
+    feeds = {"x": rng(1).standard_normal((8, 64)).astype(np.float32)}
+    np.testing.assert_allclose(run_ort(model, feeds)[0], run_ort(original, feeds)[0], rtol=1e-5, atol=1e-4)
