@@ -111,7 +111,8 @@ class ImageFolderReader(Reader):
     def __iter__(self) -> Iterator[DataBatch]:
         for start in range(0, len(self.items), self.batch_size):
             chunk = self.items[start:start + self.batch_size]
-            arrays = [_to_dtype(_load_image(path, self.pre), self.dtype, path, self.flag) for path, _ in chunk]
+            arrays = [_to_dtype(_load_image(path, self.pre), self.dtype, path, self.flag, rounded=_identity(self.pre))
+                      for path, _ in chunk]
             inputs = {self.value.name: np.stack(arrays)}
             check_arrays(inputs, self.model, chunk[0][0], self.pins)
             labels = None if chunk[0][1] is None else np.array([label for _, label in chunk], dtype=np.int64)
@@ -154,8 +155,17 @@ def _complete(pre: Preprocess, shape: tuple | None, name: str, dtype: np.dtype, 
     return dataclasses.replace(pre, size=size, layout=layout, color=color, scale=scale)
 
 
-def _to_dtype(pixels: np.ndarray, dtype: np.dtype, path: Path, flag: str) -> np.ndarray:
-    """The pixels in the input's dtype; for an integer input, refused unless they are integers in its range."""
+def _identity(pre: Preprocess) -> bool:
+    """Pixels pass as they are (scale 1, mean 0, std 1): what an integer input gets by default."""
+    return pre.scale == 1 and all(m == 0 for m in pre.mean) and all(s == 1 for s in pre.std)
+
+
+def _to_dtype(pixels: np.ndarray, dtype: np.dtype, path: Path, flag: str, *, rounded: bool = False) -> np.ndarray:
+    """The pixels in the input's dtype; for an integer input, refused unless they are integers in its
+    range. ``rounded``: the spec is the identity, so non-integers can only come from a 16-bit image
+    put on the 8-bit scale, which an 8-bit input takes rounded."""
+    if np.issubdtype(dtype, np.integer) and rounded:
+        pixels = np.round(pixels)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         if not (np.all(pixels == np.round(pixels)) and pixels.min() >= info.min and pixels.max() <= info.max):

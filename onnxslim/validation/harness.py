@@ -155,7 +155,7 @@ def _run_provider(prep: _Prepared, provider: str, options: ValidationOptions) ->
 def _capture_first_batch(prep: _Prepared, provider: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Runs both models again on the first batch with every shared intermediate tensor as an output."""
     names = capturable(prep.original, prep.optimized)
-    first = [_head(batch.inputs, prep.original, CAPTURE_SAMPLES) for batch in itertools.islice(iter(prep.reader), 1)]
+    first = [_head(batch, prep, CAPTURE_SAMPLES) for batch in itertools.islice(iter(prep.reader), 1)]
     captured = [run_batches(save_for_session(m, prep.folder, f"{label}-capture", names)[0], first, provider=provider,
                             capture=names).captured
                 for label, m in (("original", prep.original), ("optimized", prep.optimized))]
@@ -187,16 +187,21 @@ CAPTURE_SAMPLES = 4
 on a few (32 PP-OCR pages of 320x320 captured 1.3 GB and took 30 s to compare)."""
 
 
-def _head(inputs: dict[str, np.ndarray], model: ir.Model, count: int) -> dict[str, np.ndarray]:
-    """The first ``count`` samples of a batch when every input's batch axis is dynamic, else the batch."""
-    if not batch_axis_is_dynamic(model):
-        return inputs
-    return {name: np.asarray(array)[:count] for name, array in inputs.items()}
+def _head(batch, prep: _Prepared, count: int) -> dict[str, np.ndarray]:
+    """The first ``count`` samples of a batch when every input's batch axis is dynamic and nothing
+    fixes the batch size (an export or an ``--input-shape`` pin: the models take no other), else the
+    batch; inputs passed whole (scalars, no batch axis) stay whole."""
+    if (getattr(prep.reader, "fixed_batch", None) or not batch_axis_is_dynamic(prep.original)
+            or not batch_axis_is_dynamic(prep.optimized)):
+        return batch.inputs
+    if hasattr(batch, "head"):
+        return batch.head(count).inputs
+    return {name: np.asarray(array)[:count] for name, array in batch.inputs.items()}
 
 
 def _latency(prep: _Prepared, provider: str, options: ValidationOptions):
     # latency is per call at batch 1 (a batch of 32 PP-OCR pages made the timing 75 s of a 146 s run)
-    first = _head(next(iter(prep.reader)).inputs, prep.original, 1)
+    first = _head(next(iter(prep.reader)), prep, 1)
     plain = prep.paths if not prep.capture else {
         label: save_for_session(m, prep.folder, f"{label}-plain")[0] for label, m in (("original", prep.original), ("optimized", prep.optimized))}
     return measure_latency(plain["original"], plain["optimized"], first, provider=provider, runs=options.latency_runs,

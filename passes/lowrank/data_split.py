@@ -8,6 +8,12 @@ passing unnoticed. Sample ``i`` (counted over all batches, axis 0) is held out w
 the held-out samples are spread over the whole calibration set (a set made of several sources
 is checked on all of them), at most ``limit`` of them; the rest are fitted.
 
+A model that takes only whole batches (a batch size fixed by the export or an ``--input-shape``
+pin, inputs without the batch axis, scalars: ``splittable`` False, from
+``input_shapes.batch_axis_is_dynamic``) is held out, taken and spread by whole batches, never cut
+or re-joined: cut batches were refused by the model ("Got: 25 Expected: 1"), and a table input
+``t[16, 16]`` was sliced whenever a batch happened to hold 16 samples.
+
 Padding rows: a 2-D graph input named like ``*mask*`` (``attention_mask``) weights the rows of
 3-D activations ``[batch, seq, K]`` by its value, so padding tokens do not enter ``X^T X``;
 ``by_length`` sorts the held-out samples by their mask length and cuts each batch's trailing
@@ -63,9 +69,41 @@ class FitPart:
                 yield {k: v[keep] if np.ndim(v) >= 1 else v for k, v in feeds.items()}
 
 
-def split(batches: Iterable, holdout: float, limit: int) -> tuple[Iterable, list[dict[str, np.ndarray]]]:
+def _count(batch) -> int:
+    """Samples in a batch: the reader's count (it knows the inputs passed whole), else axis 0."""
+    return batch.samples if hasattr(batch, "samples") else (_samples(inputs_of(batch)) or 1)
+
+
+class WholeFitPart:
+    """``FitPart`` for models that take only whole batches: every ``every``-th batch is held out."""
+
+    def __init__(self, batches: Iterable, every: int, held: set[int]):
+        self.batches, self.every, self.held = batches, every, held
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for index, batch in enumerate(self.batches):
+            if index not in self.held:
+                yield inputs_of(batch)
+
+
+def _split_whole(batches: Iterable, holdout: float, limit: int) -> tuple[Iterable, list[dict[str, np.ndarray]]]:
+    every, held, check, total, index = max(2, round(1 / holdout)), set(), [], 0, -1
+    for index, batch in enumerate(batches):
+        if index % every == every - 1 and total < limit:
+            held.add(index)
+            check.append(inputs_of(batch))
+            total += _count(batch)
+    if total >= _MIN_CHECK and len(held) < index + 1:
+        return WholeFitPart(batches, every, held), check
+    return batches, take(batches, limit, splittable=False)
+
+
+def split(batches: Iterable, holdout: float, limit: int, *,
+          splittable: bool = True) -> tuple[Iterable, list[dict[str, np.ndarray]]]:
     """(fit part, check batches held in memory). ``holdout`` 0, or too little data: the check is
-    the first ``limit`` samples of the fitted data itself."""
+    the first ``limit`` samples of the fitted data itself. ``splittable`` False: by whole batches."""
+    if holdout > 0 and not splittable:
+        return _split_whole(batches, holdout, limit)
     if holdout > 0:
         total = sum(_samples(inputs_of(b)) or 0 for b in batches)
         fit = FitPart(batches, max(2, round(1 / holdout), math.ceil(total / limit)), limit)
@@ -84,8 +122,17 @@ def split(batches: Iterable, holdout: float, limit: int) -> tuple[Iterable, list
     return batches, take(batches, limit)
 
 
-def take(batches: Iterable, limit: int) -> list[dict[str, np.ndarray]]:
-    """The first ``limit`` samples, in batches of at most 32."""
+def take(batches: Iterable, limit: int, *, splittable: bool = True) -> list[dict[str, np.ndarray]]:
+    """The first ``limit`` samples, in batches of at most 32 (``splittable`` False: the first whole
+    batches holding them)."""
+    if not splittable:
+        parts, total = [], 0
+        for batch in batches:
+            if total >= limit:
+                break
+            parts.append(inputs_of(batch))
+            total += _count(batch)
+        return parts
     parts, total = [], 0
     for batch in batches:
         feeds = inputs_of(batch)
@@ -99,10 +146,19 @@ def take(batches: Iterable, limit: int) -> list[dict[str, np.ndarray]]:
     return _rebatch(parts)
 
 
-def spread(batches: Iterable, limit: int) -> list[dict[str, np.ndarray]]:
+def spread(batches: Iterable, limit: int, *, splittable: bool = True) -> list[dict[str, np.ndarray]]:
     """At most ``limit`` samples taken at an even stride over all of ``batches`` (every source of a
     calibration set made of several), in batches of at most 32; batches without a common axis 0
-    are kept whole."""
+    are kept whole (``splittable`` False: whole batches at an even stride)."""
+    if not splittable:
+        counts = [_count(b) for b in batches]
+        every = max(1, math.ceil(sum(counts) / max(limit, 1)))
+        chosen, total = [], 0
+        for index, batch in enumerate(batches):
+            if index % every == 0 and total < limit:
+                chosen.append(inputs_of(batch))
+                total += counts[index]
+        return chosen
     total = sum(_samples(inputs_of(b)) or 0 for b in batches)
     every, start, parts = max(1, math.ceil(total / max(limit, 1))), 0, []
     for batch in batches:
@@ -173,13 +229,14 @@ def weighted_gram(rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
     return (rows.T @ rows).astype(np.float64)
 
 
-def by_length(batches: list[dict[str, np.ndarray]], mask: str | None) -> list[dict[str, np.ndarray]]:
+def by_length(batches: list[dict[str, np.ndarray]], mask: str | None, *,
+              splittable: bool = True) -> list[dict[str, np.ndarray]]:
     """The samples sorted by the length of ``mask`` (a 2-D ``[batch, seq]`` input), re-batched,
     each batch cut after its last non-padding column. Every input of shape ``[batch, seq, ...]``
     is cut alike; only trailing columns that are padding in every sample of the batch go, so a
     model that masks its padding computes the same per-sample result. Unchanged without ``mask``
     or when a batch lacks it."""
-    if mask is None or not batches or any(np.ndim(b.get(mask)) != 2 for b in batches) \
+    if mask is None or not splittable or not batches or any(np.ndim(b.get(mask)) != 2 for b in batches) \
             or any(_samples(b) is None for b in batches) or len({tuple(sorted(b)) for b in batches}) > 1:
         return batches
     seq = {np.shape(b[mask])[1] for b in batches}

@@ -11,6 +11,7 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassContext, PassResult
 from onnxslim.errors import ConfigError
+from onnxslim.input_shapes import batch_axis_is_dynamic
 from onnxslim.passes._names import Names
 from onnxslim.passes.lowrank import data_split, downstream, factorize, metrics, plan, refit, search
 from onnxslim.passes.lowrank.allocate import Layer, max_rank
@@ -128,6 +129,7 @@ class SplitLowRank(Pass):
 
     def __init__(self, config: Config | None = None, *, context: PassContext | None = None):
         super().__init__(config, context=context)
+        self._splittable = True
         if self.config.needs_data and self.context.calibration is None:
             raise ConfigError("min_cosine, method=whitened and allocation=sensitivity need calibration data "
                               "(--calibration-data)", where=f"pass {self.name}")
@@ -136,6 +138,7 @@ class SplitLowRank(Pass):
         cfg = self.config
         opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
         groups, skipped = find_groups(model.graph, ops=tuple(cfg.ops), opset=opset, min_params=cfg.min_params)
+        self._splittable = batch_axis_is_dynamic(model)  # else the data is held out and taken by whole batches
         fit, check = self._data()
         covariances = self._covariances(model, groups, fit)
         whiten = cfg.method == "whitened" or (cfg.method == "auto" and bool(covariances))
@@ -160,7 +163,8 @@ class SplitLowRank(Pass):
         """(fit part, held-out check batches) of the calibration data."""
         if self.context.calibration is None:
             return None, None
-        return data_split.split(self.context.calibration, self.config.holdout, self.config.check_samples)
+        return data_split.split(self.context.calibration, self.config.holdout, self.config.check_samples,
+                                splittable=self._splittable)
 
     def _covariances(self, model: ir.Model, groups: list[Group], fit: Iterable | None) -> dict[str, np.ndarray]:
         if fit is None or not groups:
@@ -174,7 +178,7 @@ class SplitLowRank(Pass):
         """Downstream output metric per weight name, from its consumers and ``METRIC_SAMPLES`` fitted samples."""
         links = downstream.find_links(model.graph, groups)
         mask = data_split.mask_input(model.graph, self.config.mask_input)
-        stats = metrics.collect(model, links, data_split.spread(fit, METRIC_SAMPLES), mask=mask)
+        stats = metrics.collect(model, links, data_split.spread(fit, METRIC_SAMPLES, splittable=self._splittable), mask=mask)
         out = metrics.build(groups, links, stats)
         logger.debug("output metrics for %d of %d weights", len(out), len(groups))
         return out
@@ -186,7 +190,8 @@ class SplitLowRank(Pass):
         if cfg.refit == "none" or fit is None:
             return None
         mask = data_split.mask_input(model.graph, cfg.mask_input)
-        batches = data_split.by_length(data_split.spread(fit, cfg.refit_samples), mask)
+        batches = data_split.by_length(data_split.spread(fit, cfg.refit_samples, splittable=self._splittable), mask,
+                                       splittable=self._splittable)
         initial = [layer.factorization for layer in layers]
 
         def refine(ranks: list[int | None]) -> list:
@@ -214,10 +219,12 @@ class SplitLowRank(Pass):
                 plan.by_energy(layers, cfg.energy or DEFAULT_ENERGY, cfg.rank_multiple)
             return self._refit(chosen, refine)
         mask = data_split.mask_input(model.graph, cfg.mask_input)
-        probe = Probe(model, groups, data_split.by_length(check, mask)) if self._sensitivity or cfg.min_cosine else None
+        probe = (Probe(model, groups, data_split.by_length(check, mask, splittable=self._splittable))
+                 if self._sensitivity or cfg.min_cosine else None)
         fitted = None
         if probe is not None and fit is not self.context.calibration:
-            fitted = Probe(model, groups, data_split.by_length(data_split.take(fit, cfg.check_samples), mask))
+            fitted = Probe(model, groups, data_split.by_length(
+                data_split.take(fit, cfg.check_samples, splittable=self._splittable), mask, splittable=self._splittable))
         drops = plan.measure_sensitivity(groups, layers, probe, cfg.rank_multiple) if self._sensitivity else None
         if cfg.min_cosine is not None:
             probes = [probe] + ([fitted] if fitted else [])

@@ -41,6 +41,16 @@ def test_a_16_bit_image_keeps_its_range(tmp_path):
     assert np.allclose(got, pixels / 65535, atol=1e-6)
 
 
+def test_a_16_bit_image_for_an_8_bit_input_is_rounded(tmp_path):
+    # refused ("--preprocess makes values ... not all uint8 integers") though no spec was given
+    pixels = np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    model = make_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (uint8[N, 4, 4, 1] x) => (uint8[N, 4, 4, 1] y) { y = Identity(x) }""")
+    got = next(iter(open_reader(tmp_path, model))).inputs["x"][0, :, :, 0]
+    assert got.dtype == np.uint8 and got.tolist() == np.round(pixels * (255 / 65535)).astype(np.uint8).tolist()
+
+
 def test_a_32_bit_float_image_is_refused(tmp_path):
     Image.fromarray(np.full((4, 4), 900.0, np.float32)).save(tmp_path / "a.tif")
     with pytest.raises(DataError, match=r"a\.tif: a 32-bit float image \(mode F\) has no fixed value range"):

@@ -59,3 +59,27 @@ def test_a_batch_ort_rejects_is_named_by_file_and_samples(tmp_path):
     reader = open_reader(tmp_path / "d.npz", model, batch_size=4)
     with pytest.raises(DataError, match=r"d\.npz \(samples 0-3\): onnxruntime cannot run the model on batch 0"):
         run_batches(model, reader)
+
+
+def test_latency_and_capture_keep_a_pinned_batch(tmp_path):
+    # the latency check cut every batch to one sample: a model pinned to batch 8 refused it
+    # (internal error, exit 3) after quantizing, and nothing was written
+    import onnxslim
+    from tests.helpers import MODELS
+
+    result = onnxslim.run(MODELS / "digits_cnn.onnx", tmp_path / "q.onnx", input_shapes={"input": [8, 1, 8, 8]},
+                          quantize="dynamic", validation={"data": str(MODELS / "digits_eval.npz"), "latency_runs": 2})
+    assert result.passed and result.validation.latency is not None and result.output is not None
+
+
+def test_paddle_s_minus_one_batch_is_a_batch_axis():
+    # ch_ppocr_mobile_v2.0_cls declares x[-1, 3, 48, 192]: latency ran on whole batches of 32
+    import onnx_ir as ir
+
+    from onnxslim.input_shapes import batch_axis_is_dynamic
+
+    model = make_model(DYNAMIC)
+    model.graph.inputs[0].shape = ir.Shape([-1, 3, 4, 5])
+    assert batch_axis_is_dynamic(model)
+    model.graph.inputs[0].shape = ir.Shape([1, 3, 4, 5])
+    assert not batch_axis_is_dynamic(model)

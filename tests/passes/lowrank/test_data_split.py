@@ -138,3 +138,30 @@ def test_spread_takes_samples_at_an_even_stride_over_the_whole_set():
     picked = np.concatenate([b["x"][:, 0] for b in data_split.spread(_batches(20, 6), limit=5)])
     np.testing.assert_array_equal(picked, [0, 4, 8, 12, 16])  # every 4th, from every batch
     assert sum(len(b["x"]) for b in data_split.spread(_batches(20, 6), limit=100)) == 20
+
+
+def test_a_model_that_takes_whole_batches_is_fitted_and_checked_on_whole_batches(tmp_path):
+    # a batch pinned (or exported) at 4: samples held out inside batches and re-joined into
+    # batches of up to 32 were refused by the model ("Got: 25 Expected: 1")
+    import onnxslim
+    from tests.helpers import MODELS
+
+    result = onnxslim.run(MODELS / "digits_cnn.onnx", tmp_path / "o.onnx", input_shapes={"input": [4, 1, 8, 8]},
+                          lowrank="auto", lowrank_min_cosine=0.99, calibration_data=str(MODELS / "digits_calib.npz"),
+                          validate=False)
+    record = result.pipeline.records[-1]
+    assert record.name == "split-lowrank" and record.status != "rolled-back", record.reason
+
+
+def test_whole_batch_split_take_and_spread_never_cut_a_batch():
+    from onnxslim.data import DataBatch
+    from onnxslim.passes.lowrank import data_split
+
+    table = np.eye(16, dtype=np.float32)  # an input without the batch axis: never sliced
+    batches = [DataBatch({"x": np.full((16, 16), i, np.float32), "t": table}, whole=frozenset({"t"})) for i in range(6)]
+    fit, check = data_split.split(batches, 0.25, 64, splittable=False)
+    fitted = list(fit)
+    assert [b["x"][0, 0] for b in check] == [3.0] and [b["x"][0, 0] for b in fitted] == [0, 1, 2, 4, 5]
+    assert all(b["t"].shape == (16, 16) and b["x"].shape == (16, 16) for b in fitted + check)
+    assert [b["x"][0, 0] for b in data_split.take(batches, 20, splittable=False)] == [0, 1]
+    assert [b["x"][0, 0] for b in data_split.spread(batches, 40, splittable=False)] == [0, 3]
