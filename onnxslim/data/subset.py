@@ -12,7 +12,7 @@ from onnxslim.errors import DataError
 class FirstSamples(Reader):
     def __init__(self, reader: Reader, count: int):
         if count < 1:
-            raise DataError(f"the number of samples must be at least 1, got {count}")
+            raise DataError(f"--calibration-samples must be at least 1, got {count}")
         fixed = reader.fixed_batch
         if fixed and count % fixed:  # the last batch would be cut short, and the model refuses it
             raise DataError(f"--calibration-samples {count} is not a multiple of {fixed}, the only batch size the "
