@@ -68,6 +68,11 @@ class DataError(OnnxSlimError):
     """Input data for calibration or validation does not fit the model."""
 
 
+class DataRejected(DataError):
+    """ONNX Runtime refused to run a model on a batch that the readers' checks let through
+    (dynamic dims, values): the data's fault, and the model that refused it is worth naming."""
+
+
 class PipelineFailed(OnnxSlimError):
     """A pass failed its checks under --strict; nothing was written."""
 

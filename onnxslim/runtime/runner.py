@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.errors import DataError
+from onnxslim.errors import DataRejected
 from onnxslim.runtime.data_runs import ort_message, quiet
 from onnxslim.runtime.session import join, make_session, session_model
 
@@ -60,7 +60,7 @@ def _run(session, batches: Iterable, outputs: list[str], names: list[str], captu
         try:
             values = session.run(wanted, inputs, quiet())  # reported once, by us, without ORT's raw log line
         except Exception as exc:  # ORT rejects inputs the readers' checks cannot see (dynamic dims, values)
-            raise DataError(f"onnxruntime cannot run the model on batch {index}: {ort_message(exc)}",
+            raise DataRejected(f"onnxruntime cannot run the model on batch {index}: {ort_message(exc)}",
                             path=getattr(batch, "source", None)) from None
         for name, value in zip(wanted, values):
             collected[name].append(value)

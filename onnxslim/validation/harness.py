@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from onnxslim.data import RandomReader, open_reader
 from onnxslim.data.readers import Reader
-from onnxslim.errors import DataError
+from onnxslim.errors import DataError, DataRejected
 from onnxslim.input_shapes import batch_axis_is_dynamic
 from onnxslim.runtime import ProviderUnavailable, RunResult, parse_providers, run_batches, unavailable_reason
 from onnxslim.runtime.session import save_for_session
@@ -139,7 +139,9 @@ def _run_provider(prep: _Prepared, provider: str, options: ValidationOptions) ->
                 return _ProviderOutcome(ProviderRun(provider, "ran", samples=results["original"].samples,
                                                     failure=f"the optimized model does not run where the original "
                                                             f"does: {exc.message}"))
-            raise DataError(exc.message, path=exc.path, where="original model") from None
+            # the model's refusal names which model; a problem of the data file itself needs no model
+            raise type(exc)(exc.message, path=exc.path,
+                            where="original model" if isinstance(exc, DataRejected) else exc.where) from None
     ref, got = results["original"], results["optimized"]
     outputs = [compare_arrays(name, ref.outputs[name], got.outputs[name], prep.tol, classify=name in prep.scores)
                for name in ref.outputs]

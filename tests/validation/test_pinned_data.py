@@ -83,3 +83,18 @@ def test_paddle_s_minus_one_batch_is_a_batch_axis():
     assert batch_axis_is_dynamic(model)
     model.graph.inputs[0].shape = ir.Shape([1, 3, 4, 5])
     assert not batch_axis_is_dynamic(model)
+
+
+def test_a_data_file_s_own_problem_does_not_blame_the_model(tmp_path):
+    # read while validating, a file that cannot fill the fixed batch was reported as
+    # "000.npy: original model: 1 samples do not fill batches of 4"
+    import onnxslim
+
+    path = tmp_path / "model.onnx"
+    save(make_model(DYNAMIC.replace("float[N, 3, H, W] x", "float[4, 3, H, W] x")), path)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    np.save(folder / "000.npy", _x(1))
+    with pytest.raises(DataError) as caught:
+        onnxslim.validate(path, path, data=str(folder))
+    assert "original model" not in str(caught.value) and "000.npy" in str(caught.value), caught.value
