@@ -52,8 +52,9 @@ class ConvertFp16(Pass):
     def call(self, model: ir.Model) -> PassResult:
         reason = refusal(model) or _already_half(model) or _unconvertible_outputs(model)
         if reason:
-            logger.warning("convert-fp16: %s; model left unchanged", reason)
-            return PassResult(model, modified=False, stats={"skipped": 1}, details=[{"skipped": reason}])
+            logger.info("convert-fp16: %s; model left unchanged", reason)  # the details warning reaches the user
+            return PassResult(model, modified=False, stats={"skipped": 1},
+                              details=[{"skipped": reason}, {"warning": f"model left as it was: {reason}"}])
         before = float_weight_bytes(model, ir.DataType.FLOAT)
         if before == 0 and not any(node.op_type == "Constant" for node in model.graph):
             return PassResult(model, modified=False, details=[{"skipped": "no float32 weights"}])

@@ -13,7 +13,7 @@ from onnxslim.data.readers import random_array
 from onnxslim.errors import ConfigError, DataError
 from onnxslim.input_shapes import batch_axis_is_dynamic, resolve_shape
 from onnxslim.passes.quantization import mixed_precision
-from onnxslim.passes.quantization.common import refused
+from onnxslim.passes.quantization.common import refused, unmatched_selections
 from onnxslim.passes.quantization.quantize_dynamic import QuantizeDynamic, QuantizeDynamicConfig
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
 from onnxslim.runtime.session import model_bytes
@@ -99,7 +99,8 @@ class QuantizeAuto(Pass):
             # a details warning: the CLI prints it and the JSON report lists it (also under -q)
             return PassResult(model, modified=False, stats={"formats_tried": len(rows)},
                               details=[{**r, "chosen": False, "rejected": _rejection(r, self.config.min_cosine)}
-                                       for r in rows] + [{"kept_float": reason},
+                                       for r in rows] + unmatched_selections(model, self.config.include, self.config.exclude)
+                                      + [{"kept_float": reason},
                                                          {"warning": f"model left float32: {reason}"
                                                                      + (f" ({tried})" if tried else "")}])
         best = max(eligible, key=lambda r: r["speedup"])

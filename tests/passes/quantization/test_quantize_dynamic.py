@@ -115,3 +115,7 @@ def test_a_selection_that_matches_nothing_is_a_warning():
     assert not static.modified and "'relu_1' matches no node" in static.details[0]["warning"]
     weights = QuantizeWeights(QuantizeWeightsConfig(exclude=("w1",)))(_mlp())
     assert any("'w1' matches no node" in row.get("warning", "") for row in weights.details)
+    from onnxslim.passes.quantization.quantize_auto import QuantizeAuto, QuantizeAutoConfig
+
+    auto = QuantizeAuto(QuantizeAutoConfig(exclude=("w1",)))(_mlp())  # chosen or kept float: said either way
+    assert sum("'w1' matches no node" in row.get("warning", "") for row in auto.details) == 1
