@@ -108,16 +108,16 @@ def batch_axis_is_dynamic(model: ir.Model) -> bool:
     share a first axis that is no batch axis: cut, the model refused them."""
     shapes = [v.shape for v in model.graph.inputs]
     firsts = [s[0] if s is not None and len(s) else 0 for s in shapes]
-    if not (firsts and all(_is_dynamic(d) for d in firsts) and len({_symbol(d) for d in firsts}) == 1):
+    if not (firsts and not any(is_fixed(d) for d in firsts) and len({_symbol(d) for d in firsts}) == 1):
         return False
     symbol = _symbol(firsts[0])
     return symbol is None or not any(isinstance(d, ir.SymbolicDim) and d.value == symbol
                                      for s in shapes for d in list(s)[1:])
 
 
-def _is_dynamic(dim) -> bool:
-    """A symbolic dim, or Paddle's -1 (an int < 0), which ONNX Runtime takes as dynamic."""
-    return isinstance(dim, ir.SymbolicDim) or (isinstance(dim, int) and dim < 0)
+def is_fixed(dim) -> bool:
+    """A static dim; Paddle writes -1 (any negative) for a dynamic one, onnx-ir a SymbolicDim."""
+    return isinstance(dim, int) and dim >= 0
 
 
 def _symbol(dim) -> str | None:

@@ -10,6 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.input_shapes import check_input_shapes as validate_shapes
+from onnxslim.input_shapes import is_fixed
 from onnxslim.errors import DataError
 
 LABELS = "labels"
@@ -49,11 +50,6 @@ class InputLayout:
     pinned: frozenset[str]
     batched: frozenset[str]
     fixed_batch: int | None
-
-
-def is_fixed(dim) -> bool:
-    """A static dim; Paddle writes -1 (any negative) for a dynamic one, onnx-ir a SymbolicDim."""
-    return isinstance(dim, int) and dim >= 0
 
 
 def input_layout(model: ir.Model, pins: Mapping[str, tuple[int, ...]] | None = None) -> InputLayout:

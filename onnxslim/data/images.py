@@ -23,7 +23,8 @@ from typing import Iterator, Mapping
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.data.checks import check_arrays, data_inputs, fitted_batch, input_layout, is_fixed
+from onnxslim.data.checks import check_arrays, data_inputs, fitted_batch, input_layout
+from onnxslim.input_shapes import is_fixed
 from onnxslim.data.folder import IMAGE_SUFFIXES, list_files
 from onnxslim.data.identity import digest, files_digest
 from onnxslim.data.readers import DataBatch, Reader
