@@ -17,6 +17,7 @@ from onnxslim.core.flags import family_steps, option_names
 from onnxslim.core.manager import ROLLED_BACK, PassManager, PipelineReport, ProgressCallback
 from onnxslim.core.pass_base import Pass, PassContext
 from onnxslim.core.config import coerce
+from onnxslim.core.stats import iter_weights, refusal
 from onnxslim.core.recipe import Step, build_passes, check_validation, load_recipe, plan_steps
 from onnxslim.data import FirstSamples, Reader, open_reader
 from onnxslim.errors import ConfigError, OnnxSlimError, OutputPathError, PipelineFailed, ValidationFailed, first_line
@@ -328,9 +329,20 @@ def validate(original: io.ModelSource, optimized: io.ModelSource, *, options: Va
         "optimized model": optimized if isinstance(optimized, (str, os.PathLike)) else None, "validation data": checks.data})
     models = preflight.load_runnable(original), preflight.load_runnable(optimized)
     preflight.check_same_interface(*models, where=optimized if isinstance(optimized, (str, Path)) else None)
+    if not checks.lossy and _visibly_lossy(*models):
+        checks = dataclasses.replace(checks, lossy=True)
     report = validate_models(*models, checks)
     _write_html(report, checks)
     return report
+
+
+def _visibly_lossy(original: ir.Model, optimized: ir.Model) -> bool:
+    """The optimized model says it is lossy: it has quantized ops, or float16 weights the original
+    lacks (then the exact tolerances would fail a good int8 or float16 model)."""
+    def half(model: ir.Model) -> bool:
+        return any(tensor.dtype == ir.DataType.FLOAT16 for _, tensor in iter_weights(model))
+
+    return (refusal(optimized) is not None and refusal(original) is None) or (half(optimized) and not half(original))
 
 
 def _write_html(report: ValidationReport, options: ValidationOptions) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("original")
     val.add_argument("optimized")
     val.add_argument("--report", metavar="FILE.json")
+    val.add_argument("--lossy", action="store_true", default=None,
+                     help="the lossy tolerances (cosine 0.99, SNR 17 dB, top-1 0.9) that optimize uses after quantization, "
+                          "pruning or low rank; automatic when the optimized model has quantized ops or float16 weights")
     validation_cli.add_arguments(val)
 
     ins = sub.add_parser("inspect", help="show a model's inputs, outputs, opsets, ops and weights")
@@ -153,13 +157,23 @@ def _validate(args: argparse.Namespace, err: Console) -> int:
     preflight.check_distinct_paths({"JSON report": args.report, "HTML report": args.html},
                                    {"original model": args.original, "optimized model": args.optimized,
                                     "validation data": args.data})
-    report = api.validate(args.original, args.optimized, options=validation_cli.options_from_args(args))
+    options = validation_cli.options_from_args(args)
+    if args.lossy:
+        options = dataclasses.replace(options, lossy=True)
+    report = api.validate(args.original, args.optimized, options=options)
     payload = report.to_dict()  # schema onnxslim.validate/1, docs/validation.md
     _write_report(args.report, payload)
+    hint = "" if report.passed or report.lossy else "for a quantized, pruned or low-rank model add --lossy"
     if args.json:
         _print_json(payload)
     elif not args.quiet:
-        render.print_result(err, None, report, report.passed)
+        if hint:
+            err.print(f"note: {hint}", highlight=False)
+        render.print_result(err, None, report, report.passed)  # its last line: PASSED or FAILED
+    if not report.passed and (args.json or args.quiet):  # else the result above says it; one line here
+        problems = report.failures() or [report.skipped or "the outputs differ"]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        print(f"onnxslim: error: validation failed: {problems[0]}{more}" + (f"; {hint}" if hint else ""), file=sys.stderr)
     return EXIT_OK if report.passed else EXIT_CHECK_FAILED
 
 

@@ -314,3 +314,17 @@ def test_an_output_that_is_a_folder_is_refused_before_any_work(tmp_path, capsys,
     extra = ["--calibration-data", CALIB, "--quantize", "static"] if flag == "--calibration-cache" else []
     code, io = _main(capsys, DIGITS, tmp_path / "out.onnx", flag, tmp_path / "adir", *extra, "-q")
     assert code == 2 and "is a folder" in io.err and not (tmp_path / "out.onnx").exists(), io.err
+
+
+def test_validate_takes_a_quantized_model_as_lossy_and_a_failure_is_one_line(tmp_path, capsys):
+    # `onnxslim validate` held an int8 model to the exact tolerances and, failing, printed nothing under -q
+    quantized = tmp_path / "q.onnx"
+    assert _main(capsys, DIGITS, quantized, "--quantize", "dynamic", "--no-validate", "-q")[0] == 0
+    code, io = _main(capsys, "validate", DIGITS, quantized, "--data", EVAL, "-q", "--report", tmp_path / "r.json")
+    assert code == 0 and json.loads((tmp_path / "r.json").read_text())["lossy"] is True, io.err
+    pruned = tmp_path / "p.onnx"
+    assert _main(capsys, DIGITS, pruned, "--prune", "0.5", "--no-validate", "-q")[0] == 0
+    code, io = _main(capsys, "validate", DIGITS, pruned, "--data", EVAL, "-q")
+    assert code == 1 and len(_error_lines(io.err)) == 1 and "add --lossy" in io.err, io.err
+    code, io = _main(capsys, "validate", DIGITS, pruned, "--data", EVAL, "-q", "--lossy")
+    assert "add --lossy" not in io.err

@@ -75,7 +75,7 @@ def validate_models(original: ir.Model, optimized: ir.Model, options: Validation
 
 def _validate(prep: _Prepared, options: ValidationOptions) -> ValidationReport:
     report = ValidationReport(passed=True, outputs=[], samples=0, tolerances=prep.tol, data=prep.reader.describe(),
-                              sizes=prep.sizes)
+                              sizes=prep.sizes, lossy=options.lossy)
     results: dict[str, dict[str, RunResult]] = {}
     for provider in parse_providers(options.providers):
         outcome = _run_provider(prep, provider, options)

@@ -48,6 +48,8 @@ class ValidationReport:
     """Why nothing could be validated (then ``passed`` is True unless strict)."""
     providers: list[ProviderRun] = dataclasses.field(default_factory=list)
     tolerances: Tolerances | None = None
+    lossy: bool = False
+    """The defaults were the lossy ones (a lossy pass ran, or ``validate`` found or was told so)."""
     data: str = ""
     accuracy: dict[str, Any] | None = None
     latency: LatencyReport | None = None
