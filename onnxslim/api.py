@@ -177,7 +177,7 @@ def run(
             latency = result.validation.latency
             result.warnings.append(f"the optimized model is SLOWER than the original ({latency.ratio:.2f}x median latency, "
                                    f"noise band {latency.noise:.0%}); passes: {', '.join(pipeline.lossy_passes)}")
-            logger.warning(result.warnings[-1])
+            logger.info(result.warnings[-1])  # a warning of the result: the CLI prints it once
     result.failure = _failure(result)
     if dst is not None and not (strict and not result.passed):
         result.output = io.save(model, dst, external_data=external_data)

@@ -95,7 +95,7 @@ class QuantizeAuto(Pass):
         if not eligible:
             reason = ("no format both faster and within the cosine floor" if rows else
                       "nothing to quantize (no MatMul, Gemm or Conv either format takes)")
-            tried = ", ".join(f"{r['format']} {r['speedup']}x cos {r['cosine']}" for r in rows)
+            tried = ", ".join(f"{r['format']} {r['speedup']}x float's speed, cos {r['cosine']}" for r in rows)
             # a details warning: the CLI prints it and the JSON report lists it (also under -q)
             return PassResult(model, modified=False, stats={"formats_tried": len(rows)},
                               details=[{**r, "chosen": False, "rejected": _rejection(r, self.config.min_cosine)}
