@@ -75,11 +75,60 @@ def check_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]], *
 
 
 def fix_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> None:
-    """Pins the named inputs' dims (after checking them)."""
+    """Pins the named inputs' dims (after checking them), and the graph outputs' dims that the pins
+    fix: the declared outputs stay the shapes the graph computes (YOLOv8n pinned to 1x3x320x320
+    declared ``[batch, 22, <expression of height and width>]``, symbols no input carried any more)."""
     check_input_shapes(model, shapes)
     inputs = {v.name: v for v in model.graph.inputs}
+    pinned: dict[str, int] = {}
     for name, dims in shapes.items():
+        for old, new in zip(inputs[name].shape or (), dims):
+            if isinstance(old, ir.SymbolicDim) and old.value:
+                pinned[old.value] = int(new)
         inputs[name].shape = ir.Shape(dims)
+    # a symbol an unpinned input still carries stays a symbol: that input may take other sizes
+    for value in model.graph.inputs:
+        for dim in value.shape or ():
+            if isinstance(dim, ir.SymbolicDim):
+                pinned.pop(dim.value, None)
+    _pin_outputs(model, pinned)
+
+
+def _pin_outputs(model: ir.Model, pinned: Mapping[str, int]) -> None:
+    """Each symbolic output dim becomes the pinned value of its symbol, or what onnx's shape
+    inference computes from the pinned inputs when that is a number; other dims stay as declared."""
+    inferred = _inferred_output_dims(model)
+    for value in model.graph.outputs:
+        if value.shape is None:
+            continue
+        computed = inferred.get(value.name) or ()
+        dims = []
+        for axis, dim in enumerate(value.shape):
+            if isinstance(dim, ir.SymbolicDim):
+                known = pinned.get(dim.value) if dim.value else None
+                if known is None and axis < len(computed) and isinstance(computed[axis], int):
+                    known = computed[axis]
+                dim = dim if known is None else known
+            dims.append(dim)
+        value.shape = ir.Shape(dims)
+
+
+def _inferred_output_dims(model: ir.Model) -> dict[str, tuple]:
+    """Output dims (int, or None when unknown) by onnx shape inference with the outputs' declared
+    shapes cleared (inference keeps a declared symbol); {} when inference fails."""
+    import onnx
+
+    from onnxslim.proto import graph_proto
+
+    try:
+        proto = graph_proto(model)
+        for output in proto.graph.output:
+            output.type.tensor_type.ClearField("shape")
+        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception:  # best effort: without it, only the pinned symbols themselves are replaced
+        return {}
+    return {o.name: tuple(d.dim_value if d.HasField("dim_value") else None for d in o.type.tensor_type.shape.dim)
+            for o in proto.graph.output if o.type.tensor_type.HasField("shape")}
 
 
 def resolve_shape(value: ir.Value, shapes: Mapping[str, tuple[int, ...]], *, default_batch: int | None = None) -> tuple[int, ...]:

@@ -176,3 +176,31 @@ def test_validation_thresholds_are_checked(tmp_path, capsys, setting, value, mes
 def test_thresholds_in_range_are_accepted(tmp_path):
     report = onnxslim.validate(DIGITS, DIGITS, min_cosine=1, min_top1=0.0, atol=math.inf, rtol=0, min_snr=-10.0)
     assert report.passed
+
+
+def test_pinned_inputs_pin_the_output_dims_the_graph_computes(tmp_path):
+    # YOLOv8n pinned to 1x3x320x320 kept declaring output0 [batch, 22, <expression of height and
+    # width>]: symbols no input carries any more, where the graph computes [1, 22, 2100]
+    import onnx_ir as ir
+
+    from onnxslim.input_shapes import fix_input_shapes
+    from tests.helpers import make_model, run_ort
+
+    model = make_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 3, H, W] x, float[N, 4] z) => (float[N, HW3] y, float[N, 4] w, float[M, 4] v) {
+            s = Constant<value_ints=[0, -1]>()
+            y = Reshape(x, s)
+            w = Relu(z)
+            v = Relu(z)
+        }""")
+    fix_input_shapes(model, {"x": (2, 3, 4, 5)})
+    shapes = {v.name: list(v.shape) for v in model.graph.outputs}
+    assert shapes["y"] == [2, 60]  # HW3 computed from the pins
+    # z is not pinned and still carries N: w stays [N, 4], and v's M as declared
+    assert isinstance(shapes["w"][0], ir.SymbolicDim) and isinstance(shapes["v"][0], ir.SymbolicDim)
+    fix_input_shapes(model, {"z": (2, 4)})
+    assert [list(v.shape) for v in model.graph.outputs][1] == [2, 4]
+    import numpy as np
+
+    feeds = {"x": np.ones((2, 3, 4, 5), np.float32), "z": np.ones((2, 4), np.float32)}
+    assert run_ort(model, feeds)[0].shape == (2, 60)
