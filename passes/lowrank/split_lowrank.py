@@ -109,6 +109,17 @@ class Config:
         return self.min_cosine is not None or self.method == "whitened" or self.allocation == "sensitivity"
 
 
+def _nothing_split(skipped: list[dict], candidates: int) -> str:
+    """The details warning of a run that split no weight: its most common reasons."""
+    if not skipped:
+        return "no weight split: no MatMul/Gemm/1x1 Conv weight large enough to consider"
+    reasons: dict[str, int] = {}
+    for row in skipped:
+        reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+    top = sorted(reasons.items(), key=lambda item: -item[1])[:2]
+    return f"no weight split ({candidates} candidates): " + "; ".join(f"{count} x {reason}" for reason, count in top)
+
+
 class SplitLowRank(Pass):
     """Split constant weights into two thin factors: ``X @ W`` -> ``(X @ U) @ V``.
 
@@ -302,4 +313,6 @@ class SplitLowRank(Pass):
                  "params_after": after, "params_saved": before - after, "bytes_saved": saved_bytes,
                  "layers_refit": sum(bool(row.get("refit")) for row in details), **chosen.stats}
         details += [{**row, "split": False} for row in skipped]
+        if not stats["weights_split"]:  # asked for and did nothing: say why where the CLI prints it
+            details.append({"warning": _nothing_split(skipped, len(groups))})
         return PassResult(model, modified=bool(stats["weights_split"]), stats=stats, details=details)
