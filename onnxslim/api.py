@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -13,7 +12,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim import io, preflight
-from onnxslim.core.flags import family_steps, option_names
+from onnxslim.core.flags import option_names, recipe_family_steps
 from onnxslim.core.manager import ROLLED_BACK, PassManager, PipelineReport, ProgressCallback
 from onnxslim.core.pass_base import Pass, PassContext
 from onnxslim.core.config import coerce
@@ -133,7 +132,7 @@ def run(
     if dst is not None:
         io.check_output_path(Path(dst), src=Path(src) if isinstance(src, (str, Path)) else None, overwrite_input=overwrite_input)
     original = io.load(src)  # its external data files are inputs too: no output may replace them
-    _check_paths(src, dst, options, checks, other_outputs or {}, overwrite_input=overwrite_input,
+    preflight.check_run_paths(src, dst, options, checks, other_outputs or {}, overwrite_input=overwrite_input,
                  external_data=external_data, recipe=recipe, weights=io.referenced_files(original))
     model = original.clone()
     shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
@@ -200,23 +199,6 @@ def _failure(result: OptimizeResult) -> str | None:
     return None
 
 
-def _check_paths(src: io.ModelSource, dst: str | Path | None, options: Mapping[str, Any], checks: ValidationOptions,
-                 other_outputs: Mapping[str, str | os.PathLike | None], *, overwrite_input: bool,
-                 external_data: bool | None, recipe: str | os.PathLike | None = None,
-                 weights: set[Path] = frozenset()) -> None:
-    """Before any work: no output replaces an input or another output (a --report naming the input
-    model would turn it into JSON, a --calibration-cache naming the output would be overwritten by it)."""
-    reads = {"input model": src if isinstance(src, (str, os.PathLike)) else None, "recipe": recipe,
-             "calibration data": options.get("calibration_data"), "validation data": checks.data,
-             **{f"input model's external data {path.name}": path for path in sorted(weights)}}
-    writes = {"output model": dst,
-              # written beside the model when external data is on (or automatic, above 2 GB)
-              "output model's external data": f"{dst}.data" if dst is not None and external_data is not False else None,
-              "calibration cache": options.get("calibration_cache"), "HTML report": checks.html, **other_outputs}
-    # the output over the input is io.check_output_path's (allowed with overwrite_input)
-    preflight.check_distinct_paths(writes, reads, allowed=[("output model", "input model")])
-
-
 def _pass_warnings(pipeline: PipelineReport) -> list[str]:
     """Rolled-back passes, and the ``warning`` a pass put in a details row (a request it could honour
     only in part, such as conflicting pruning overrides): the CLI prints these, the JSON lists them."""
@@ -227,39 +209,12 @@ def _pass_warnings(pipeline: PipelineReport) -> list[str]:
 
 def _pipeline(options: Mapping[str, Any], recipe: Any, passes: Sequence[PassSpec], context: PassContext, *,
               given: Mapping[str, Any]) -> list[Pass]:
-    family = _family_steps(options, recipe, given)
+    family = recipe_family_steps(options, recipe, given)
     if recipe is not None and any(k in option_names() for k in recipe.options):
         # a family step set in the recipe's [options]: its build errors name the recipe, as [[pass]] steps' do
         family = [dataclasses.replace(step, source=recipe.path) for step in family]
     steps = plan_steps([*(recipe.steps if recipe else []), *_steps(passes), *family], simplify=options.get("simplify", True))
     return build_passes(steps, context)
-
-
-def _family_steps(options: Mapping[str, Any], recipe: Any, given: Mapping[str, Any]) -> list[Step]:
-    """The families' steps. Their errors are worded with CLI flags ("--calibration-method applies to
-    --quantize static only"); one that concerns an option the recipe set (and the caller did not
-    override) names the recipe and that key, as errors in its [[pass]] tables do."""
-    try:
-        return family_steps({k: v for k, v in options.items() if k in option_names()})
-    except OnnxSlimError as exc:
-        key = _recipe_key_named(exc.message, recipe, given) if exc.path is None else None
-        if key is None:
-            raise
-        raise type(exc)(exc.message, path=recipe.path, where=f"[options] {key}") from None
-
-
-def _recipe_key_named(message: str, recipe: Any, given: Mapping[str, Any]) -> str | None:
-    """The first family option in ``message`` (as its flag) that came from ``recipe``; when the
-    message names none, the recipe's first family option if the caller gave none."""
-    if recipe is None:
-        return None
-    from_recipe = [k for k in recipe.options if k in option_names() and given.get(k) is None]
-    mentioned = [(match.start(), k) for k in from_recipe
-                 if (match := re.search(rf"--{re.escape(k.replace('_', '-'))}(?![\w-])", message))]
-    if mentioned:
-        return min(mentioned)[1]
-    caller_gave = any(given.get(k) is not None for k in option_names())
-    return from_recipe[0] if from_recipe and not caller_gave else None
 
 
 def _load_cache(path: str | None) -> Any:

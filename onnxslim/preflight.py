@@ -78,6 +78,23 @@ def check_requests(options: Mapping[str, Any], checks: ValidationOptions) -> Non
         raise ConfigError(f"--lowrank-refit {options['lowrank_refit']} needs --calibration-data (calibration_data)")
 
 
+def check_run_paths(src: Any, dst: str | Path | None, options: Mapping[str, Any], checks: ValidationOptions,
+                    other_outputs: Mapping[str, str | os.PathLike | None], *, overwrite_input: bool,
+                    external_data: bool | None, recipe: str | os.PathLike | None = None,
+                    weights: set[Path] = frozenset()) -> None:
+    """Before any work: no output replaces an input or another output (a --report naming the input
+    model would turn it into JSON, a --calibration-cache naming the output would be overwritten by it)."""
+    reads = {"input model": src if isinstance(src, (str, os.PathLike)) else None, "recipe": recipe,
+             "calibration data": options.get("calibration_data"), "validation data": checks.data,
+             **{f"input model's external data {path.name}": path for path in sorted(weights)}}
+    writes = {"output model": dst,
+              # written beside the model when external data is on (or automatic, above 2 GB)
+              "output model's external data": f"{dst}.data" if dst is not None and external_data is not False else None,
+              "calibration cache": options.get("calibration_cache"), "HTML report": checks.html, **other_outputs}
+    # the output over the input is io.check_output_path's (allowed with overwrite_input)
+    check_distinct_paths(writes, reads, allowed=[("output model", "input model")])
+
+
 def check_writable_folder(path: str | os.PathLike, *, what: str) -> None:
     """The folder a file will be written into exists and takes new files: else the run would fail
     after all its work (the calibration cache is saved after the pipeline), with nothing written."""
