@@ -359,9 +359,10 @@ def _calibration_reader(model: ir.Model, options: Mapping[str, Any]) -> Reader |
     if path is None:
         return None
     # the pins: the data must fit them, and a pinned (or exported) batch size is the one batches get
-    reader = open_reader(path, model, preprocess=options.get("calibration_preprocess"),
-                         input_shapes=options.get("input_shapes"), preprocess_flag="--calibration-preprocess")
     samples = options.get("calibration_samples")
+    reader = open_reader(path, model, preprocess=options.get("calibration_preprocess"),
+                         input_shapes=options.get("input_shapes"), preprocess_flag="--calibration-preprocess",
+                         samples=None if samples is None else int(samples))
     return reader if samples is None else FirstSamples(reader, int(samples))
 
 

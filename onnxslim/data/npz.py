@@ -111,13 +111,19 @@ class RowReader:
         return rows.copy() if writable else rows  # a view of bytes is read-only; batches were always writable
 
 
-def count_nonfinite(path: Path, member: Member) -> int:
-    """NaN/Inf values in a float member, read ``SCAN_BYTES`` at a time."""
+def count_nonfinite(path: Path, member: Member, *, rows: int | None = None) -> int:
+    """NaN/Inf values in a float member (its first ``rows`` rows when given), read ``SCAN_BYTES`` at a time."""
     if not np.issubdtype(member.dtype, np.floating):
         return 0
     if not member.shape:
         return int((~np.isfinite(load(path, member))).sum())
-    total, rows = member.shape[0], max(1, SCAN_BYTES // max(1, member.row_bytes))
+    limit = member.shape[0] if rows is None else min(rows, member.shape[0])
+    return _count_rows(path, member, limit)
+
+
+def _count_rows(path: Path, member: Member, total: int) -> int:
+    """NaN/Inf values in the member's first ``total`` rows."""
+    rows = max(1, SCAN_BYTES // max(1, member.row_bytes))
     bad = 0
     with row_readers(path, [member]) as readers:
         for start in range(0, total, rows):

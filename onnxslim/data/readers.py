@@ -122,19 +122,24 @@ class NpzReader(Reader):
     headers and labels are held: each walk reads the rows its batches need (``npz.py``)."""
 
     def __init__(self, path: Path, model: ir.Model, *, batch_size: int = 32,
-                 input_shapes: Mapping[str, tuple] | None = None):
+                 input_shapes: Mapping[str, tuple] | None = None, samples: int | None = None):
+        """``samples``: only the first this many will be read (``--calibration-samples``): only they
+        are scanned for NaN/Inf and must fill a fixed batch size (a 10 GB file calibrated on 64
+        samples was read whole, and a NaN past them refused it)."""
         self.path = path
         self.members = npz.read_members(path)
         check_keys(list(self.members), model, path)
         labels = self.members.pop(LABELS, None)
         placeholders = {key: member.placeholder() for key, member in self.members.items()}
         self.total = check_arrays(placeholders, model, path, input_shapes, values=False)
-        for key, member in self.members.items():  # the values, a few MB at a time, before any work
-            check_finite(key, placeholders[key], path, npz.count_nonfinite(path, member))
-        self.labels = check_labels(None if labels is None else npz.load(path, labels), self.total, path)
         layout = input_layout(model, input_shapes)
         self.whole, self.fixed_batch = frozenset(self.members) - layout.batched, layout.fixed_batch
-        self.batch_size = fitted_batch(layout, batch_size, self.total, path)
+        used = self.total if samples is None else max(0, min(samples, self.total))
+        for key, member in self.members.items():  # the values, a few MB at a time, before any work
+            rows = None if key in self.whole else used
+            check_finite(key, placeholders[key], path, npz.count_nonfinite(path, member, rows=rows))
+        self.labels = check_labels(None if labels is None else npz.load(path, labels), self.total, path)
+        self.batch_size = fitted_batch(layout, batch_size, used, path)
         self.source = str(path)
         self.file_digest = files_digest([path], path.parent)  # now: the headers above are what it describes
 
@@ -185,7 +190,8 @@ def _array(archive, key: str, path: Path) -> np.ndarray:
 
 
 def open_reader(path: str | Path, model: ir.Model, *, batch_size: int = 32, preprocess: str | None = None,
-                input_shapes: Mapping[str, tuple] | None = None, preprocess_flag: str = "--preprocess") -> Reader:
+                input_shapes: Mapping[str, tuple] | None = None, preprocess_flag: str = "--preprocess",
+                samples: int | None = None) -> Reader:
     """The reader for ``path``: a .npz file, a folder of .npz/.npy, or a folder of images.
 
     ``input_shapes``: the ``--input-shape`` pins, which the data must fit too (a pinned first dim
@@ -207,7 +213,7 @@ def open_reader(path: str | Path, model: ir.Model, *, batch_size: int = 32, prep
     if path.suffix.lower() == ".npy" and not zipfile.is_zipfile(path):  # one array, named by no input
         raise DataError("a .npy file is read from a folder (one file per sample or batch, single-input models); "
                         "give its folder, or save a .npz with one key per input", path=path)
-    return NpzReader(path, model, batch_size=batch_size, input_shapes=input_shapes)
+    return NpzReader(path, model, batch_size=batch_size, input_shapes=input_shapes, samples=samples)
 
 
 def load_samples(path: str | Path, model: ir.Model, *, batch_size: int = 32,

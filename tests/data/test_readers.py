@@ -158,3 +158,21 @@ def test_npz_reader_holds_a_batch_not_the_file(tmp_path, one_input):
     finally:
         tracemalloc.stop()
     assert sum(len(b.inputs["x"]) for b in batches) == 64 and peak < 4 << 20, peak
+
+
+def test_calibration_samples_bound_what_an_npz_must_hold(tmp_path):
+    # with --calibration-samples 64 the whole file was scanned (a NaN in sample 100 refused it) and
+    # had to fill a fixed batch (130 samples, batch 8: refused though 64 do)
+    import onnxslim
+    from tests.helpers import MODELS
+
+    data = np.load(MODELS / "digits_calib.npz")["input"][:128]
+    inputs = np.concatenate([data, data[:2]])  # 130
+    inputs[100, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "c.npz", input=inputs)
+    common = dict(quantize="static", calibration_data=str(tmp_path / "c.npz"), input_shapes={"input": [8, 1, 8, 8]},
+                  validate=False)
+    result = onnxslim.run(MODELS / "digits_cnn.onnx", calibration_samples=64, **common)
+    assert result.pipeline.records[-1].stats["calibration_samples"] == 64
+    with pytest.raises(DataError, match="NaN"):
+        onnxslim.run(MODELS / "digits_cnn.onnx", **common)
