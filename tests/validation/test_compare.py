@@ -123,3 +123,15 @@ def test_integer_outputs_are_judged_by_agreement_not_by_label_numbers():
     one = ref.copy()
     one[0] = 1
     assert not compare_arrays("label", ref, one, LOSSLESS).passed  # lossless: every value equal
+
+
+def test_a_reference_within_atol_of_zero_is_judged_elementwise():
+    # PP-OCRv4 det on random pixels outputs ~1e-10 everywhere: a lossless cleanup failed on cosine 0.92
+    from onnxslim.validation.compare import LOSSLESS, LOSSY
+
+    ref = (RNG.standard_normal((4, 100)) * 1e-10).astype(np.float32)
+    got = (ref + RNG.standard_normal((4, 100)).astype(np.float32) * 4e-11).astype(np.float32)
+    c = compare_arrays("maps", ref, got, LOSSLESS)
+    assert c.cosine < 0.99 and c.passed, c.failures
+    assert not compare_arrays("maps", ref, got + np.float32(1e-3), LOSSLESS).passed  # beyond atol still fails
+    assert not compare_arrays("maps", ref, got, LOSSY).passed  # no elementwise floor: cosine decides
