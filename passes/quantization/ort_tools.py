@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import threading
 from typing import Iterator
 
 import onnx
@@ -22,16 +23,24 @@ from onnxslim.proto import external_data_loaded
 from onnxslim.core.stats import iter_weights
 
 
+_CWD_LOCK = threading.Lock()
+"""The working folder is the process's: two threads converting at once would restore each other's."""
+
+
 @contextlib.contextmanager
 def in_scratch_folder() -> Iterator[str]:
-    """Chdir into a fresh temporary folder for the duration; the old working folder is restored."""
-    previous = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="onnxslim-ort-") as folder:
-        os.chdir(folder)
-        try:
-            yield folder
-        finally:
-            os.chdir(previous)
+    """Chdir into a fresh temporary folder for the duration; the old working folder is restored.
+    One at a time per process (``_CWD_LOCK``); other threads' relative paths still resolve against
+    the scratch folder meanwhile, so an application optimizing models on several threads should
+    give absolute paths (docs/quantization.md)."""
+    with _CWD_LOCK:
+        previous = os.getcwd()
+        with tempfile.TemporaryDirectory(prefix="onnxslim-ort-") as folder:
+            os.chdir(folder)
+            try:
+                yield folder
+            finally:
+                os.chdir(previous)
 
 
 def to_proto(model: ir.Model) -> onnx.ModelProto:
