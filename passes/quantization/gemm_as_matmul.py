@@ -32,11 +32,14 @@ def gemm_obstacle(node: ir.Node) -> str | None:
 def gemm_to_matmul(graph: ir.Graph, node: ir.Node) -> ir.Node:
     """Replaces ``node`` (``gemm_obstacle`` is None) in place; returns the MatMul, which takes its name."""
     attrs = {k: a.value for k, a in node.attributes.items()}
-    weight = ir.convenience.get_const_tensor(node.inputs[1]).numpy().astype(np.float32)
-    weight = (weight.T if attrs.get("transB", 0) else weight) * np.float32(attrs.get("alpha", 1.0))
+    if not attrs.get("transB", 0) and attrs.get("alpha", 1.0) == 1.0:  # B as it is: shared with its other readers
+        weight_value = node.inputs[1]
+    else:
+        weight = ir.convenience.get_const_tensor(node.inputs[1]).numpy().astype(np.float32)
+        weight = (weight.T if attrs.get("transB", 0) else weight) * np.float32(attrs.get("alpha", 1.0))
+        weight_value = _initializer(graph, f"{node.inputs[1].name}_matmul", weight)
     base = node.name or "Gemm"
-    matmul = ir.node("MatMul", [node.inputs[0], _initializer(graph, f"{node.inputs[1].name}_matmul", weight)],
-                     name=node.name)
+    matmul = ir.node("MatMul", [node.inputs[0], weight_value], name=node.name)
     nodes, result = [matmul], matmul.outputs[0]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     if bias is not None and attrs.get("beta", 1.0) == 0.0:  # beta * C adds nothing

@@ -259,3 +259,23 @@ def test_a_gemm_with_beta_0_loses_its_bias_add():
     assert ops(model) == {"MatMul": 1}
     feeds = {"x": rng(1).standard_normal((8, 64)).astype(np.float32)}
     np.testing.assert_allclose(run_ort(model, feeds)[0], run_ort(original, feeds)[0], rtol=1e-5, atol=1e-4)
+
+
+def test_a_weight_shared_by_a_gemm_and_a_matmul_is_packed_once():
+    # the Gemm's MatMul got its own copy of B (W_matmul), packed a second time beside W's
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 64] x) => (float[N, 48] y, float[N, 48] z) {
+        y = Gemm (x, w, b)
+        z = MatMul (x, w)
+    }
+    """
+    r = rng(8)
+    model = make_model(text, initializers={"w": r.standard_normal((64, 48)).astype(np.float32),
+                                           "b": r.standard_normal(48).astype(np.float32)})
+    original = model.clone()
+    result = QuantizeWeights(QuantizeWeightsConfig(bits=8))(model)
+    assert result.stats["nodes_quantized"] == 2 and sorted(result.model.graph.initializers) == ["b", "w_Q8", "w_scales"]
+    feeds = {"x": rng(1).standard_normal((8, 64)).astype(np.float32)}
+    for expected, actual in zip(run_ort(original, feeds), run_ort(result.model, feeds)):
+        assert np.linalg.norm(actual - expected) / np.linalg.norm(expected) < BOUND[8]
