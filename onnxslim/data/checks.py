@@ -26,10 +26,16 @@ def input_names(model: ir.Model) -> list[str]:
     return [v.name for v in data_inputs(model)]
 
 
+def labels_key(model: ir.Model) -> str | None:
+    """The data key that holds labels: ``labels``, unless the model has an input of that name (a
+    training graph's), which the key then feeds."""
+    return None if LABELS in input_names(model) else LABELS
+
+
 def check_keys(keys: list[str], model: ir.Model, path: Path | str) -> None:
-    """The keys (besides ``labels``) must be exactly the model's input names."""
+    """The keys (besides the labels, ``labels_key``) must be exactly the model's input names."""
     names = input_names(model)
-    keys = [k for k in keys if k != LABELS]
+    keys = [k for k in keys if k != labels_key(model)]
     missing = [n for n in names if n not in keys]
     if missing:
         raise DataError(f"no array for input(s) {', '.join(missing)} (keys: {', '.join(keys) or 'none'})", path=path)

@@ -16,8 +16,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.data import npz
-from onnxslim.data.checks import (LABELS, check_arrays, check_finite, check_input_shapes, check_keys, check_labels,
-                                  data_inputs, fitted_batch, input_layout)
+from onnxslim.data.checks import (check_arrays, check_finite, check_input_shapes, check_keys, check_labels,
+                                  data_inputs, fitted_batch, input_layout, labels_key)
 from onnxslim.data.identity import digest, files_digest
 from onnxslim.errors import DataError, first_line
 from onnxslim.input_shapes import resolve_shape
@@ -129,7 +129,7 @@ class NpzReader(Reader):
         self.path = path
         self.members = npz.read_members(path)
         check_keys(list(self.members), model, path)
-        labels = self.members.pop(LABELS, None)
+        labels = self.members.pop(labels_key(model), None)
         placeholders = {key: member.placeholder() for key, member in self.members.items()}
         self.total = check_arrays(placeholders, model, path, input_shapes, values=False)
         layout = input_layout(model, input_shapes)
@@ -172,7 +172,7 @@ def read_npz(path: Path, model: ir.Model) -> tuple[dict[str, np.ndarray], np.nda
     except Exception as exc:
         raise DataError(f"cannot read as .npz: {first_line(exc)}", path=path) from None
     check_keys(list(arrays), model, path)
-    labels = arrays.pop(LABELS, None)
+    labels = arrays.pop(labels_key(model), None)
     return arrays, labels
 
 

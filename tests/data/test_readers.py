@@ -176,3 +176,12 @@ def test_calibration_samples_bound_what_an_npz_must_hold(tmp_path):
     assert result.pipeline.records[-1].stats["calibration_samples"] == 64
     with pytest.raises(DataError, match="NaN"):
         onnxslim.run(MODELS / "digits_cnn.onnx", **common)
+
+
+def test_an_input_named_labels_is_fed_from_its_key(tmp_path):
+    # the key "labels" was always taken for the class labels: such a model could never be fed
+    model = make_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4] x, int64[N] labels) => (float[N, 4] y) { y = Relu(x) }""")
+    np.savez(tmp_path / "d.npz", x=np.ones((6, 4), np.float32), labels=np.arange(6, dtype=np.int64))
+    (batch,) = list(open_reader(tmp_path / "d.npz", model))
+    assert batch.inputs["labels"].tolist() == list(range(6)) and batch.labels is None
