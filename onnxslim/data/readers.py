@@ -45,6 +45,15 @@ class DataBatch(NamedTuple):
         return self._replace(inputs=inputs, labels=None if self.labels is None else self.labels[:count])
 
 
+def sample_count(batch) -> int:
+    """Samples in a batch: a DataBatch counts its own (inputs passed whole, such as scalars, are not
+    samples); a plain dict its first array's length; no inputs, or a scalar, is one evaluation."""
+    if hasattr(batch, "samples"):
+        return batch.samples
+    first = next(iter(batch.values()), None)
+    return len(first) if np.ndim(first) else 1
+
+
 class Reader:
     """Base: subclasses implement ``__iter__``; ``describe()`` says where the data comes from,
     ``identity()`` whether it would yield the same batches as before."""

@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from onnxslim.data.readers import sample_count
 from onnxslim.errors import DataRejected
 from onnxslim.runtime.data_runs import ort_message, quiet
 from onnxslim.runtime.session import join, make_session, session_model
@@ -65,7 +66,7 @@ def _run(session, batches: Iterable, outputs: list[str], names: list[str], captu
         for name, value in zip(wanted, values):
             collected[name].append(value)
         labels.append(batch_labels)
-        samples += _samples(batch)
+        samples += sample_count(batch)
     joined = {n: join(v) for n, v in collected.items() if v}
     has_labels = bool(labels) and all(item is not None for item in labels)
     return RunResult(
@@ -76,13 +77,6 @@ def _run(session, batches: Iterable, outputs: list[str], names: list[str], captu
     )
 
 
-def _samples(batch) -> int:
-    """A DataBatch counts its own (inputs passed whole, such as scalars, are not samples); a plain
-    dict its first array's length; a model without inputs, or a scalar, is one evaluation."""
-    if hasattr(batch, "samples"):
-        return batch.samples
-    first = next(iter(batch.values()), None)
-    return len(first) if np.ndim(first) else 1
 
 
 def _cpu_nodes(profile_path: str) -> list[str]:

@@ -28,6 +28,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import onnx_ir as ir
 
+from onnxslim.data.readers import sample_count
+
 _MAX_CHECK_BATCH = 32
 _MIN_CHECK = 2
 """With fewer held-out samples than this, the check runs on the fitted data (tiny calibration sets)."""
@@ -69,11 +71,6 @@ class FitPart:
                 yield {k: v[keep] if np.ndim(v) >= 1 else v for k, v in feeds.items()}
 
 
-def _count(batch) -> int:
-    """Samples in a batch: the reader's count (it knows the inputs passed whole), else axis 0."""
-    return batch.samples if hasattr(batch, "samples") else (_samples(inputs_of(batch)) or 1)
-
-
 class WholeFitPart:
     """``FitPart`` for models that take only whole batches: every ``every``-th batch is held out."""
 
@@ -92,7 +89,7 @@ def _split_whole(batches: Iterable, holdout: float, limit: int) -> tuple[Iterabl
         if index % every == every - 1 and total < limit:
             held.add(index)
             check.append(inputs_of(batch))
-            total += _count(batch)
+            total += sample_count(batch)
     if total >= _MIN_CHECK and len(held) < index + 1:
         return WholeFitPart(batches, every, held), check
     return batches, take(batches, limit, splittable=False)
@@ -131,7 +128,7 @@ def take(batches: Iterable, limit: int, *, splittable: bool = True) -> list[dict
             if total >= limit:
                 break
             parts.append(inputs_of(batch))
-            total += _count(batch)
+            total += sample_count(batch)
         return parts
     parts, total = [], 0
     for batch in batches:
@@ -151,7 +148,7 @@ def spread(batches: Iterable, limit: int, *, splittable: bool = True) -> list[di
     calibration set made of several), in batches of at most 32; batches without a common axis 0
     are kept whole (``splittable`` False: whole batches at an even stride)."""
     if not splittable:
-        counts = [_count(b) for b in batches]
+        counts = [sample_count(b) for b in batches]
         every = max(1, math.ceil(sum(counts) / max(limit, 1)))
         chosen, total = [], 0
         for index, batch in enumerate(batches):

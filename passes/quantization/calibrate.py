@@ -18,6 +18,7 @@ from typing import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from onnxslim.data.readers import sample_count
 from onnxslim.errors import DataError, first_line
 from onnxslim.input_shapes import batch_axis_is_dynamic, batch_length, split_batch
 from onnxslim.passes.quantization.cache import cache_key
@@ -109,7 +110,7 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
         for batch in batches:
             feeds = batch.inputs if hasattr(batch, "inputs") else batch
             # the reader knows which inputs are passed whole (scalars, no batch axis); a bare dict: the first input
-            size = batch.samples if hasattr(batch, "samples") else _leading_length(feeds)
+            size = sample_count(batch)
             for piece, weight in _cut_at(feeds, _next_decision(deferred.values(), samples) - samples, parts.splittable):
                 feed(piece, weight, getattr(batch, "source", None))
                 samples += round(size * weight)
@@ -130,12 +131,6 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
         raise DataError("calibration data has no samples")
     logger.info("calibrated %d tensors on %d samples", len(stats), samples)
     return stats, samples
-
-
-def _leading_length(feeds) -> int:
-    """Samples in a batch given as a bare dict: the first axis of its first array (0 when empty)."""
-    first = next(iter(feeds.values()), None)
-    return 0 if first is None else (len(first) if np.ndim(first) else 1)
 
 
 def _next_decision(deferred: Iterable[RescaledStats], samples: int) -> int:
