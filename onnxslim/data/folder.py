@@ -10,6 +10,7 @@ import onnx_ir as ir
 
 from onnxslim.data.checks import check_arrays, check_labels, data_inputs, fitted_batch, input_layout, input_names
 from onnxslim.data.identity import digest, files_digest
+from onnxslim.data.npz import native_order
 from onnxslim.data.readers import DataBatch, Reader, read_npz
 from onnxslim.errors import DataError, first_line
 
@@ -75,7 +76,7 @@ class ArrayFolderReader(Reader):
             if header != b"\x93NUMPY":  # else np.load calls any file "pickled (object) data"
                 raise DataError("not a valid .npy file (no NumPy header)", path=path)
             try:
-                arrays, labels = {input_names(self.model)[0]: np.load(path, allow_pickle=False)}, None
+                arrays, labels = {input_names(self.model)[0]: native_order(np.load(path, allow_pickle=False))}, None
             except Exception as exc:
                 raise DataError(f"cannot read as .npy: {first_line(exc)}", path=path) from None
         else:

@@ -22,6 +22,12 @@ SCAN_BYTES = 1 << 20
 """Bytes per read when scanning a member for NaN/Inf values."""
 
 
+def native_order(array: np.ndarray) -> np.ndarray:
+    """The array in this machine's byte order: data saved big-endian (``>f4``) is the same float32
+    data, and ONNX Runtime takes native arrays only."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
 @dataclasses.dataclass(frozen=True)
 class Member:
     key: str
@@ -32,8 +38,9 @@ class Member:
     fortran: bool
 
     def placeholder(self) -> np.ndarray:
-        """A zero-byte array of the member's dtype and shape, for the checks that read no values."""
-        return np.broadcast_to(np.zeros((), self.dtype), self.shape)
+        """A zero-byte array of the member's dtype (in native order, as it is read) and shape, for
+        the checks that read no values."""
+        return np.broadcast_to(np.zeros((), self.dtype.newbyteorder("=")), self.shape)
 
     @property
     def row_bytes(self) -> int:
@@ -80,7 +87,7 @@ def _header(stream: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
 def load(path: Path, member: Member) -> np.ndarray:
     """The whole array."""
     with zipfile.ZipFile(path) as archive, archive.open(member.name) as stream:
-        return np.lib.format.read_array(stream, allow_pickle=False)
+        return native_order(np.lib.format.read_array(stream, allow_pickle=False))
 
 
 @contextlib.contextmanager
@@ -108,6 +115,8 @@ class RowReader:
             raise DataError(f"array {self.member.key!r} ends before row {start + count} (file changed or truncated?)",
                             path=self.path)
         rows = np.frombuffer(data, self.member.dtype).reshape(count, *self.member.shape[1:])
+        if not rows.dtype.isnative:
+            return native_order(rows)  # a converted copy: writable
         return rows.copy() if writable else rows  # a view of bytes is read-only; batches were always writable
 
 

@@ -195,7 +195,7 @@ def _array(archive, key: str, path: Path) -> np.ndarray:
         raise
     if not isinstance(value, np.ndarray):  # a member without the .npy header comes back as its raw bytes
         raise DataError(f"member {key!r} is not a .npy array", path=path)
-    return value
+    return npz.native_order(value)
 
 
 def open_reader(path: str | Path, model: ir.Model, *, batch_size: int = 32, preprocess: str | None = None,

@@ -129,17 +129,31 @@ def test_random_masks_are_ones_and_segment_ids_zeros():
     assert batch.inputs["input_ids"].max() > 1  # other integer inputs stay random
 
 
-@pytest.mark.parametrize("kind", ["fortran", "compressed"])
+@pytest.mark.parametrize("kind", ["fortran", "compressed", "big-endian", "big-endian-fortran"])
 def test_npz_batches_hold_the_file_s_values_in_any_layout(tmp_path, one_input, kind):
     x = _x(70)
-    if kind == "fortran":  # no contiguous rows: loaded whole
+    if kind.startswith("big-endian"):  # saved on (or for) a big-endian machine: the same values
+        swapped = x.astype(">f4")
+        np.savez(tmp_path / "d.npz", x=np.asfortranarray(swapped) if "fortran" in kind else swapped,
+                 labels=np.arange(70).astype(">i8"))
+    elif kind == "fortran":  # no contiguous rows: loaded whole
         np.savez(tmp_path / "d.npz", x=np.asfortranarray(x), labels=np.arange(70))
     else:  # a deflated stream, read in order
         np.savez_compressed(tmp_path / "d.npz", x=x, labels=np.arange(70))
     batches = list(open_reader(tmp_path / "d.npz", one_input, batch_size=16))
     assert np.array_equal(np.concatenate([b.inputs["x"] for b in batches]), x)
     assert np.array_equal(np.concatenate([b.labels for b in batches]), np.arange(70))
-    assert batches[0].inputs["x"].flags.writeable
+    assert batches[0].inputs["x"].flags.writeable and batches[0].inputs["x"].dtype.isnative
+
+
+def test_big_endian_arrays_in_a_folder_are_read_natively(tmp_path, two_inputs, one_input):
+    np.save(tmp_path / "a.npy", _x(2).astype(">f4"))
+    (batch,) = list(open_reader(tmp_path, one_input))
+    assert batch.inputs["x"].dtype == np.float32 and np.array_equal(batch.inputs["x"], _x(2))
+    np.savez(tmp_path / "n.npz", a=np.ones((3, 2), ">f4"), b=np.arange(3).astype(">i8"))
+    (tmp_path / "a.npy").unlink()
+    (batch,) = list(open_reader(tmp_path, two_inputs))
+    assert batch.inputs["a"].dtype == np.float32 and list(batch.inputs["b"]) == [0, 1, 2]
 
 
 def test_npz_reader_holds_a_batch_not_the_file(tmp_path, one_input):
