@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from onnxslim.validation import ValidationOptions
-from onnxslim.validation.compare import LOSSLESS, LOSSY, accuracy, compare_arrays
+from onnxslim.validation.compare import (LOSSLESS, LOSSY, OutputComparison, _failures, accuracy, compare_arrays,
+                                         is_classifier)
 
 RNG = np.random.default_rng(0)
 LOGITS = RNG.standard_normal((64, 10)).astype(np.float32)
@@ -135,3 +136,57 @@ def test_a_reference_within_atol_of_zero_is_judged_elementwise():
     assert c.cosine < 0.99 and c.passed, c.failures
     assert not compare_arrays("maps", ref, got + np.float32(1e-3), LOSSLESS).passed  # beyond atol still fails
     assert not compare_arrays("maps", ref, got, LOSSY).passed  # no elementwise floor: cosine decides
+
+
+def test_a_non_finite_value_agrees_only_with_the_same_one():
+    ref = np.array([np.inf, -np.inf, np.nan, 1.0], np.float32)
+    assert compare_arrays("y", ref, ref.copy(), LOSSLESS).passed  # NaN with NaN, +Inf with +Inf
+    for position, value in ((0, -np.inf), (0, np.nan), (1, np.inf), (2, np.inf)):
+        got = ref.copy()
+        got[position] = value
+        c = compare_arrays("y", ref, got, LOSSY)
+        assert not c.passed and "1 value(s) NaN/Inf in one model but not the other" in c.failures[0], (position, value)
+
+
+def test_integers_are_compared_as_integers_under_lossless_tolerances():
+    ref = np.full((4, 100), 30000, np.int64)  # token ids: rtol 1e-4 x 30000 allowed +-3
+    got = ref.copy()
+    got[0, 0] += 1
+    c = compare_arrays("ids", ref, got, LOSSLESS)
+    assert not c.passed and c.failures[0].startswith("1 element(s) beyond atol 0.0001 (max abs 1)"), c.failures
+    big = np.full(8, 2**60, np.int64)  # float64 cannot tell 2**60 + 1 from 2**60
+    c = compare_arrays("ids", big, big + 1, LOSSLESS)
+    assert not c.passed and c.max_abs == 1.0
+
+
+def test_huge_outputs_keep_their_metrics(recwarn):
+    ref = np.random.default_rng(0).standard_normal(64) * 1e200
+    c = compare_arrays("y", ref, -ref, LOSSY)  # sums of squares overflow float64
+    assert not c.passed and c.cosine == -1.0 and c.snr_db < 0, c
+    assert compare_arrays("y", ref, ref * (1 + 1e-7), LOSSY).passed
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_a_nan_metric_fails():
+    c = OutputComparison("y", 0.0, 0.0, math.nan, 0, True, snr_db=math.nan)
+    failures = _failures(c, np.zeros(3), np.ones(3), 0, LOSSY)
+    assert failures == ["cosine nan < 0.99", "SNR nan < 17 dB"]
+
+
+def test_text_outputs_are_compared_for_equality():
+    ref = np.array(["a", "b", "c", "d"], dtype=object)
+    got = ref.copy()
+    got[2] = "g"
+    c = compare_arrays("words", ref, got, LOSSY)
+    assert not c.passed and c.top1 == 0.75
+    assert compare_arrays("words", ref, ref.copy(), LOSSLESS).passed
+
+
+def test_a_failing_metric_is_printed_below_its_floor():
+    c = OutputComparison("y", 0.0, 0.0, 1.0, 0, True, snr_db=39.96)
+    assert _failures(c, np.zeros(3), np.ones(3), 0, LOSSLESS) == ["SNR 39.96 < 40 dB"]
+
+
+def test_infinite_rows_are_no_unit_rows(recwarn):
+    scores = np.array([[np.inf, 1.0, -2.0], [1e300, 1e300, 3.0]], np.float64)
+    assert is_classifier(scores) and not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
