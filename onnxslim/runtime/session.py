@@ -144,7 +144,8 @@ def join(values: list) -> np.ndarray:
     """One array from an output's per-batch values, for comparison: concatenated along the batch
     axis; stacked when unbatched (scalars); else, when a non-batch dim depends on the data (NonZero's
     count, a TopK of a dynamic k), the values raveled in order. A sequence output (ORT gives a list)
-    counts as its elements raveled in order, an empty optional as no values."""
+    counts as its elements stacked (raveled in order when their shapes differ), an empty optional as
+    no values."""
     values = [_as_array(v) for v in values]
     if len(values) == 1:
         return values[0]
@@ -159,8 +160,13 @@ def join(values: list) -> np.ndarray:
 
 
 def _as_array(value) -> np.ndarray:
-    if isinstance(value, list):
-        return np.concatenate([np.ravel(np.asarray(item)) for item in value]) if value else np.zeros(0, np.float32)
+    if isinstance(value, list):  # a sequence: its elements stacked, so their shapes count too
+        items = [np.asarray(item) for item in value]
+        if not items:
+            return np.zeros(0, np.float32)
+        if len({item.shape for item in items}) == 1:
+            return np.stack(items)
+        return np.concatenate([item.ravel() for item in items])
     if value is None:
         return np.zeros(0, np.float32)
     return np.asarray(value)

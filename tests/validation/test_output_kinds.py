@@ -58,3 +58,18 @@ def test_an_optimized_model_that_fails_where_the_original_runs_fails_validation(
     assert "does not run where the original does" in report["providers"][0]["failure"]
     code, report = run_json(["validate", src, broken, "--input-shape", "x:3,10", "--latency", "3"], tmp_path, capsys)
     assert code == 1 and not report["passed"] and report["skipped"] is None and report["latency"] is None
+
+
+def test_a_sequence_whose_elements_change_shape_fails(tmp_path, capsys):
+    # the elements were raveled into one array: [N, 6] and [N, 2, 3] elements compared equal
+    def build(shape, path):
+        target = onnx.numpy_helper.from_array(np.array(shape, np.int64), "target")
+        sequence = oh.make_tensor_sequence_value_info("sq", FLOAT, None)
+        return _save(path, [oh.make_node("Reshape", ["x", "target"], ["r"]),
+                            oh.make_node("SequenceConstruct", ["r", "r"], ["sq"])], [sequence], [target])
+
+    src, other = build([-1, 10], tmp_path / "a.onnx"), build([-1, 2, 5], tmp_path / "b.onnx")
+    code, report = run_json(["validate", src, src], tmp_path, capsys)
+    assert code == 0 and report["passed"]
+    code, report = run_json(["validate", src, other], tmp_path, capsys)
+    assert code == 1 and "shape" in report["outputs"][0]["failures"][0], report["outputs"]
