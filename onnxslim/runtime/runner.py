@@ -22,7 +22,9 @@ from onnxslim.runtime.session import join, make_session, session_model
 class RunResult:
     outputs: dict[str, np.ndarray]
     captured: dict[str, np.ndarray]
-    """Intermediate tensors of the first ``capture_batches`` batches (localization needs no more)."""
+    """Intermediate tensors of the first ``capture_batches`` batches (localization needs no more),
+    with the graph outputs of those batches when anything was captured: an output that later
+    nodes read can be where divergence starts."""
     labels: np.ndarray | None
     samples: int
     seconds: float
@@ -54,6 +56,7 @@ def run_batches(model: ir.Model | bytes | str, batches: Iterable, *, provider: s
 
 def _run(session, batches: Iterable, outputs: list[str], names: list[str], capture_batches: int) -> RunResult:
     collected: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    first_outputs: dict[str, list[np.ndarray]] = {n: [] for n in outputs}
     labels, samples = [], 0
     for index, batch in enumerate(batches):
         inputs, batch_labels = (batch.inputs, batch.labels) if hasattr(batch, "inputs") else (batch, None)
@@ -65,13 +68,18 @@ def _run(session, batches: Iterable, outputs: list[str], names: list[str], captu
                             path=getattr(batch, "source", None)) from None
         for name, value in zip(wanted, values):
             collected[name].append(value)
+        if index < capture_batches and len(names) > len(outputs):
+            for name in outputs:
+                first_outputs[name].append(collected[name][-1])
         labels.append(batch_labels)
         samples += sample_count(batch)
     joined = {n: join(v) for n, v in collected.items() if v}
     has_labels = bool(labels) and all(item is not None for item in labels)
+    captured = {n: v for n, v in joined.items() if n not in outputs}
+    captured.update({n: join(v) for n, v in first_outputs.items() if v})
     return RunResult(
         outputs={n: joined[n] for n in outputs if n in joined},
-        captured={n: v for n, v in joined.items() if n not in outputs},
+        captured=captured,
         labels=np.concatenate(labels) if has_labels else None,
         samples=samples, seconds=0.0, cpu_nodes=[],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx.parser
 import onnx_ir as ir
 
 from onnxslim import io
@@ -101,3 +102,22 @@ def test_capture_and_latency_use_the_first_samples_of_a_dynamic_batch(monkeypatc
     assert not report.passed and report.providers[0].localization is not None
     assert fed == [harness.CAPTURE_SAMPLES] * 2  # both models, first 4 samples of the first batch of 32
     assert report.latency.batch == 1 and report.to_dict()["latency"]["batch"] == 1
+
+
+def test_divergence_can_start_at_a_graph_output_that_later_nodes_read(tmp_path):
+    # the outputs were left out of the captured tensors: the start was put one node too late
+    for capture in ("auto", "always"):
+        report = validate_models(io.load(_chain(2.0)), io.load(_chain(2.5)), ValidationOptions(capture=capture))
+        (run,) = report.providers
+        assert not report.passed and run.localization.first.name == "t2", (capture, run.localization.first)
+
+
+def _chain(k: float):
+    return onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4] x) => (float[N, 4] y, float[N, 4] t2) <float k = {{{k}}}, float one = {{1.0}}> {{
+            t1 = Relu(x)
+            t2 = Mul(t1, k)
+            t3 = Add(t2, one)
+            t4 = Tanh(t3)
+            y = Neg(t4)
+        }}""")
