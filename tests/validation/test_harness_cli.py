@@ -70,7 +70,7 @@ def test_json_report_is_strict_json_with_schema(tmp_path, capsys):
     json.dumps(report, allow_nan=False)  # infinities are written as strings
     assert report["outputs"][0]["snr_db"] == "inf"
     curve = report["providers"][0]["localization"]["curve"]
-    assert len(curve) == 11 and not any(t["diverged"] for t in curve)
+    assert len(curve) == 12 and curve[-1]["name"] == "logits" and not any(t["diverged"] for t in curve)
 
 
 @pytest.mark.skipif(CUDA_MISSING is None, reason="CUDA is available here; this checks the skipped path")
