@@ -158,7 +158,8 @@ def run(
     result.warnings += _pass_warnings(pipeline)
     result.warnings += _save_cache(context.calibration_cache, options.get("calibration_cache"))
     if options.get("validate", True):
-        checks = dataclasses.replace(checks, input_shapes={**shapes, **checks.input_shapes}, lossy=bool(pipeline.lossy_passes))
+        checks = dataclasses.replace(checks, input_shapes={**shapes, **checks.input_shapes}, lossy=bool(pipeline.lossy_passes),
+                                     lossy_reason=f"lossy passes ran: {', '.join(pipeline.lossy_passes)}")
         if _pinned_batch(shapes) and checks.batch_size != _pinned_batch(shapes):  # the optimized model takes no other
             checks = dataclasses.replace(checks, batch_size=_pinned_batch(shapes))
         if not checks.data and options.get("calibration_data"):
@@ -283,21 +284,31 @@ def validate(original: io.ModelSource, optimized: io.ModelSource, *, options: Va
         "original model": original if isinstance(original, (str, os.PathLike)) else None,
         "optimized model": optimized if isinstance(optimized, (str, os.PathLike)) else None, "validation data": checks.data})
     models = preflight.load_runnable(original), preflight.load_runnable(optimized)
-    preflight.check_same_interface(*models, where=optimized if isinstance(optimized, (str, Path)) else None)
-    if not checks.lossy and _visibly_lossy(*models):
-        checks = dataclasses.replace(checks, lossy=True)
+    if (changed := preflight.interface_difference(*models)) is not None:
+        # the optimized model broke the application's contract: a failed validation with its report
+        report = ValidationReport(passed=False, outputs=[], samples=0, tolerances=checks.thresholds(), contract=changed)
+        _write_html(report, checks)
+        return report
+    if checks.lossy:
+        checks = dataclasses.replace(checks, lossy_reason=checks.lossy_reason or "asked for (--lossy)")
+    elif reason := _visibly_lossy(*models):
+        checks = dataclasses.replace(checks, lossy=True, lossy_reason=reason)
     report = validate_models(*models, checks)
     _write_html(report, checks)
     return report
 
 
-def _visibly_lossy(original: ir.Model, optimized: ir.Model) -> bool:
-    """The optimized model says it is lossy: it has quantized ops, or float16 weights the original
-    lacks (then the exact tolerances would fail a good int8 or float16 model)."""
+def _visibly_lossy(original: ir.Model, optimized: ir.Model) -> str | None:
+    """Why the optimized model says it is lossy: it has quantized ops, or float16 weights the
+    original lacks (then the exact tolerances would fail a good int8 or float16 model); else None."""
     def half(model: ir.Model) -> bool:
         return any(tensor.dtype == ir.DataType.FLOAT16 for _, tensor in iter_weights(model))
 
-    return (refusal(optimized) is not None and refusal(original) is None) or (half(optimized) and not half(original))
+    if refusal(optimized) is not None and refusal(original) is None:
+        return "the optimized model has quantized ops the original lacks"
+    if half(optimized) and not half(original):
+        return "the optimized model has float16 weights the original lacks"
+    return None
 
 
 def _write_html(report: ValidationReport, options: ValidationOptions) -> None:

@@ -163,7 +163,7 @@ def _validate(args: argparse.Namespace, err: Console) -> int:
     report = api.validate(args.original, args.optimized, options=options)
     payload = report.to_dict()  # schema onnxslim.validate/1, docs/validation.md
     _write_report(args.report, payload)
-    hint = "" if report.passed or report.lossy else "for a quantized, pruned or low-rank model add --lossy"
+    hint = "for a quantized, pruned or low-rank model add --lossy" if report.tolerances_decided and not report.lossy else ""
     if args.json:
         _print_json(payload)
     elif not args.quiet:

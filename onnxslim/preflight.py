@@ -129,9 +129,9 @@ def _resolved(path: str | os.PathLike) -> Path:
     return Path(path).resolve()
 
 
-def check_same_interface(original: ir.Model, optimized: ir.Model, *, where: Any = None) -> None:
-    """Input/output names, dtypes, ranks and fixed dims must agree (a dynamic dim may be pinned):
-    else the models are not two versions of one model, and the second would refuse the first's inputs."""
+def interface_difference(original: ir.Model, optimized: ir.Model) -> str | None:
+    """How the optimized model's inputs/outputs differ from the original's (names, order, dtypes,
+    ranks, fixed dims; a dynamic dim may be pinned), or None: the application's contract."""
     def agree(a: tuple, b: tuple) -> bool:
         if a[:3] != b[:3] or (a[3] is None) != (b[3] is None):
             return False
@@ -145,4 +145,5 @@ def check_same_interface(original: ir.Model, optimized: ir.Model, *, where: Any 
     if len(before) != len(after) or not all(agree(a, b) for a, b in zip(before, after)):
         differ = next((f"{show(a)} vs {show(b)}" for a, b in zip(before, after) if not agree(a, b)),
                       f"{len(before)} vs {len(after)} inputs and outputs")
-        raise DataError(f"not the same inputs and outputs as the original: {differ}", path=where)
+        return f"not the same inputs and outputs as the original: {differ}"
+    return None

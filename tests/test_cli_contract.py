@@ -328,3 +328,34 @@ def test_validate_takes_a_quantized_model_as_lossy_and_a_failure_is_one_line(tmp
     assert code == 1 and len(_error_lines(io.err)) == 1 and "add --lossy" in io.err, io.err
     code, io = _main(capsys, "validate", DIGITS, pruned, "--data", EVAL, "-q", "--lossy")
     assert "add --lossy" not in io.err
+
+
+def test_the_tolerances_that_judged_are_printed_with_why_they_are_lossy(tmp_path, capsys):
+    # a pass under the lossy tolerances showed nowhere but in the JSON
+    quantized = tmp_path / "q.onnx"
+    assert _main(capsys, DIGITS, quantized, "--quantize", "dynamic", "--no-validate", "-q")[0] == 0
+    code, io = _main(capsys, "validate", DIGITS, quantized, "--data", EVAL)
+    assert code == 0 and "tolerances: lossy (the optimized model has quantized ops the original lacks): " \
+                         "cosine >= 0.99, SNR >= 17 dB, top-1 >= 0.9; no elementwise check" in " ".join(io.err.split()), io.err
+    code, io = _main(capsys, "validate", DIGITS, DIGITS, "--data", EVAL)
+    assert code == 0 and "tolerances: lossless: atol 0.0001 + rtol 0.0001 x |ref|, cosine >= 0.9999" in io.err
+    code, io = _main(capsys, DIGITS, tmp_path / "p.onnx", "--prune", "0.3", "--data", EVAL)
+    assert "tolerances: lossy (lossy passes ran: prune-magnitude)" in " ".join(io.err.split()), io.err
+
+
+def test_the_lossy_hint_only_follows_failures_that_tolerances_decide(tmp_path, capsys):
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    def save(shape, path):  # the declared output is [M, K]: only the run shows [N, 6] vs [2N, 3]
+        target = onnx.numpy_helper.from_array(np.array(shape, np.int64), "target")
+        graph = helper.make_graph([helper.make_node("Reshape", ["x", "target"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 6])],
+                                  [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["M", "K"])], [target])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+        return path
+
+    wide, narrow = save([-1, 6], tmp_path / "a.onnx"), save([-1, 3], tmp_path / "b.onnx")
+    code, io = _main(capsys, "validate", wide, narrow, "-q")
+    assert code == 1 and "shape" in io.err and "--lossy" not in io.err, io.err

@@ -71,13 +71,22 @@ def test_a_pinned_shape_the_graph_cannot_compute_is_an_error(tmp_path, capsys):
     assert code == 0 and out.exists(), io.err
 
 
-def test_validate_refuses_models_with_other_inputs(tmp_path, capsys):
-    other = tmp_path / "other.onnx"
+def test_validate_fails_a_model_with_other_inputs_or_outputs_and_reports_it(tmp_path, capsys):
+    # it was a usage error (exit 2) without the report a pipeline reads: the changed contract is the failure
+    other, renamed = tmp_path / "other.onnx", tmp_path / "renamed.onnx"
     proto = onnx.load(str(DIGITS))
     proto.graph.input[0].type.tensor_type.shape.dim[2].dim_value += 1
     onnx.save(proto, str(other))
-    code, io = _run(capsys, "validate", DIGITS, other)
-    assert code == 2 and "not the same inputs and outputs" in io.err and str(other) in io.err
+    proto = onnx.load(str(DIGITS))
+    proto.graph.output[0].name = proto.graph.node[-1].output[0] = "scores"
+    onnx.save(proto, str(renamed))
+    for model, changed in ((other, "input 'input'"), (renamed, "output 'logits' FLOAT ['batch', 10] vs output 'scores'")):
+        report = tmp_path / "r.json"
+        code, io = _run(capsys, "validate", DIGITS, model, "-q", "--report", report, "--html", tmp_path / "r.html")
+        assert code == 1 and "not the same inputs and outputs" in io.err and changed in io.err, io.err
+        written = json.loads(report.read_text())
+        assert written["passed"] is False and written["contract"].startswith("not the same inputs and outputs")
+        assert "not the same inputs" in (tmp_path / "r.html").read_text()
 
 
 def test_rolled_back_passes_are_warnings_in_the_result(tmp_path):

@@ -75,7 +75,8 @@ def validate_models(original: ir.Model, optimized: ir.Model, options: Validation
 
 def _validate(prep: _Prepared, options: ValidationOptions) -> ValidationReport:
     report = ValidationReport(passed=True, outputs=[], samples=0, tolerances=prep.tol, data=prep.reader.describe(),
-                              sizes=prep.sizes, lossy=options.lossy)
+                              sizes=prep.sizes, lossy=options.lossy,
+                              lossy_reason=options.lossy_reason if options.lossy else None)
     results: dict[str, dict[str, RunResult]] = {}
     for provider in parse_providers(options.providers):
         outcome = _run_provider(prep, provider, options)

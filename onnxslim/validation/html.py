@@ -48,7 +48,8 @@ def _tolerances(report: ValidationReport) -> str:
     tol = report.tolerances
     if tol is None:
         return ""
-    return (f"Tolerances: atol {tol.atol:g}, rtol {tol.rtol:g}, cosine &ge; {tol.min_cosine:g}, SNR &ge; {tol.min_snr:g} dB, "
+    why = f" (lossy: {escape(report.lossy_reason)})" if report.lossy_reason else ""
+    return (f"Tolerances{why}: atol {tol.atol:g}, rtol {tol.rtol:g}, cosine &ge; {tol.min_cosine:g}, SNR &ge; {tol.min_snr:g} dB, "
             f"top-1 &ge; {tol.min_top1:g}.")
 
 

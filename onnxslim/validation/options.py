@@ -22,6 +22,8 @@ class ValidationOptions:
     rtol: float | None = None
     lossy: bool = False
     """Set by the pass manager's report: a lossy pass (quantization, pruning, low rank) ran."""
+    lossy_reason: str | None = None
+    """Why the lossy defaults apply, for the report (which passes ran, what the model holds)."""
     min_cosine: float | None = None
     min_snr: float | None = None
     min_top1: float | None = None

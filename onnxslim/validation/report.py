@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -54,8 +56,21 @@ def print_validation(console: Console, report: ValidationReport) -> None:
         console.print(f"accuracy ({escape(acc['output'])}, {acc['samples']} labels): original {acc['original']:.2%}, "
                       f"optimized {acc['optimized']:.2%}")
     _print_sizes_latency(console, report)
+    if report.tolerances is not None and report.providers:
+        console.print(tolerances_line(report), highlight=False)
     for line in report.failures():
         console.print(f"[red]{escape(line)}[/]")
+
+
+def tolerances_line(report: ValidationReport) -> str:
+    """Which tolerances judged the outputs, and why the lossy ones (a pass that shows that it passed
+    under looser ones must say so where it is read, not only in the JSON)."""
+    tol = report.tolerances
+    parts = [] if math.isinf(tol.atol) or math.isinf(tol.rtol) else [f"atol {tol.atol:g} + rtol {tol.rtol:g} x |ref|"]
+    parts += [f"cosine >= {tol.min_cosine:g}", f"SNR >= {tol.min_snr:g} dB", f"top-1 >= {tol.min_top1:g}"]
+    kind = f"lossy ({report.lossy_reason})" if report.lossy and report.lossy_reason else "lossy" if report.lossy else "lossless"
+    off = "; no elementwise check" if not parts[0].startswith("atol") else ""
+    return f"tolerances: {kind}: {', '.join(parts)}{off}"
 
 
 def _print_provider(console: Console, report: ValidationReport, run: ProviderRun) -> None:

@@ -50,11 +50,15 @@ class ValidationReport:
     tolerances: Tolerances | None = None
     lossy: bool = False
     """The defaults were the lossy ones (a lossy pass ran, or ``validate`` found or was told so)."""
+    lossy_reason: str | None = None
+    """Why they were (None when not lossy)."""
     data: str = ""
     accuracy: dict[str, Any] | None = None
     latency: LatencyReport | None = None
     sizes: dict[str, int] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    contract: str | None = None
+    """How the optimized model's inputs/outputs differ from the original's (then nothing ran)."""
 
     def __bool__(self) -> bool:
         return self.passed
@@ -65,8 +69,16 @@ class ValidationReport:
 
     def failures(self) -> list[str]:
         """One line per failed check (skipped providers are listed with their reason in ``providers``)."""
-        return [f"{p.provider}: {p.failure}" for p in self.providers if p.failure] + \
+        return ([self.contract] if self.contract else []) + [f"{p.provider}: {p.failure}" for p in self.providers if p.failure] + \
             [f"{p.provider}: {o.name}: {f}" for p in self.providers for o in p.outputs for f in o.failures]
+
+    @property
+    def tolerances_decided(self) -> bool:
+        """It failed on metrics alone (no run failure, no shape change), which other tolerances
+        could judge differently."""
+        failures = [f for p in self.providers for o in p.outputs for f in o.failures]
+        return (not self.passed and not self.skipped and bool(failures) and not any(p.failure for p in self.providers)
+                and not any(f.startswith("shape ") for f in failures))
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, **_plain(dataclasses.asdict(self))}
