@@ -22,6 +22,13 @@ def data_inputs(model: ir.Model) -> list[ir.Value]:
     return [v for v in model.graph.inputs if v.const_value is None]
 
 
+def overridable_inputs(model: ir.Model) -> list[ir.Value]:
+    """Graph inputs with an initializer as default (IR >= 4): data may feed them, or leave the default."""
+    if (model.ir_version or 0) < 4:
+        return []
+    return [v for v in model.graph.inputs if v.const_value is not None]
+
+
 def input_names(model: ir.Model) -> list[str]:
     return [v.name for v in data_inputs(model)]
 
@@ -33,13 +40,14 @@ def labels_key(model: ir.Model) -> str | None:
 
 
 def check_keys(keys: list[str], model: ir.Model, path: Path | str) -> None:
-    """The keys (besides the labels, ``labels_key``) must be exactly the model's input names."""
+    """The keys (besides the labels, ``labels_key``) must be exactly the model's input names, plus any of
+    the inputs with a default (``overridable_inputs``)."""
     names = input_names(model)
     keys = [k for k in keys if k != labels_key(model)]
     missing = [n for n in names if n not in keys]
     if missing:
         raise DataError(f"no array for input(s) {', '.join(missing)} (keys: {', '.join(keys) or 'none'})", path=path)
-    extra = sorted(set(keys) - set(names))
+    extra = sorted(set(keys) - set(names) - {v.name for v in overridable_inputs(model)})
     if extra:
         raise DataError(f"key(s) {', '.join(extra)} match no model input (inputs: {', '.join(names)})", path=path)
 
@@ -83,6 +91,9 @@ def check_arrays(arrays: Mapping[str, np.ndarray], model: ir.Model, path: Path |
         if values:
             check_finite(value.name, arrays[value.name], path)
         _check_one(value, arrays[value.name], layout, path)
+    for value in overridable_inputs(model):  # given: replaces the default, with every batch
+        if value.name in arrays:
+            _check_override(value, arrays[value.name], path)
     counts = {name: len(arrays[name]) for name in sorted(layout.batched)}
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{name}: {count}" for name, count in counts.items())
@@ -98,6 +109,15 @@ def check_finite(name: str, array: np.ndarray, path: Path | str, bad: int | None
         bad = int((~np.isfinite(array)).sum())
     if bad:  # validation would compare NaN with NaN and blame the first pass; calibration would range it
         raise DataError(f"input {name!r} holds {bad} NaN/Inf value(s)", path=path)
+
+
+def _check_override(value: ir.Value, array: np.ndarray, path: Path | str) -> None:
+    default = value.const_value
+    if array.dtype != default.dtype.numpy():
+        raise DataError(f"input {value.name!r} is {array.dtype}, the model expects {np.dtype(default.dtype.numpy())}", path=path)
+    if value.shape is not None and all(is_fixed(d) for d in value.shape) and array.shape != tuple(value.shape):
+        raise DataError(f"input {value.name!r} has shape {list(array.shape)}, the model expects {list(value.shape)} "
+                        "(an input with a default is passed whole with every batch)", path=path)
 
 
 def _check_one(value: ir.Value, array: np.ndarray, layout: InputLayout, path: Path | str) -> None:

@@ -199,3 +199,21 @@ def test_an_input_named_labels_is_fed_from_its_key(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.ones((6, 4), np.float32), labels=np.arange(6, dtype=np.int64))
     (batch,) = list(open_reader(tmp_path / "d.npz", model))
     assert batch.inputs["labels"].tolist() == list(range(6)) and batch.labels is None
+
+
+def test_data_may_feed_an_input_that_has_a_default(tmp_path):
+    # "key(s) scale match no model input" although scale is one: its default can be overridden
+    model = make_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 2] x, float scale) => (float[N, 2] y) <float scale = {2.0}> { y = Mul(x, scale) }""")
+    x = np.ones((5, 2), np.float32)
+    np.savez(tmp_path / "d.npz", x=x, scale=np.float32(5.0))
+    batches = list(open_reader(tmp_path / "d.npz", model, batch_size=2))
+    assert [b.inputs["scale"].item() for b in batches] == [5.0] * 3 and [len(b.inputs["x"]) for b in batches] == [2, 2, 1]
+    np.savez(tmp_path / "d.npz", x=x)
+    assert "scale" not in next(iter(open_reader(tmp_path / "d.npz", model))).inputs  # the default stays
+    np.savez(tmp_path / "d.npz", x=x, scale=np.float64(5.0))
+    with pytest.raises(DataError, match="'scale' is float64, the model expects float32"):
+        open_reader(tmp_path / "d.npz", model)
+    np.savez(tmp_path / "d.npz", x=x, scale=np.ones(2, np.float32))
+    with pytest.raises(DataError, match=r"'scale' has shape \[2\], the model expects \[\]"):
+        open_reader(tmp_path / "d.npz", model)
