@@ -28,9 +28,9 @@ def test_recipe_options_and_explicit_arguments(tmp_path):
     recipe.write_text('[options]\nsimplify = false\nvalidation = { random_samples = 2, atol = 0.5 }\n\n[[pass]]\nname = "fuse-batchnorm"\n')
     result = onnxslim.run(RESNET, recipe=recipe)
     assert [r.name for r in result.pipeline.records] == ["fuse-batchnorm"]
-    assert result.validation.samples == 2
+    assert result.validation.samples == 4  # 2 random batches of 2
     result = onnxslim.run(RESNET, recipe=recipe, simplify=True, validation={"random_samples": 3})
-    assert result.pipeline.records[0].name == "fold-constants" and result.validation.samples == 3
+    assert result.pipeline.records[0].name == "fold-constants" and result.validation.samples == 6
 
 
 def test_unknown_recipe_option_is_an_error(tmp_path):

@@ -85,8 +85,8 @@ class RandomReader(Reader):
         check_input_shapes(model, input_shapes or {})
         self.shapes = {v.name: resolve_shape(v, input_shapes or {}, default_batch=batch) for v in data_inputs(model)}
         self.dtypes = {v.name: v.dtype.numpy() if v.dtype is not None else np.float32 for v in data_inputs(model)}
-        self.count, self.seed = count, seed
-        self.source = f"{count} random batch(es), seed {seed}"
+        self.count, self.seed, self.batch = count, seed, batch
+        self.source = f"{count} random batch(es) of {batch}, seed {seed}" if batch > 1 else f"{count} random batch(es), seed {seed}"
 
     def identity(self) -> str:
         return digest("random-v2", self.count, self.seed, sorted(self.shapes.items()),

@@ -79,7 +79,15 @@ def _validate(prep: _Prepared, options: ValidationOptions) -> ValidationReport:
                               lossy_reason=options.lossy_reason if options.lossy else None)
     results: dict[str, dict[str, RunResult]] = {}
     for provider in parse_providers(options.providers):
-        outcome = _run_provider(prep, provider, options)
+        try:
+            outcome = _run_provider(prep, provider, options)
+        except DataRejected as exc:
+            if getattr(prep.reader, "batch", 1) == 1 or results:
+                raise
+            # an export whose dynamic batch axis only takes 1 (a Reshape to [1, ...] inside): batches of one
+            prep.reader = _reader(prep.original, options, batch=1)
+            report.data = f"{prep.reader.describe()}, batches of 1 (the original model refuses {RANDOM_BATCH}: {exc.message})"
+            outcome = _run_provider(prep, provider, options)
         report.providers.append(outcome.record)
         if outcome.results:
             results[provider] = outcome.results
@@ -110,13 +118,21 @@ def _prepare(original: ir.Model, optimized: ir.Model, options: ValidationOptions
     return _Prepared(original, optimized, reader, options.thresholds(), names, paths, sizes, folder, score_outputs(original))
 
 
-def _reader(model: ir.Model, options: ValidationOptions) -> Reader:
+RANDOM_BATCH = 2
+"""Samples per random batch when the batch axis is dynamic and not pinned: an optimized model that
+had folded the batch dim to 1 (a Reshape to [1, ...]) passed on batches of one."""
+
+
+def _reader(model: ir.Model, options: ValidationOptions, *, batch: int | None = None) -> Reader:
     if options.data:
         # the pins too: data that does not fit them fails the pinned (optimized) model only, which
         # would then be blamed on a pass
         return open_reader(options.data, model, batch_size=options.batch_size, preprocess=options.preprocess,
                            input_shapes=options.input_shapes)
-    return RandomReader(model, options.random_samples, seed=options.seed, input_shapes=options.input_shapes)
+    if batch is None:
+        batch = RANDOM_BATCH if batch_axis_is_dynamic(model) and not options.input_shapes else 1
+    return RandomReader(model, options.random_samples, seed=options.seed, input_shapes=options.input_shapes,
+                        batch=batch)
 
 
 @dataclasses.dataclass

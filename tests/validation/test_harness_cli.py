@@ -59,7 +59,7 @@ def test_nan_in_output_fails(tmp_path, capsys):
 
 def test_accuracy_only_with_labels(tmp_path, capsys):
     code, report = run_json(["validate", DIGITS, DIGITS], tmp_path, capsys)  # random inputs: no labels
-    assert code == 0 and report["accuracy"] is None and report["samples"] == 4
+    assert code == 0 and report["accuracy"] is None and report["samples"] == 8  # 4 random batches of 2
     code, report = run_json(["validate", DIGITS, DIGITS, "--data", DIGITS_DATA], tmp_path, capsys)
     assert code == 0 and report["accuracy"]["samples"] == 360 and report["accuracy"]["original"] > 0.9
 

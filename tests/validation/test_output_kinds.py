@@ -73,3 +73,18 @@ def test_a_sequence_whose_elements_change_shape_fails(tmp_path, capsys):
     assert code == 0 and report["passed"]
     code, report = run_json(["validate", src, other], tmp_path, capsys)
     assert code == 1 and "shape" in report["outputs"][0]["failures"][0], report["outputs"]
+
+
+def test_random_batches_of_two_catch_a_batch_folded_to_one(tmp_path, capsys):
+    # on random batches of one, an optimized model that reshapes to [1, 10] agreed with the original
+    def save(shape, path):
+        target = onnx.numpy_helper.from_array(np.array(shape, np.int64), "target")
+        return _save(path, [oh.make_node("Reshape", ["x", "target"], ["y"])],
+                     [oh.make_tensor_value_info("y", FLOAT, ["N", 10])], [target])
+
+    dynamic, folded = save([-1, 10], tmp_path / "a.onnx"), save([1, 10], tmp_path / "b.onnx")
+    code, report = run_json(["validate", dynamic, folded], tmp_path, capsys)
+    assert code == 1 and report["samples"] == 8 and "does not run where the original does" in report["providers"][0]["failure"]
+    # an export whose dynamic batch axis only takes 1: validated on batches of one, and said so
+    code, report = run_json(["validate", folded, folded], tmp_path, capsys)
+    assert code == 0 and report["samples"] == 4 and "batches of 1 (the original model refuses 2" in report["data"], report["data"]
