@@ -32,13 +32,31 @@ def load(src: ModelSource) -> ir.Model:
     if isinstance(src, ir.Model):
         model = src.clone()
         own_tensors(model)
-        return model
-    if isinstance(src, onnx.ModelProto):
+    elif isinstance(src, onnx.ModelProto):
         _require_graph(src, "<ModelProto>")
         model = ir.serde.deserialize_model(src)
         own_tensors(model)
-        return model
-    return _load_path(Path(src))
+    else:
+        model = _load_path(Path(src))
+    return canonical_domains(model)
+
+
+def canonical_domains(model: ir.Model) -> ir.Model:
+    """The default opset's other spelling, ``ai.onnx``, written as ``""``: the spec allows both, but
+    passes, onnxscript's rewriter and ORT's tools look the opset up under ``""`` (an opset-17 model
+    that spelled it ``ai.onnx`` was read as opset 1 and had its fusions rolled back)."""
+    for imports in [model.opset_imports, *(f.opset_imports for f in model.functions.values())]:
+        if "ai.onnx" in imports:
+            version = imports.pop("ai.onnx")
+            imports[""] = max(version, imports.get("", version))
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.domain == "ai.onnx":
+            node.domain = ""
+    for function in model.functions.values():
+        for node in ir.traversal.RecursiveGraphIterator(function):
+            if node.domain == "ai.onnx":
+                node.domain = ""
+    return model
 
 
 def _load_path(path: Path) -> ir.Model:

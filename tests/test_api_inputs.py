@@ -204,3 +204,20 @@ def test_pinned_inputs_pin_the_output_dims_the_graph_computes(tmp_path):
 
     feeds = {"x": np.ones((2, 3, 4, 5), np.float32), "z": np.ones((2, 4), np.float32)}
     assert run_ort(model, feeds)[0].shape == (2, 60)
+
+
+@pytest.mark.parametrize("source", ["path", "proto"])
+def test_the_default_opset_spelled_ai_onnx_is_the_default_opset(tmp_path, source):
+    # read as opset 1: fusions rolled back ("schema(::Clip:1)"), dynamic quantization declined
+    proto = onnx.load(str(DIGITS))
+    version = next(o.version for o in proto.opset_import if o.domain == "")
+    del proto.opset_import[:]
+    proto.opset_import.append(helper.make_opsetid("ai.onnx", version))  # the nodes keep domain ""
+    onnx.save(proto, str(tmp_path / "m.onnx"))
+    result = onnxslim.run(tmp_path / "m.onnx" if source == "path" else proto, tmp_path / "out.onnx",
+                          quantize="dynamic", validation={"data": str(MODELS / "digits_eval.npz")})
+    assert not result.warnings or not any("rolled back" in w for w in result.warnings), result.warnings
+    assert result.pipeline.records[-1].status == "applied" and result.validation.passed
+    written = onnx.load(str(tmp_path / "out.onnx"))
+    assert {o.domain: o.version for o in written.opset_import}[""] == version
+    assert "DynamicQuantizeLinear" in {n.op_type for n in written.graph.node}
