@@ -12,6 +12,7 @@ from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import count_nodes
 from onnxslim.passes.cleanup.fuse_conv_affine import _per_channel
 from onnxslim.passes.cleanup.infer_shapes import inferred_shapes
+from onnxslim.passes._constants import fixed_tensor
 
 logger = logging.getLogger(__name__)
 _FLOAT_TYPES = {ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16}
@@ -33,7 +34,7 @@ def _constant_operand(node: ir.Node, dtype) -> tuple[ir.Value, ir.Value] | None:
     """(the non-constant input, the constant) of a binary node, or None."""
     if len(node.inputs) != 2 or any(v is None for v in node.inputs):
         return None
-    constant = [v for v in node.inputs if ir.convenience.get_const_tensor(v) is not None]
+    constant = [v for v in node.inputs if fixed_tensor(v) is not None]
     if len(constant) != 1 or constant[0].dtype != dtype:
         return None
     other = node.inputs[1] if node.inputs[0] is constant[0] else node.inputs[0]
@@ -76,9 +77,9 @@ def _conv_weights(conv: ir.Node) -> tuple[np.ndarray, np.ndarray | None] | None:
     """(W, B) as arrays when both are constants (B may be absent)."""
     if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx") or len(conv.inputs) < 2:
         return None
-    weight = ir.convenience.get_const_tensor(conv.inputs[1])
+    weight = fixed_tensor(conv.inputs[1])
     bias = conv.inputs[2] if len(conv.inputs) > 2 else None
-    bias_tensor = ir.convenience.get_const_tensor(bias) if bias is not None else None
+    bias_tensor = fixed_tensor(bias) if bias is not None else None
     if weight is None or (bias is not None and bias_tensor is None):
         return None
     return weight.numpy(), (bias_tensor.numpy() if bias_tensor is not None else None)
@@ -143,7 +144,7 @@ def _rewrite(graph: ir.Graph, affine: _Affine, mode: str) -> None:
         return
     # x * s + b == (x + b / s) * s: the Add stays (now on x) for the padded readers, the Mul folds.
     mul, add = affine.nodes
-    shift = ir.convenience.get_const_tensor(affine.shift_value).numpy()
+    shift = fixed_tensor(affine.shift_value).numpy()
     if shift.size == 1 and np.all(affine.scale == affine.scale[0]):
         moved = shift / affine.scale[0]  # scalars stay scalars, in the constant's own shape
     else:

@@ -9,13 +9,14 @@ from onnxscript.rewriter._rewrite_rule import RewriteRuleClassBase
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.passes._rewrite import apply_rules
+from onnxslim.passes._constants import fixed_tensor
 
 _FLOAT_TYPES = {ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16}
 
 
 def _per_channel(value: ir.Value, channels: int, rank: int) -> np.ndarray | None:
     """The constant as a [channels] vector if it broadcasts along axis 1 only of a rank-``rank`` tensor."""
-    tensor = ir.convenience.get_const_tensor(value)
+    tensor = fixed_tensor(value)
     if tensor is None:
         return None
     array = tensor.numpy()
@@ -42,9 +43,9 @@ class _ConvThen(RewriteRuleClassBase):
     def check(self, context, x, w, c, conv_out, **_) -> MatchResult:
         result = MatchResult()
         node = conv_out.producer()
-        weight = ir.convenience.get_const_tensor(w)
+        weight = fixed_tensor(w)
         bias = node.inputs[2] if len(node.inputs) > 2 else None
-        if weight is None or (bias is not None and ir.convenience.get_const_tensor(bias) is None):
+        if weight is None or (bias is not None and fixed_tensor(bias) is None):
             return result.fail("weights or bias are not constant")
         if weight.dtype not in _FLOAT_TYPES or c.dtype != weight.dtype:
             return result.fail("not a float convolution of the constant's dtype")
@@ -67,13 +68,13 @@ class _ConvThen(RewriteRuleClassBase):
     def old_bias(self, conv_out, dtype) -> np.ndarray:
         node = conv_out.producer()
         if len(node.inputs) > 2 and node.inputs[2] is not None:
-            return ir.convenience.get_const_tensor(node.inputs[2]).numpy()
+            return fixed_tensor(node.inputs[2]).numpy()
         return np.zeros(self._channels, dtype=dtype)
 
 
 class _ConvAdd(_ConvThen):
     def rewrite(self, op, x, w, c, conv_out, **_):
-        weight = ir.convenience.get_const_tensor(w).numpy()
+        weight = fixed_tensor(w).numpy()
         new_b = (self.old_bias(conv_out, weight.dtype) + self._vector).astype(weight.dtype)
         return self.fused(op, x, w, conv_out, weight, new_b)
 
@@ -90,7 +91,7 @@ class _ConvMul(_ConvThen):
     follower = "Mul"
 
     def rewrite(self, op, x, w, c, conv_out, **_):
-        weight = ir.convenience.get_const_tensor(w).numpy()
+        weight = fixed_tensor(w).numpy()
         scale = self._vector.reshape((-1,) + (1,) * (weight.ndim - 1))
         new_b = (self.old_bias(conv_out, weight.dtype) * self._vector).astype(weight.dtype)
         return self.fused(op, x, w, conv_out, (weight * scale).astype(weight.dtype), new_b)

@@ -10,13 +10,14 @@ from onnxscript.rewriter._rewrite_rule import RewriteRuleClassBase
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.passes._rewrite import apply_rules
 from onnxslim.passes.cleanup.infer_shapes import inferred_shapes
+from onnxslim.passes._constants import fixed_tensor
 
 _HARDSWISH_OPSET = 14
 _FLOAT_TYPES = {ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16}
 
 
 def _scalar(value: ir.Value | None) -> float | None:
-    tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+    tensor = fixed_tensor(value) if value is not None else None
     if tensor is None or tensor.size != 1:
         return None
     return float(tensor.numpy().ravel()[0])

@@ -20,6 +20,7 @@ from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import count_nodes
 from onnxslim.passes._rewrite import apply_rules
 from onnxslim.passes.cleanup.infer_shapes import inferred_shapes
+from onnxslim.passes._constants import fixed_tensor
 
 
 
@@ -35,7 +36,7 @@ class _InferenceDropout(RewriteRuleClassBase):
         if len(node.outputs) > 1 and node.outputs[1].uses():
             return result.fail("the dropout mask is read")
         if len(node.inputs) > 2 and node.inputs[2] is not None:
-            training = ir.convenience.get_const_tensor(node.inputs[2])
+            training = fixed_tensor(node.inputs[2])
             if training is None or bool(training.numpy()):
                 return result.fail("training_mode is not a constant false")
         return result
@@ -55,7 +56,7 @@ class _NeutralOperand(RewriteRuleClassBase):
 
     def check(self, context, x, c, **_) -> MatchResult:
         result = MatchResult()
-        tensor = ir.convenience.get_const_tensor(c)
+        tensor = fixed_tensor(c)
         if tensor is None or x.shape is None or x.dtype != c.dtype:
             return result.fail("operand not constant, or shape/dtype unknown")
         array = tensor.numpy()

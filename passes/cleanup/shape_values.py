@@ -7,6 +7,7 @@ from typing import Callable, Union
 
 import numpy as np
 import onnx_ir as ir
+from onnxslim.passes._constants import fixed_tensor
 
 MAX_ELEMENTS = 64
 
@@ -71,7 +72,7 @@ def _get(value: ir.Value | None, values: dict[ir.Value, Partial]) -> Partial | N
 
 
 def _const(value: ir.Value | None) -> np.ndarray | None:
-    tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+    tensor = fixed_tensor(value) if value is not None else None
     return None if tensor is None else tensor.numpy()
 
 
