@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from onnxslim.data import npz
 from onnxslim.data.checks import (check_arrays, check_finite, check_input_shapes, check_keys, check_labels,
-                                  data_inputs, fitted_batch, input_layout, labels_key)
+                                  data_inputs, fitted_batch, input_layout, labels_key, overridable_inputs)
 from onnxslim.data.identity import digest, files_digest
 from onnxslim.errors import DataError, first_line
 from onnxslim.input_shapes import resolve_shape
@@ -81,8 +81,13 @@ class RandomReader(Reader):
     """Seeded random inputs that respect each input's dtype and shape; the same batches each pass."""
 
     def __init__(self, model: ir.Model, count: int, *, seed: int = 0, input_shapes: Mapping[str, tuple] | None = None,
-                 batch: int = 1):
+                 batch: int = 1, vary_defaults: bool = False):
+        """``vary_defaults``: float inputs with an initializer default are fed that default scaled by
+        1 + 5% noise per element, whole with every batch (validation: an optimized model that folded
+        the default away, and so ignores what a caller feeds, agreed on the default itself)."""
         check_input_shapes(model, input_shapes or {})
+        self.defaults = {v.name: v.const_value.numpy() for v in overridable_inputs(model)
+                         if vary_defaults and v.const_value.dtype.is_floating_point()}
         self.shapes = {v.name: resolve_shape(v, input_shapes or {}, default_batch=batch) for v in data_inputs(model)}
         self.dtypes = {v.name: v.dtype.numpy() if v.dtype is not None else np.float32 for v in data_inputs(model)}
         self.count, self.seed, self.batch = count, seed, batch
@@ -90,12 +95,16 @@ class RandomReader(Reader):
 
     def identity(self) -> str:
         return digest("random-v2", self.count, self.seed, sorted(self.shapes.items()),
-                      sorted((k, np.dtype(v).str) for k, v in self.dtypes.items()))
+                      sorted((k, np.dtype(v).str) for k, v in self.dtypes.items()),
+                      *([sorted(self.defaults)] if self.defaults else []))
 
     def __iter__(self) -> Iterator[DataBatch]:
         rng = np.random.default_rng(self.seed)
         for _ in range(self.count):
-            yield DataBatch({name: random_array(rng, self.shapes[name], self.dtypes[name], name) for name in self.shapes})
+            inputs = {name: random_array(rng, self.shapes[name], self.dtypes[name], name) for name in self.shapes}
+            varied = {name: np.asarray(value * (1 + 0.05 * rng.standard_normal(value.shape))).astype(value.dtype)
+                      for name, value in self.defaults.items()}
+            yield DataBatch({**inputs, **varied}, whole=frozenset(varied))
 
 
 MASK_WORDS = ("mask",)

@@ -132,7 +132,7 @@ def _reader(model: ir.Model, options: ValidationOptions, *, batch: int | None = 
     if batch is None:
         batch = RANDOM_BATCH if batch_axis_is_dynamic(model) and not options.input_shapes else 1
     return RandomReader(model, options.random_samples, seed=options.seed, input_shapes=options.input_shapes,
-                        batch=batch)
+                        batch=batch, vary_defaults=True)
 
 
 @dataclasses.dataclass

@@ -88,3 +88,25 @@ def test_random_batches_of_two_catch_a_batch_folded_to_one(tmp_path, capsys):
     # an export whose dynamic batch axis only takes 1: validated on batches of one, and said so
     code, report = run_json(["validate", folded, folded], tmp_path, capsys)
     assert code == 0 and report["samples"] == 4 and "batches of 1 (the original model refuses 2" in report["data"], report["data"]
+
+
+def test_random_data_varies_overridable_defaults(tmp_path, capsys):
+    # an optimized model that folded a default away (and so ignores what a caller feeds) agreed
+    # with the original on the default itself
+    def save(path):
+        scale = onnx.numpy_helper.from_array(np.array(2.0, np.float32), "scale")
+        inputs = [oh.make_tensor_value_info("x", FLOAT, ["N", 10]), oh.make_tensor_value_info("scale", FLOAT, [])]
+        graph = oh.make_graph([oh.make_node("Mul", ["x", "scale"], ["y"])], "g", inputs,
+                              [oh.make_tensor_value_info("y", FLOAT, ["N", 10])], [scale])
+        onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8), str(path))
+        return path
+
+    original, folded = save(tmp_path / "a.onnx"), save(tmp_path / "b.onnx")
+    model = onnx.load(str(folded))  # the Mul reads a private copy of the default: the input is ignored
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(2.0, np.float32), "fixed"))
+    model.graph.node[0].input[1] = "fixed"
+    onnx.save(model, str(folded))
+    code, report = run_json(["validate", original, original], tmp_path, capsys)
+    assert code == 0 and report["passed"]
+    code, report = run_json(["validate", original, folded], tmp_path, capsys)
+    assert code == 1 and not report["passed"]
