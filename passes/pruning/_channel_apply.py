@@ -60,14 +60,20 @@ def _edit(g: ChannelGraph, edit: Edit, kept: dict[str, np.ndarray]) -> None:
 
 
 def _set_split(g: ChannelGraph, node: ir.Node, sizes: list[int]) -> None:
-    opset = g.model.opset_imports.get("", 13)
-    if opset < 13:
+    if _split_is_attribute(g, node):
         node.attributes["split"] = ir.AttrInt64s("split", sizes)
         return
     node.attributes.pop("num_outputs", None)
     if len(node.inputs) < 2:
         node.resize_inputs(2)
     node.replace_input_with(1, _constant(g, f"{node.name or node.outputs[0].name}_split_pruned", sizes))
+
+
+def _split_is_attribute(g: ChannelGraph, node: ir.Node) -> bool:
+    """Split's sizes are an attribute below opset 13 and an input from 13 on, by the model's own
+    default-domain opset; without one (no standard opset to go by) the node keeps the form it has."""
+    opset = g.model.opset_imports.get("")
+    return "split" in node.attributes if opset is None else opset < 13
 
 
 def _constant(g: ChannelGraph, name: str, values: list[int]) -> ir.Value:

@@ -10,6 +10,7 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import refusal
+from onnxslim.passes.quantization.fp16_constants import own_float_constants
 from onnxslim.passes.quantization.fp16_range import FLOAT16_MAX, RANGE_HEADROOM, out_of_range_nodes
 from onnxslim.passes.quantization.ort_tools import float_weight_bytes, in_scratch_folder, replace_contents, to_proto
 
@@ -126,9 +127,8 @@ def _ops_without_float16(model: ir.Model) -> set[str]:
     """Standard op types in ``model`` (subgraphs too) that read or write a float32 tensor through a
     type constraint that allows float32 but not float16 at the model's opset. Inputs the converter
     keeps float32 on its own (Resize's scales) do not count."""
-    from onnxruntime.transformers.float16 import ALWAYS_FLOAT_INPUTS
-
     opset, found, seen = _opset(model), set(), set()
+    always_float = _always_float_inputs(opset)
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         if node.domain not in ("", "ai.onnx") or node.op_type in seen:
             continue
@@ -138,7 +138,7 @@ def _ops_without_float16(model: ir.Model) -> set[str]:
         except onnx.defs.SchemaError:
             continue
         allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
-        kept_float = set(ALWAYS_FLOAT_INPUTS.get(node.op_type, ()))
+        kept_float = set(always_float.get(node.op_type, ()))
         inputs, outputs = list(schema.inputs), list(schema.outputs)
         pairs = [(v, inputs[min(i, len(inputs) - 1)]) for i, v in enumerate(node.inputs) if inputs and i not in kept_float]
         pairs += [(v, outputs[min(i, len(outputs) - 1)]) for i, v in enumerate(node.outputs) if outputs]
@@ -152,17 +152,29 @@ def _ops_without_float16(model: ir.Model) -> set[str]:
     return found
 
 
+def _always_float_inputs(opset: int) -> dict[str, list[int]]:
+    """{op type: input indices} onnxruntime's converter keeps float32: its table, with Resize's
+    scales at index 1 below opset 11 (no roi there), as the converter itself reads it."""
+    from onnxruntime.transformers.float16 import ALWAYS_FLOAT_INPUTS
+
+    table = {op: list(indices) for op, indices in ALWAYS_FLOAT_INPUTS.items()}
+    if opset <= 10:
+        table["Resize"] = [1]
+    return table
+
+
 def _converter_input(model: ir.Model) -> onnx.ModelProto:
     """The model as the converter should see it: weights inline, and no value_info on initializers.
     onnx-ir writes one per initializer; the converter retypes it to float16 even for an initializer
     it keeps float32 (Resize scales, weights read only by kept-float ops) and then "casts it back"
-    before each reader."""
+    before each reader. Inputs it keeps float32 read constants of their own."""
     proto = to_proto(model)
     initializers = {tensor.name for tensor in proto.graph.initializer}
     kept = [info for info in proto.graph.value_info if info.name not in initializers]
     del proto.graph.value_info[:]
     proto.graph.value_info.extend(kept)
     _branch_outputs_from_nodes(proto.graph)
+    own_float_constants(proto.graph, _always_float_inputs(_opset(model)))
     return proto
 
 

@@ -3,8 +3,14 @@
 Paddle exports (PP-OCR) are opset 11/12; with one scale per weight tensor their int8 weights
 lose most of the small output channels (PP-OCRv4 rec: output cosine 0.69 per-tensor, 0.95
 per-channel). The upgrade goes through onnx's version converter (Split/Squeeze/Unsqueeze/Reduce
-axes become inputs, etc.), tensor names are kept; the pass reports it. When the converter
-cannot handle the model, the caller falls back to per-tensor weights and says why.
+axes become inputs, etc.), tensor names are kept; the pass reports it. The graph inputs and
+outputs keep their declared types and shapes (the converter writes what it infers into them: a
+``p2o.DynamicDimension.1`` the graph fixes became 10, and the pass was rolled back for changing
+the model's outputs). Upsample and Resize-10 keep their arithmetic: the converter's Resize-11 took
+opset 11's defaults (half_pixel), while those ops compute asymmetric coordinates and, for nearest,
+floor when upsampling (ceil when downsampling); a nearest resize whose direction is not known from
+constant scales is not converted. When the converter cannot handle the model, the caller falls
+back to per-tensor weights and says why.
 
 A model with hard-swish written as ``x * HardSigmoid(x)`` (PP-LCNet: PP-OCRv4) goes to opset 14
 instead and the pattern becomes one HardSwish: in the quantized model ORT duplicated the
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -42,15 +49,72 @@ def ir_version_for(opset: int) -> int:
 def upgrade_opset(model: ir.Model, target: int = PER_CHANNEL_OPSET) -> str | None:
     """Converts ``model`` (in place) to ``target``; None when done, else why it could not be."""
     current = model.opset_imports.get("", 1)
+    legacy = _legacy_resizes(model.graph) if current < 11 <= target else {}
+    if unknown := sorted(name for name, rounding in legacy.items() if rounding is None):
+        return f"nearest Upsample/Resize with scales that are not constant ({', '.join(map(repr, unknown))})"
     try:
         with external_data_loaded(model):  # the converted copy must not point into the source's folder
             proto = onnx.version_converter.convert_version(ir.serde.serialize_model(model), target)
         converted = ir.serde.deserialize_model(proto)
     except Exception as exc:  # the converter's adapters do not cover every op/opset pair
         return f"onnx's version converter failed ({first_line(exc)[:120]})"
+    if (lost := _keep_declared_io(model.graph, converted.graph)) is not None:
+        return lost
+    _keep_legacy_coordinates(converted.graph, legacy)
     model.graph = converted.graph
     model.ir_version = max(model.ir_version, converted.ir_version, ir_version_for(target))
     logger.warning("quantize-static: opset %d -> %d for per-channel int8 weights (explicit conversion)", current, target)
+    return None
+
+
+def _legacy_resizes(graph: ir.Graph) -> dict[str, str | None]:
+    """{output name: the nearest_mode it needs at opset 11 ("" for linear; None when unknown)} of
+    each Upsample and Resize-10 in ``graph`` (a model below opset 11)."""
+    found = {}
+    for node in graph:
+        if node.op_type not in ("Upsample", "Resize") or node.domain not in ("", "ai.onnx"):
+            continue
+        mode = node.attributes.get("mode")
+        if mode is not None and mode.value != "nearest":
+            found[node.outputs[0].name] = ""
+            continue
+        scales = node.attributes.get("scales")  # Upsample-7 has it as an attribute
+        if scales is not None:
+            values = np.asarray(scales.value, dtype=np.float32)
+        else:
+            tensor = ir.convenience.get_const_tensor(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else None
+            values = tensor.numpy() if tensor is not None else None
+        up = values is not None and values.size > 0 and bool((values >= 1).all())
+        down = values is not None and values.size > 0 and bool((values <= 1).all())
+        found[node.outputs[0].name] = "floor" if up else "ceil" if down else None
+    return found
+
+
+def _keep_legacy_coordinates(graph: ir.Graph, legacy: dict[str, str]) -> None:
+    """Sets the converted Resize nodes' coordinate attributes to what the source ops computed."""
+    for node in graph:
+        if node.op_type == "Resize" and node.outputs[0].name in legacy:
+            node.attributes["coordinate_transformation_mode"] = ir.AttrString("coordinate_transformation_mode", "asymmetric")
+            if rounding := legacy[node.outputs[0].name]:
+                node.attributes["nearest_mode"] = ir.AttrString("nearest_mode", rounding)
+
+
+def _keep_declared_io(source: ir.Graph, converted: ir.Graph) -> str | None:
+    """Gives ``converted``'s inputs and outputs ``source``'s declared types, shapes, doc strings and
+    metadata, and the graph its name, doc string and metadata (the converter infers shapes into the
+    outputs and drops metadata); why not, when the inputs or outputs are not the same names."""
+    pairs = [*zip(source.inputs, converted.inputs), *zip(source.outputs, converted.outputs)]
+    if (len(source.inputs), len(source.outputs)) != (len(converted.inputs), len(converted.outputs)) or \
+            any(old.name != new.name for old, new in pairs):
+        return "onnx's version converter changed the graph's inputs or outputs"
+    for old, new in pairs:
+        new.type, new.shape = old.type, old.shape.copy() if old.shape is not None else None
+        new.doc_string = old.doc_string
+        new.metadata_props.clear()
+        new.metadata_props.update(old.metadata_props)
+    converted.name, converted.doc_string = source.name, source.doc_string
+    converted.metadata_props.clear()
+    converted.metadata_props.update(source.metadata_props)
     return None
 
 
