@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import onnx
 import onnx_ir as ir
@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 PassSpec = str | tuple[str, Mapping[str, Any]] | Pass
 
+OPTIMIZE_SCHEMA = "onnxslim.optimize/1"
+"""The JSON report's schema (``OptimizeResult.to_dict``; the CLI's failure report names it too)."""
+
 LOSSY_LATENCY_RUNS = 20
 """Timed runs per variant when a lossy pass ran and the user did not ask for a number."""
 
@@ -49,6 +52,10 @@ class OptimizeResult:
     than the original (nothing was written); without strict a failed validation (the model was
     written). None when ``passed``."""
     strict: bool = False
+    input: str | None = None
+    """The input model: its absolute path, or what it was (``<onnx.ModelProto>``) when not a path."""
+    input_given: str | None = None
+    """The input path as the caller wrote it (relative to their working folder); None when not a path."""
 
     @property
     def slower_than_original(self) -> bool:
@@ -66,10 +73,16 @@ class OptimizeResult:
                 and not (self.strict and self.slower_than_original))
 
     def to_dict(self) -> dict[str, Any]:
+        from onnxslim import __version__  # the package imports this module
+
         return {
-            "schema": "onnxslim.optimize/1",
+            "schema": OPTIMIZE_SCHEMA,
+            "onnxslim_version": __version__,
             "passed": self.passed,
-            "output": str(self.output) if self.output else None,
+            "input": self.input,
+            "input_given": self.input_given,
+            # absolute: a report kept as a CI artifact says which file, whatever folder the job ran in
+            "output": str(self.output.resolve()) if self.output else None,
             "pipeline": self.pipeline.to_dict(),
             # not `if self.validation`: a failed report is falsy, and the failure is what a pipeline must read
             "validation": self.validation.to_dict() if self.validation is not None else None,
@@ -90,7 +103,7 @@ def run(
     dst: str | Path | None = None,
     *,
     simplify: bool | None = None,
-    passes: Sequence[PassSpec] = (),
+    passes: PassSpec | Sequence[PassSpec] = (),
     recipe: str | Path | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     validate: bool | None = None,
@@ -136,9 +149,10 @@ def run(
                  external_data=external_data, recipe=recipe, weights=io.referenced_files(original))
     model = original.clone()
     shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
+    shapes_from = ("[options] input_shapes", recipe) if input_shapes is None and shapes else ("--input-shape", None)
     if shapes:
-        fix_input_shapes(model, shapes)
-    preflight.check_runnable(original, model, shapes, src, runtime=check_runtime)
+        fix_input_shapes(model, shapes, where=shapes_from[0], path=shapes_from[1])
+    preflight.check_runnable(original, model, shapes, src, runtime=check_runtime, shapes_from=shapes_from)
     context = PassContext(calibration=_calibration_reader(original, options), original=original,
                           calibration_cache=_load_cache(options.get("calibration_cache")),
                           progress=getattr(progress, "detail", None))
@@ -151,10 +165,10 @@ def run(
             raise
         # a result, not the exception: a CI gate that asked for the report must get it, as it does
         # when a strict validation fails (optimize() raises this again for Python callers)
-        result = OptimizeResult(*manager.stopped, None, failure=exc.one_line(), strict=True)
+        result = OptimizeResult(*manager.stopped, None, failure=exc.one_line(), strict=True, **_input_names(src))
         result.warnings += _pass_warnings(result.pipeline)
         return result
-    result = OptimizeResult(model, pipeline, None, strict=strict)
+    result = OptimizeResult(model, pipeline, None, strict=strict, **_input_names(src))
     result.warnings += _pass_warnings(pipeline)
     result.warnings += _save_cache(context.calibration_cache, options.get("calibration_cache"))
     if options.get("validate", True):
@@ -200,12 +214,23 @@ def _failure(result: OptimizeResult) -> str | None:
     return None
 
 
+def _input_names(src: io.ModelSource) -> dict[str, str | None]:
+    """The report's ``input`` (absolute when a path) and ``input_given`` (as written)."""
+    if isinstance(src, (str, os.PathLike)):
+        return {"input": str(Path(src).resolve()), "input_given": os.fspath(src)}
+    return {"input": f"<{type(src).__module__.split('.')[0]}.{type(src).__name__}>", "input_given": None}
+
+
 def _pass_warnings(pipeline: PipelineReport) -> list[str]:
-    """Rolled-back passes, and the ``warning`` a pass put in a details row (a request it could honour
-    only in part, such as conflicting pruning overrides): the CLI prints these, the JSON lists them."""
+    """Rolled-back passes, the ``warning`` a pass put in a details row (a request it could honour
+    only in part, such as conflicting pruning overrides), and an opset the pass converted (the model's
+    operators changed version: a runtime pinned to the old opset may not load it): the CLI prints
+    these, the JSON lists them."""
+    rows = [(r.name, row) for r in pipeline.records for row in r.details if isinstance(row, dict)]
     return [f"pass {r.name} rolled back: {r.reason}" for r in pipeline.records if r.status == ROLLED_BACK] + \
-        [f"pass {r.name}: {row['warning']}" for r in pipeline.records for row in r.details
-         if isinstance(row, dict) and row.get("warning")]
+        [f"pass {name}: {row['warning']}" for name, row in rows if row.get("warning")] + \
+        [f"pass {name}: opset converted {row['opset_converted']}" + (f" ({row['why']})" if row.get("why") else "")
+         for name, row in rows if row.get("opset_converted")]
 
 
 def _pipeline(options: Mapping[str, Any], recipe: Any, passes: Sequence[PassSpec], context: PassContext, *,
@@ -336,17 +361,22 @@ def _merge_options(recipe_options: Mapping[str, Any], given: Mapping[str, Any], 
     return merged
 
 
-def _steps(passes: Sequence[PassSpec]) -> list[Step]:
-    steps = []
-    for spec in passes:
-        if isinstance(spec, Pass):
-            steps.append(Step(spec.name, instance=spec))
-        elif isinstance(spec, str):
-            steps.append(Step(spec))
-        else:
-            name, settings = spec
-            steps.append(Step(name, dict(settings)))
-    return steps
+def _steps(passes: PassSpec | Iterable[PassSpec]) -> list[Step]:
+    # one name alone is one pass, not a sequence of one-letter names ("unknown pass 'r'")
+    if isinstance(passes, (str, Pass)) or not isinstance(passes, Iterable):
+        passes = [passes]
+    return [_step(spec) for spec in passes]
+
+
+def _step(spec: Any) -> Step:
+    if isinstance(spec, Pass):
+        return Step(spec.name, instance=spec)
+    if isinstance(spec, str):
+        return Step(spec)
+    if (isinstance(spec, Sequence) and len(spec) == 2 and isinstance(spec[0], str)
+            and isinstance(spec[1], Mapping)):
+        return Step(spec[0], dict(spec[1]))
+    raise ConfigError(f"expected a pass name, a (name, settings dict) pair or a Pass, got {spec!r}", where="passes")
 
 
 def _validation_options(recipe_settings: Mapping[str, Any] | None, given: ValidationOptions | Mapping[str, Any] | None,

@@ -17,11 +17,14 @@ from rich.markup import escape
 
 from onnxslim import api, io, preflight, render
 from onnxslim.core.flags import add_family_arguments, family_values
-from onnxslim.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, OnnxSlimError, OutputPathError, first_line
+from onnxslim.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, OnnxSlimError, first_line
 from onnxslim.input_shapes import parse_input_shapes
+from onnxslim.outcome import Terminated, arm_failure_report, report_failure, sigterm_unwinds
 from onnxslim.validation import cli as validation_cli
+from onnxslim.validation.result import SCHEMA as VALIDATE_SCHEMA
 
 EXIT_INTERNAL = 3
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + the signal's number, as a shell reports a killed process
 COMMANDS = ("optimize", "validate", "inspect", "passes", "scan-prune")
 
 
@@ -29,6 +32,18 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
         # argparse prints the whole usage block (40 lines for optimize) before the error: one line instead
         raise OnnxSlimError(f"{message} ('{self.prog} --help' lists the options)")
+
+
+def _sample_count(text: str) -> int:
+    """``--calibration-samples``: checked here so that its error names the flag (the API's check names
+    the ``calibration_samples`` option, which a CLI user never wrote)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of samples, got {text!r}") from None
+    if count < 1:  # 0 is an error, not "all"
+        raise argparse.ArgumentTypeError(f"expected a sample count of at least 1, got {count}")
+    return count
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None, help="store weights in OUTPUT.data (default: only above 2 GB)")
     calibration = opt.add_argument_group("calibration (data-aware passes)")
     calibration.add_argument("--calibration-data", metavar="PATH", help=".npz, folder of .npz/.npy, or folder of images")
-    calibration.add_argument("--calibration-samples", type=int, metavar="N", help="use the first N samples")
+    calibration.add_argument("--calibration-samples", type=_sample_count, metavar="N", help="use the first N samples")
     calibration.add_argument("--calibration-preprocess", metavar="SPEC", help="preprocessing for a folder of images (as --preprocess)")
     calibration.add_argument("--calibration-cache", metavar="FILE", help="read/write calibration statistics here "
                              "(reused when the data and model are the same), for any pass that calibrates")
@@ -83,7 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "optimize")
+    with sigterm_unwinds():
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     err = _console(stderr=True)
+    args = None
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
@@ -93,19 +114,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _COMMANDS[args.command](args, err)
     except OnnxSlimError as exc:
         print(f"onnxslim: error: {exc.one_line()}", file=sys.stderr)
+        report_failure(args, exc.exit_code, exc.one_line(), about=exc.path)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("onnxslim: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        code, word = (EXIT_TERMINATED, "terminated") if isinstance(exc, Terminated) else (EXIT_INTERRUPTED, "interrupted")
+        print(f"onnxslim: {word}", file=sys.stderr)
+        report_failure(args, code, word)
+        return code
     except Exception as exc:  # a bug: one line by default, the traceback with -v
+        line = f"internal error: {type(exc).__name__}: {first_line(exc)}"
+        report_failure(args, EXIT_INTERNAL, line)
         if os.environ.get("ONNXSLIM_DEBUG") or "-v" in argv or "--verbose" in argv:
             raise
-        print(f"onnxslim: internal error: {type(exc).__name__}: {first_line(exc)} (rerun with -v for the traceback)", file=sys.stderr)
+        print(f"onnxslim: {line} (rerun with -v for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
 
 
 def _optimize(args: argparse.Namespace, err: Console) -> int:
     _check_report_folder(args.report)
+    arm_failure_report(args, api.OPTIMIZE_SCHEMA, args.input, args.output, f"{args.output}.data", args.recipe,
+                        args.html, args.data, args.calibration_data, args.calibration_cache)
     progress = None if args.quiet or args.json else _Progress(err)
     try:
         result = api.run(
@@ -154,9 +182,11 @@ def _optimize(args: argparse.Namespace, err: Console) -> int:
 
 def _validate(args: argparse.Namespace, err: Console) -> int:
     _check_report_folder(args.report)
+    _check_report_folder(args.html, what="HTML report")
     preflight.check_distinct_paths({"JSON report": args.report, "HTML report": args.html},
                                    {"original model": args.original, "optimized model": args.optimized,
                                     "validation data": args.data})
+    arm_failure_report(args, VALIDATE_SCHEMA, args.original, args.optimized, args.data, args.html)
     options = validation_cli.options_from_args(args)
     if args.lossy:
         options = dataclasses.replace(options, lossy=True)
@@ -207,7 +237,7 @@ def _add_scan_prune(sub) -> None:
     scan = sub.add_parser("scan-prune", help="pruning sensitivity per layer/group, and proposed per-layer amounts")
     scan.add_argument("input", help="model to scan (the cleanup pipeline runs first, as for pruning)")
     scan.add_argument("--calibration-data", required=True, metavar="PATH", help=".npz, folder of .npz/.npy, or images")
-    scan.add_argument("--calibration-samples", type=int, metavar="N", help="use the first N samples")
+    scan.add_argument("--calibration-samples", type=_sample_count, metavar="N", help="use the first N samples")
     scan.add_argument("--calibration-preprocess", metavar="SPEC", help="preprocessing for a folder of images")
     scan.add_argument("--prune-method", choices=("channel", "magnitude"), default="channel")
     scan.add_argument("--amounts", default="0.1,0.3,0.5,0.7", help="amounts to try per layer (default 0.1,0.3,0.5,0.7)")
@@ -223,6 +253,7 @@ def _scan_prune(args: argparse.Namespace, err: Console) -> int:
     from onnxslim.passes.pruning.scan import scan_prune
     from onnxslim.passes.pruning.scan_report import scan_html, scan_table
 
+    _check_report_folder(args.html, what="HTML report")  # written after the scan
     model = api.run(args.input, validate=False).model  # prune as the pass would see the model: after cleanup
     reader = open_reader(args.calibration_data, model, preprocess=args.calibration_preprocess)
     if args.calibration_samples is not None:  # 0 is an error, not "all"
@@ -268,10 +299,10 @@ def _proposal_command(args: argparse.Namespace, payload: dict) -> str:
 _COMMANDS = {"optimize": _optimize, "validate": _validate, "inspect": _inspect, "passes": _passes, "scan-prune": _scan_prune}
 
 
-def _check_report_folder(path: str | None) -> None:
+def _check_report_folder(path: str | None, *, what: str = "report") -> None:
     """Before any work: a report that cannot be written must not leave a model behind."""
-    if path and not Path(path).parent.exists():
-        raise OutputPathError("report folder does not exist", path=path)
+    if path:
+        preflight.check_writable_folder(path, what=what)
 
 
 def _print_json(payload: Any) -> None:

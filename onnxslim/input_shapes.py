@@ -58,27 +58,32 @@ def parse_input_shapes(texts: list[str] | None) -> dict[str, tuple[int, ...]]:
     return dict(parse_input_shape(t) for t in texts or [])
 
 
-def check_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]], *, error: type = ConfigError) -> None:
-    """User-given shapes must name inputs and agree with their rank and static dims."""
+def check_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]], *, error: type = ConfigError,
+                       where: str = "--input-shape", path: object | None = None) -> None:
+    """User-given shapes must name inputs and agree with their rank and static dims. ``where`` and
+    ``path``: where the shapes were given (a recipe's ``[options] input_shapes`` and its file, so
+    that the error does not name a flag the user never passed)."""
     inputs = {v.name: v for v in model.graph.inputs}
     for name, dims in shapes.items():
         value = inputs.get(name)
         if value is None:
-            raise error(f"--input-shape: model has no input {name!r} (inputs: {', '.join(inputs)})")
+            raise error(f"model has no input {name!r} (inputs: {', '.join(inputs)})", path=path, where=where)
         if value.shape is None:
             continue
         if len(value.shape) != len(dims):
-            raise error(f"--input-shape: input {name!r} has rank {len(value.shape)}, got {len(dims)} dims")
+            raise error(f"input {name!r} has rank {len(value.shape)}, got {len(dims)} dims", path=path, where=where)
         for axis, (old, new) in enumerate(zip(value.shape, dims)):
             if isinstance(old, int) and old >= 0 and old != new:  # Paddle writes -1 for a dynamic dim
-                raise error(f"--input-shape: input {name!r} dim {axis} is fixed at {old}, got {new}")
+                raise error(f"input {name!r} dim {axis} is fixed at {old}, got {new}", path=path, where=where)
 
 
-def fix_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> None:
-    """Pins the named inputs' dims (after checking them), and the graph outputs' dims that the pins
-    fix: the declared outputs stay the shapes the graph computes (YOLOv8n pinned to 1x3x320x320
-    declared ``[batch, 22, <expression of height and width>]``, symbols no input carried any more)."""
-    check_input_shapes(model, shapes)
+def fix_input_shapes(model: ir.Model, shapes: Mapping[str, tuple[int, ...]], *, where: str = "--input-shape",
+                     path: object | None = None) -> None:
+    """Pins the named inputs' dims (after checking them, errors naming ``where`` in ``path``), and
+    the graph outputs' dims that the pins fix: the declared outputs stay the shapes the graph
+    computes (YOLOv8n pinned to 1x3x320x320 declared ``[batch, 22, <expression of height and
+    width>]``, symbols no input carried any more)."""
+    check_input_shapes(model, shapes, where=where, path=path)
     inputs = {v.name: v for v in model.graph.inputs}
     pinned: dict[str, int] = {}
     for name, dims in shapes.items():

@@ -156,11 +156,13 @@ def referenced_files(model: ir.Model) -> set[Path]:
 
 
 def check_output_path(dst: Path, *, src: Path | None, overwrite_input: bool = False) -> None:
-    """Refuses to write over the input model (unless asked) or into a missing folder."""
+    """Refuses to write over the input model (unless asked), or into a folder that is missing, is a
+    file or takes no new files (else the save fails after all the work, exit 3)."""
+    from onnxslim.preflight import check_writable_folder  # preflight imports this module
+
     if src is not None and not overwrite_input and dst.resolve() == src.resolve():
         raise OutputPathError("output path is the input path; pass a different output (or --overwrite-input)", path=dst)
-    if not dst.parent.exists():
-        raise OutputPathError("output folder does not exist", path=dst)
+    check_writable_folder(dst, what="output")
     if dst.exists() and dst.is_dir():
         raise OutputPathError("output path is a folder", path=dst)
 

@@ -5,6 +5,7 @@ naming what it concerns (exit 2 from the CLI), raised before anything is written
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -38,14 +39,17 @@ def load_runnable(src: io.ModelSource) -> ir.Model:
 
 
 def check_runnable(original: ir.Model, model: ir.Model, shapes: Mapping[str, tuple[int, ...]],
-                    src: io.ModelSource, *, runtime: bool = True) -> None:
+                    src: io.ModelSource, *, runtime: bool = True,
+                    shapes_from: tuple[str, str | os.PathLike | None] = ("--input-shape", None)) -> None:
     """One check (onnx's checker, ONNX Runtime's loader) of the model the pipeline starts from,
     before any work. A model ORT cannot load (an IR version newer than it knows, two nodes of one
     name) is the input's problem, exit 2, not an internal error halfway through. A pinned shape the
     graph cannot compute (YOLOv8 at a height not a multiple of 32: its upsampled and skip branches
     no longer concatenate) is the shape's, said now rather than as every pass rolled back and an
-    output that does not load; the original is checked only then, to tell the two apart."""
+    output that does not load; the original is checked only then, to tell the two apart.
+    ``shapes_from``: where the shapes were given: (flag or recipe key, recipe file or None)."""
     path = src if isinstance(src, (str, Path)) else None
+    _check_weights_present(original)
     try:
         check_model(model, runtime=runtime)
         return
@@ -58,16 +62,31 @@ def check_runnable(original: ir.Model, model: ir.Model, shapes: Mapping[str, tup
             pass
         else:
             given = " ".join(f"{name}:{','.join(map(str, dims))}" for name, dims in shapes.items())
-            raise ConfigError(f"--input-shape {given}: the model cannot run at this shape ({problem})", path=path)
+            label, recipe = shapes_from
+            raise ConfigError(f"the model cannot run at this shape ({problem})", path=recipe or path, where=f"{label} {given}")
     raise ModelLoadError(f"not a model ONNX Runtime can run: {problem}", path=path)
+
+
+def _check_weights_present(model: ir.Model) -> None:
+    """Every external weight's file is there. A path's were checked when it was loaded; a ModelProto
+    loaded with ``load_external_data=False`` reads its weights relative to the working folder (its
+    own is unknown), where they are usually not: a bare FileNotFoundError in the checks otherwise."""
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if isinstance(tensor, ir.ExternalTensor) and not Path(tensor.path).is_file():
+                raise ModelLoadError(f"external data file {tensor.location!r} not found (looked in "
+                                     f"{Path(tensor.path).parent.resolve()}); load the model with its weights "
+                                     f"(onnx.load without load_external_data=False) or pass its path",
+                                     where=f"tensor {value.name!r}")
 
 
 def check_requests(options: Mapping[str, Any], checks: ValidationOptions) -> None:
     """Settings that cannot take effect are errors before any work (and before anything is written)."""
     if checks.html and not options.get("validate", True):
         raise ConfigError("an HTML report needs validation: drop --no-validate (validate: false), or --html")
-    if checks.html and not Path(checks.html).parent.exists():
-        raise OutputPathError("HTML report folder does not exist", path=checks.html)
+    if checks.html:
+        check_writable_folder(checks.html, what="HTML report")
     if options.get("calibration_cache"):
         if options.get("calibration_data") is None:  # its statistics are keyed by the data they came from
             raise ConfigError("--calibration-cache needs --calibration-data (calibration_data)")
@@ -99,10 +118,25 @@ def check_writable_folder(path: str | os.PathLike, *, what: str) -> None:
     """The folder a file will be written into exists and takes new files: else the run would fail
     after all its work (the calibration cache is saved after the pipeline), with nothing written."""
     folder = Path(path).parent
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"{what} folder {str(folder)!r} is a file", path=path)
     if not folder.is_dir():
         raise OutputPathError(f"{what} folder does not exist", path=path)
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not os.access(folder, os.W_OK | os.X_OK) or not _takes_files(folder):
         raise OutputPathError(f"{what} folder is not writable", path=path)
+
+
+def _takes_files(folder: Path) -> bool:
+    """Whether a file can be created in ``folder``: os.access says yes to root for any folder not
+    on a read-only mount, /proc and /sys included, where creating the file then fails (exit 3 after
+    all the work). The probe is removed at once."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".onnxslim-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
 
 
 def check_distinct_paths(writes: Mapping[str, str | os.PathLike | None], reads: Mapping[str, str | os.PathLike | None],

@@ -39,7 +39,7 @@ else:  # pragma: no cover
 from onnxslim.core.config import check_settings, coerce
 from onnxslim.core.pass_base import Pass, PassContext
 from onnxslim.core.registry import check_pass_settings, get_pass
-from onnxslim.errors import ConfigError, OnnxSlimError, RecipeError
+from onnxslim.errors import ConfigError, OnnxSlimError, RecipeError, first_line
 from onnxslim.input_shapes import checked_input_shapes
 
 SIMPLIFY = "simplify"
@@ -91,6 +91,10 @@ def load_recipe(path: str | Path) -> Recipe:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RecipeError("recipe file not found", path=path) from None
+    except IsADirectoryError:
+        raise RecipeError("recipe path is a folder; give a .toml file", path=path) from None
+    except OSError as exc:  # unreadable (permissions, I/O): the input's problem, not a bug
+        raise RecipeError(f"cannot read the recipe: {exc.strerror or first_line(exc)}", path=path) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"not valid TOML: {exc}", path=path) from None
     recipe = parse_recipe(data, path=path)
@@ -157,6 +161,8 @@ def check_options(options: Mapping[str, Any], *, label: str = "[options] ", flag
             checked[key] = checked_input_shapes(value, where=where)
         elif key in OPTION_TYPES:
             checked[key] = coerce(value, OPTION_TYPES[key], where=where)
+            if key == "calibration_samples" and checked[key] < 1:  # else the data reader says it, naming the flag
+                raise ConfigError(f"expected a sample count of at least 1, got {checked[key]}", where=where)
         elif key in families:
             coerce(value, families[key] | str if flag_text and key in RECIPE_FORMS else families[key], where=where)
     return checked

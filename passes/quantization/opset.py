@@ -63,7 +63,7 @@ def upgrade_opset(model: ir.Model, target: int = PER_CHANNEL_OPSET) -> str | Non
     _keep_legacy_coordinates(converted.graph, legacy)
     model.graph = converted.graph
     model.ir_version = max(model.ir_version, converted.ir_version, ir_version_for(target))
-    logger.warning("quantize-static: opset %d -> %d for per-channel int8 weights (explicit conversion)", current, target)
+    logger.info("quantize-static: opset %d -> %d for per-channel int8 weights (explicit conversion)", current, target)
     return None
 
 
