@@ -1,5 +1,5 @@
 import sys
 
-from onnxslim.cli import main
+from onnxslim.launch import main
 
 sys.exit(main())

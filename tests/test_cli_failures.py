@@ -206,3 +206,25 @@ def test_the_calibration_samples_flag_still_names_the_flag(tmp_path, capsys):
     code, io = _main(capsys, DIGITS, tmp_path / "out.onnx", "--calibration-data", MODELS / "digits_calib.npz",
                      "--calibration-samples", "0", "--quantize", "static", "-q")
     assert code == 2 and "--calibration-samples" in io.err and "at least 1" in io.err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT")
+@pytest.mark.parametrize("delay", [0.3, 0.8])
+def test_ctrl_c_while_the_command_loads_is_one_line(tmp_path, delay):
+    # the console script imported onnx and onnxruntime before main() could catch it: a 30-line traceback
+    command = [sys.executable, "-m", "onnxslim", str(MODELS / "resnet_mini.onnx"), str(tmp_path / "m.onnx"),
+               "--latency", "1000000", "-q"]
+    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "TMPDIR": str(tmp_path)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and err.strip() == "onnxslim: interrupted", err
+
+
+def test_importing_onnxslim_loads_no_runtime():
+    code = "import sys, onnxslim; assert 'onnxruntime' not in sys.modules and 'onnx' not in sys.modules; onnxslim.optimize"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
