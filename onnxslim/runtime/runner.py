@@ -31,6 +31,8 @@ class RunResult:
     """Session creation and all runs."""
     cpu_nodes: list[str]
     """Nodes ONNX Runtime placed on the CPU although another provider was asked for ("OpType name")."""
+    first_shapes: dict[str, tuple] = dataclasses.field(default_factory=dict)
+    """Each output's shape on the first batch (``outputs`` joins the batches: [8, 3] of four [2, 3])."""
 
 
 def run_batches(model: ir.Model | bytes | str, batches: Iterable, *, provider: str = "cpu", capture: Sequence[str] = (),
@@ -82,6 +84,7 @@ def _run(session, batches: Iterable, outputs: list[str], names: list[str], captu
         captured=captured,
         labels=np.concatenate(labels) if has_labels else None,
         samples=samples, seconds=0.0, cpu_nodes=[],
+        first_shapes={n: np.shape(collected[n][0]) for n in outputs if collected[n] and not isinstance(collected[n][0], list)},
     )
 
 

@@ -162,6 +162,11 @@ def _run_provider(prep: _Prepared, provider: str, options: ValidationOptions) ->
     ref, got = results["original"], results["optimized"]
     outputs = [compare_arrays(name, ref.outputs[name], got.outputs[name], prep.tol, classify=name in prep.scores)
                for name in ref.outputs]
+    for output in outputs:  # the shapes the models computed, not those of the batches joined
+        before, after = ref.first_shapes.get(output.name), got.first_shapes.get(output.name)
+        if before is not None and after is not None and before != after:
+            output.failures = [f"shape {list(after)} != reference {list(before)} (first batch)" if f.startswith("shape ")
+                               else f for f in output.failures]
     record = ProviderRun(provider, "ran", outputs=outputs, samples=ref.samples, cpu_nodes=got.cpu_nodes,
                          seconds=ref.seconds + got.seconds)
     if prep.capture:  # captured in the main run: the error along the graph comes for free
