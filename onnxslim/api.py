@@ -203,7 +203,7 @@ def _failure(result: OptimizeResult) -> str | None:
     JSON's ``failure``); None when it passed."""
     validation = result.validation
     if validation is not None and not validation.passed:
-        problems = validation.failures() or [validation.skipped or "the outputs differ from the original's"]
+        problems = validation.reasons()
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         diverge = f"; outputs first diverge after pass {result.first_divergent_pass}" if result.first_divergent_pass else ""
         return f"validation failed: {problems[0]}{more}{diverge}"

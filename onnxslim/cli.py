@@ -201,7 +201,7 @@ def _validate(args: argparse.Namespace, err: Console) -> int:
             err.print(f"note: {hint}", highlight=False)
         render.print_result(err, None, report, report.passed)  # its last line: PASSED or FAILED
     if not report.passed and (args.json or args.quiet):  # else the result above says it; one line here
-        problems = report.failures() or [report.skipped or "the outputs differ"]
+        problems = report.reasons()
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         print(f"onnxslim: error: validation failed: {problems[0]}{more}" + (f"; {hint}" if hint else ""), file=sys.stderr)
     return EXIT_OK if report.passed else EXIT_CHECK_FAILED

@@ -360,3 +360,16 @@ def test_the_lossy_hint_only_follows_failures_that_tolerances_decide(tmp_path, c
     code, io = _main(capsys, "validate", wide, narrow, "-q")
     assert code == 1 and "--lossy" not in io.err, io.err
     assert "shape [4, 3] != reference [2, 6] (first batch)" in io.err, io.err  # not the batches joined: [16, 3], [8, 6]
+
+
+def test_strict_with_a_provider_that_cannot_run_says_so(tmp_path, capsys):
+    from onnxslim.runtime import unavailable_reason
+
+    if unavailable_reason("cuda") is None:
+        pytest.skip("CUDA runs here: nothing is skipped")
+    # every output agreed, yet the line and the report's failure said "the outputs differ"
+    code, io = _main(capsys, DIGITS, tmp_path / "o.onnx", "--providers", "all", "--strict", "-q", "--report", tmp_path / "r.json")
+    assert code == 1 and "cuda could not run" in io.err and "outputs differ" not in io.err, io.err
+    assert "cuda could not run" in json.loads((tmp_path / "r.json").read_text())["failure"]
+    code, io = _main(capsys, "validate", DIGITS, DIGITS, "--providers", "all", "--strict", "-q")
+    assert code == 1 and "cuda could not run" in io.err, io.err

@@ -72,6 +72,14 @@ class ValidationReport:
         return ([self.contract] if self.contract else []) + [f"{p.provider}: {p.failure}" for p in self.providers if p.failure] + \
             [f"{p.provider}: {o.name}: {f}" for p in self.providers for o in p.outputs for f in o.failures]
 
+    def reasons(self) -> list[str]:
+        """Why it did not pass, one line each: the failed checks, else the providers that could not
+        run (a failure under strict: it read "the outputs differ" while every output agreed)."""
+        skipped = [f"{p.provider} could not run ({p.reason}), which fails under strict" for p in self.providers
+                   if p.status == "skipped"]
+        return self.failures() or skipped or ([self.skipped] if self.skipped else []) or \
+            ["the outputs differ from the original's"]
+
     @property
     def tolerances_decided(self) -> bool:
         """It failed on metrics alone (no run failure, no shape change), which other tolerances
