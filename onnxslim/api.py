@@ -286,8 +286,9 @@ def optimize(src: io.ModelSource, dst: str | Path | None = None, **options: Any)
     """Optimizes ``src`` (a path, ModelProto or onnx-ir model); writes ``dst`` when given.
 
     Keyword options mirror the CLI flags (``simplify``, ``validate``, ``strict``, ``recipe``,
-    ``input_shapes``, ``passes``...). Raises ValidationFailed when validation fails under
-    ``strict``; otherwise the returned model is the best the pipeline could do.
+    ``input_shapes``, ``passes``...). Under ``strict`` raises ValidationFailed when validation
+    fails (or the lossy model is slower than the original) and PipelineFailed when a pass was
+    rolled back; otherwise the returned model is the best the pipeline could do.
     """
     result = run(src, dst, **options)
     if result.strict and not result.passed:
