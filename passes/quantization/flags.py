@@ -52,8 +52,8 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
         return extra_steps(options)
     mode = options.get("quantize")
     if mode is None:
-        given = ", ".join("--" + k.replace("_", "-") for k in options)
-        raise ConfigError(f"{given} given without --quantize static|dynamic")
+        key = next(iter(options))
+        raise ConfigError(f"--{key.replace('_', '-')} given without --quantize {_modes(key)}")
     if mode not in ("static", "dynamic", "auto"):
         raise ConfigError(f"--quantize: expected 'static', 'dynamic' or 'auto', got {mode!r}")
     settings: dict[str, Any] = {}
@@ -69,7 +69,7 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
                                    "quantize_max_accuracy_drop", "quantize_smoothing",
                                    "quantize_bias_correction") if options.get(k) is not None]
         if static_only:
-            raise ConfigError(f"--{static_only[0].replace('_', '-')} applies to --quantize static only")
+            raise ConfigError(f"--{static_only[0].replace('_', '-')} applies to --quantize {_modes(static_only[0])} only")
         return [Step("quantize-dynamic", settings)]
     if options.get("calibration_method"):
         settings["method"] = options["calibration_method"]
@@ -90,12 +90,21 @@ def _to_steps(options: Mapping[str, Any]) -> list[Step]:
     return [Step("expand-inner-softmax"), Step("quantize-static", settings)]
 
 
+ALL_MODES = frozenset({"quantize_per_tensor", "quantize_include", "quantize_exclude"})
+STATIC_AND_AUTO = ALL_MODES | {"calibration_method", "quantize_min_cosine"}
+
+
+def _modes(key: str) -> str:
+    """The --quantize modes a flag applies to (one error must not name a mode another refuses)."""
+    return "static|dynamic|auto" if key in ALL_MODES else "static|auto" if key in STATIC_AND_AUTO else "static"
+
+
 def _auto_step(options: Mapping[str, Any], settings: dict[str, Any]) -> Step:
     """``--quantize auto``: the format choice; ``--quantize-min-cosine`` is its accuracy floor."""
     static_only = [k for k in ("quantize_activations", "quantize_symmetric", "quantize_max_accuracy_drop", "quantize_smoothing",
                                "quantize_bias_correction") if options.get(k) is not None]
     if static_only:
-        raise ConfigError(f"--{static_only[0].replace('_', '-')} applies to --quantize static only")
+        raise ConfigError(f"--{static_only[0].replace('_', '-')} applies to --quantize {_modes(static_only[0])} only")
     if options.get("calibration_method"):
         settings["method"] = options["calibration_method"]
     if options.get("quantize_min_cosine") is not None:
