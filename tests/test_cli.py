@@ -164,6 +164,8 @@ def test_passes_lists_settings(capsys):
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["fold-constants"]["in_simplify"]
     assert {s["name"] for s in rows["fold-constants"]["settings"]} >= {"output_size_limit"}
+    method = next(s for s in rows["quantize-static"]["settings"] if s["name"] == "method")
+    assert method["type"] == "'minmax' | 'percentile' | 'entropy' | 'mse'"  # the choices, not "Literal"
 
 
 def test_no_simplify_runs_no_cleanup(tmp_path, model_copy, capsys):

@@ -149,6 +149,8 @@ def expected(hint: Any) -> str:
 
 
 def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:  # the choices, not "Literal"
+        return " | ".join(repr(choice) for choice in typing.get_args(hint))
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
