@@ -140,9 +140,9 @@ class QuantizeStatic(Pass):
         calibration_s = time.perf_counter() - started
         # smoothed activations were renamed; they are float32 (their MatMul readers are quantized)
         dtypes.update({row["smoothed"]: ir.DataType.FLOAT for row in smoothed})
-        keep, rows = frozenset(), []
+        keep, rows, final_check = frozenset(), [], None
         if goal is not None:
-            keep, rows = mixed_precision.search(
+            keep, rows, final_check = mixed_precision.search(
                 model, lambda floats: self._apply(model.clone(), dtypes, stats, floats)[2:], self.context.calibration,
                 goal=goal, samples=config.sensitivity_samples, accuracy_samples=config.accuracy_samples,
                 refine=config.sensitivity_refine)
@@ -162,6 +162,8 @@ class QuantizeStatic(Pass):
         if reference is not None:
             rows += correct_biases(reference, model, mixed_precision.subset(
                 self.context.calibration, config.sensitivity_samples, splittable=batch_axis_is_dynamic(reference)))
+        if final_check is not None:
+            rows += final_check(model)
         cached = [{"calibration_cache": stats.cache}] if getattr(stats, "cache", "") else []
         details = unmatched + upgraded + cached + smoothed + weights + embeddings + _float_rows(plan) + rows
         return PassResult(model, modified=True, details=details, stats={

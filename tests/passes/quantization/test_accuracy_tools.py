@@ -6,7 +6,7 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import PassContext
 from onnxslim.data import DataBatch
-from onnxslim.passes.quantization.mixed_precision import fake_quantize, rank_tensors, subset
+from onnxslim.passes.quantization.mixed_precision import fake_quantize, output_cosine, rank_tensors, run_outputs, subset
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
 from onnxslim.passes.quantization.ranges import silu, silu_low
 from onnxslim.passes.quantization.statistics import TensorStats
@@ -209,9 +209,26 @@ def test_refinement_reorders_the_ranking_by_measured_output_effect():
         return (clean if "s" in floats else noisy), params
 
     calibration = context({"x": (4, 3, 8, 8)}).calibration
-    plain, _ = search(clean, build, calibration, goal=Goal(0.9999), samples=8, accuracy_samples=8)
-    refined, rows = search(clean, build, calibration, goal=Goal(0.9999), samples=8, accuracy_samples=8, refine=3)
+    plain, _, _ = search(clean, build, calibration, goal=Goal(0.9999), samples=8, accuracy_samples=8)
+    refined, rows, _ = search(clean, build, calibration, goal=Goal(0.9999), samples=8, accuracy_samples=8, refine=3)
     assert "s" in plain and len(plain) >= 2
     assert refined == {"s"}
     ranks = [row for row in rows if "sensitivity_rank" in row]
     assert ranks[0]["tensor"] == "s" and ranks[0]["output_gain"] > 0 and ranks[0]["kept_float"]
+
+
+def test_the_reported_final_cosine_is_the_written_model_s():
+    # the search scores candidates without int8 embedding tables or bias correction, which come
+    # after it: YOLOv8n reported "cosine_final 0.99541, target met" for a written model at 0.99513
+    from onnxslim.core.pass_base import PassContext
+    from onnxslim.data import DataBatch
+    from tests.passes.quantization.test_embedding import _model as embedding_model
+
+    calibration = [DataBatch({"ids": rng(i).integers(0, 400, (4, 6)).astype(np.int64)}) for i in range(2)]
+    config = QuantizeStaticConfig(min_cosine=0.5, sensitivity_samples=8)
+    result = QuantizeStatic(config, context=PassContext(calibration=calibration))(embedding_model())
+    (summary,) = [row["mixed_precision"] for row in result.details if "mixed_precision" in row]
+    assert result.stats["embeddings_quantized"] == 1
+    feeds = subset(calibration, 8)
+    written = output_cosine(run_outputs(embedding_model(), feeds), run_outputs(result.model, feeds))
+    assert summary["cosine_final"] == round(written, 6) and summary["target_met"], (summary, written)
