@@ -20,8 +20,13 @@ __all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'onnxslim' has no attribute {name!r}")
+    if name not in _PUBLIC:  # a submodule (`onnxslim.api.run`) was an attribute once the package loaded
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":  # the submodule exists; something it imports does not
+                raise
+            raise AttributeError(f"module 'onnxslim' has no attribute {name!r}") from None
     value = getattr(importlib.import_module(_PUBLIC[name]), name)
     globals()[name] = value
     return value

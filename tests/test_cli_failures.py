@@ -228,3 +228,8 @@ def test_ctrl_c_while_the_command_loads_is_one_line(tmp_path, delay):
 def test_importing_onnxslim_loads_no_runtime():
     code = "import sys, onnxslim; assert 'onnxruntime' not in sys.modules and 'onnx' not in sys.modules; onnxslim.optimize"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_submodules_are_attributes_of_the_lazy_package():
+    code = "import onnxslim; onnxslim.api.run; onnxslim.io.load; assert not hasattr(onnxslim, 'nope')"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
