@@ -27,7 +27,12 @@ def score_layers(model: ir.Model, layers: list[Layer], config: PruneConfig, cont
     return scores
 
 
-def mask_and_refit(model: ir.Model, config: PruneConfig, context: PassContext, make_masks: MaskFn) -> PassResult:
+def mask_and_refit(model: ir.Model, config: PruneConfig, context: PassContext, make_masks: MaskFn, *,
+                   target: float | None = None) -> PassResult:
+    """Masks, stores and (with ``reconstruct``) refits the planned layers.
+
+    ``target``: the sparsity every pruned layer aims at when it does not follow the amounts (N:M:
+    ``1 - n/m``), reported as each layer's ``target``; None: the layer's amount."""
     layers, details = find_layers(model)
     amounts, skipped = plan_amounts(layers, amount=config.amount, skip=config.skip,
                                     skip_first_last=config.skip_first_last, overrides=config.amounts)
@@ -43,7 +48,8 @@ def mask_and_refit(model: ir.Model, config: PruneConfig, context: PassContext, m
         if not np.array_equal(after, before):
             replace_weight(layer.weight, after)
             changed.append(layer)
-        rows.append(sparsity_row(layer.name, layer.node.op_type, before, after, amounts[layer.name]))
+        goal = amounts[layer.name] if target is None else target
+        rows.append(sparsity_row(layer.name, layer.node.op_type, before, after, goal))
     stats = sparsity_stats(rows + [r for r in details if "skipped" in r])
     if reference is not None and changed:
         refit = refit_layers(model, reference, [RefitTarget(l.node.outputs[0].name, masked=True) for l in changed],

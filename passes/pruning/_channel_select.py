@@ -8,6 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from onnxslim.passes.pruning._channel_graph import BLOCKED, ChannelGraph
+from onnxslim.passes.pruning._layers import Layer
 
 
 
@@ -48,18 +49,32 @@ def magnitude_scores(g: ChannelGraph) -> dict[int, float]:
 
 
 def activation_scores(g: ChannelGraph, energies: Mapping[str, np.ndarray]) -> dict[int, float]:
-    """Per component: sum over consumers of E[x_c^2] * ||W[:, c]||^2 (the output energy the channel carries)."""
+    """Per component: sum over consumers of E[x_c^2] * ||W[:, c]||^2 (the output energy the channel carries).
+
+    A grouped Conv's input channel c meets only its own group's output rows: ``||W[:, c]||`` is taken
+    over that slice (skipping grouped readers left channels read only by them at score 0, so the
+    selection fell back to their index and removed live channels)."""
     scores: dict[int, float] = collections.defaultdict(float)
     for layer, name in g.consumers:
-        if layer.group != 1 or name not in energies:
+        if name not in energies:
             continue
-        w = layer.array().astype(np.float64)
-        columns = (w**2).sum(axis=tuple(i for i in range(w.ndim) if i != 1)) if layer.kind == "conv" else (layer.rows()**2).sum(0)
-        contribution = energies[name] * columns
+        contribution = energies[name] * input_column_energy(layer)
         mean = float(contribution.mean()) or 1.0
         for unit, value in zip(g.tracks[name].units, contribution / mean):
             scores[g.find(unit)] += float(value)
     return scores
+
+
+def input_column_energy(layer: Layer) -> np.ndarray:
+    """Per input channel of ``layer``: the sum of squares of the weights that read it (one column of
+    ``W`` for Gemm/MatMul; for a Conv with ``group`` groups, input channel c's slice ``W[rows of its
+    group, c % (C / group)]`` over the kernel)."""
+    if layer.kind != "conv":
+        return (layer.rows().astype(np.float64) ** 2).sum(0)
+    w = layer.array().astype(np.float64)
+    per_row = (w**2).reshape(w.shape[0], w.shape[1], -1).sum(-1)  # [out, in / group]
+    groups = layer.group
+    return per_row.reshape(groups, w.shape[0] // groups, w.shape[1]).sum(1).reshape(-1)
 
 
 def select(g: ChannelGraph, groups, scores: Mapping[int, float], amounts: Mapping[str, float],

@@ -25,7 +25,8 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--prune-first-last", action="store_true", default=None,
                        help="also prune the first and last prunable layers (skipped by default)")
     group.add_argument("--prune-overrides", default=None, metavar="NAME=AMOUNT,...",
-                       help="per-layer amounts; NAME may be a regular expression")
+                       help="per-layer amounts; NAME may be a regular expression (nm: NAME=0 leaves a layer dense, "
+                            "another amount prunes it N:M)")
     group.add_argument("--prune-scope", choices=("layer", "global"), default=None,
                        help="magnitude: one threshold per layer (default) or one for all layers")
     group.add_argument("--prune-pattern", default=None, metavar="N:M", help="nm: keep N of every M weights (default 2:4)")

@@ -10,7 +10,7 @@ import onnx_ir as ir
 from onnxslim.core.pass_base import PassResult
 from onnxslim.passes.pruning._apply import mask_and_refit
 from onnxslim.passes.pruning._common import PruneConfig, PrunePass
-from onnxslim.passes.pruning._layers import find_layers
+from onnxslim.passes.pruning._layers import find_layers, matches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,9 @@ class PruneNM(PrunePass):
     Before: dense Conv/Gemm/MatMul weights. After: in each output row, every block of ``m``
     consecutive input channels (for a Conv, at each kernel position) holds at most ``n`` non-zeros:
     the pattern sparse tensor cores accelerate (2:4). ``amount`` is not used: the sparsity is
-    ``1 - n/m``. Layers whose input channels are not a multiple of ``m`` are skipped with the reason.
+    ``1 - n/m``. An override ``NAME=0`` leaves that layer dense; any other override amount means
+    "prune this layer N:M" (it also lifts the first/last-layer protection). Layers whose input
+    channels are not a multiple of ``m`` are skipped with the reason.
     """
 
     name = "prune-nm"
@@ -40,11 +42,17 @@ class PruneNM(PrunePass):
 
     def call(self, model: ir.Model) -> PassResult:
         self._layers = {layer.name: layer for layer in find_layers(model)[0]}
-        return mask_and_refit(model, self.config, self.context, self._masks)
+        target = 1 - self.config.n / self.config.m
+        return mask_and_refit(model, self.config, self.context, self._masks, target=target)
 
     def _masks(self, scores: dict[str, np.ndarray], amounts: dict[str, float]):
         masks, reasons = {}, {}
+        overrides = self.config.amounts
         for name, score in scores.items():
+            pattern = matches(name, overrides)
+            if pattern is not None and overrides[pattern] == 0:
+                reasons[name] = f"override {pattern}=0: left dense"
+                continue
             layer = self._layers[name]
             w = layer.array()
             channels = w.shape[1] if layer.kind == "conv" else score.shape[1]
