@@ -73,6 +73,7 @@ class ConvertFp16(Pass):
             return PassResult(model, modified=False, stats={"skipped": 1},
                               details=[{"skipped": reason}, {"warning": f"model left float32: {reason}"}])
         io_shapes = {value.name: value.shape for value in (*model.graph.inputs, *model.graph.outputs)}
+        unmatched = _unmatched_keep_float(model, self.config.keep_float)  # before the converter renames
         with in_scratch_folder():
             converted = convert_float_to_float16(_converter_input(model), keep_io_types=True,
                                                  op_block_list=blocked_ops, node_block_list=blocked_nodes)
@@ -89,9 +90,17 @@ class ConvertFp16(Pass):
                     f"reach {FLOAT16_MAX / RANGE_HEADROOM:g}"}]
         after = float_weight_bytes(model, ir.DataType.FLOAT) + float_weight_bytes(model, ir.DataType.FLOAT16)
         casts = sum(node.op_type == "Cast" for node in model.graph)
-        return PassResult(model, modified=True, details=kept + unchecked,
+        return PassResult(model, modified=True, details=unmatched + kept + unchecked,
                           stats={"bytes_saved": before - after, "nodes_kept_float32": len(kept), "casts": casts,
                                  "casts_removed": removed})
+
+
+def _unmatched_keep_float(model: ir.Model, keep_float: tuple[str, ...]) -> list[dict]:
+    """A details warning per ``keep_float`` entry naming no node and no op type (``softmax`` for
+    Softmax kept nothing float without a word); the default entries may match nothing."""
+    known = {n.name for n in model.graph.all_nodes()} | {n.op_type for n in model.graph.all_nodes()}
+    return [{"warning": f"--fp16-keep-float {entry!r} matches no node name or op type in the model"}
+            for entry in keep_float if entry not in known and entry not in RISKY_OPS]
 
 
 def _blocked_in_branch(model: ir.Model, blocked_ops: set[str], blocked_nodes: set[str]) -> str | None:

@@ -73,6 +73,15 @@ def test_keep_float_names_an_op_type_and_second_run_is_unchanged():
     assert gemm.inputs[1].const_value.dtype == ir.DataType.FLOAT  # its weight stays float32
     again = ConvertFp16()(result.model)
     assert not again.modified and "float16" in again.details[0]["skipped"]
+    assert not [row for row in result.details if "warning" in row]  # Exp: in the defaults, may match nothing
+
+
+def test_keep_float_entries_that_match_nothing_are_warnings():
+    # "softmax" for Softmax kept nothing float without a word
+    result = ConvertFp16(ConvertFp16Config(keep_float="gemm,Nope"))(_block())
+    assert [row["warning"] for row in result.details if "warning" in row] == [
+        "--fp16-keep-float 'gemm' matches no node name or op type in the model",
+        "--fp16-keep-float 'Nope' matches no node name or op type in the model"]
 
 
 def test_quantized_model_is_refused():
