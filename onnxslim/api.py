@@ -58,6 +58,10 @@ class OptimizeResult:
     """The input path as the caller wrote it (relative to their working folder); None when not a path."""
 
     @property
+    def _latency_measured(self) -> bool:
+        return self.validation is not None and self.validation.latency is not None
+
+    @property
     def slower_than_original(self) -> bool:
         """A lossy pipeline (which is meant to buy speed) made the model slower beyond the noise band.
         A lossless one is not judged: its latency change is the machine's noise (cleanup-only runs
@@ -87,7 +91,8 @@ class OptimizeResult:
             # not `if self.validation`: a failed report is falsy, and the failure is what a pipeline must read
             "validation": self.validation.to_dict() if self.validation is not None else None,
             "first_divergent_pass": self.first_divergent_pass,
-            "slower_than_original": self.slower_than_original,
+            # null when no latency was measured (--no-validate): false would read as "checked, not slower"
+            "slower_than_original": self.slower_than_original if self._latency_measured else None,
             "failure": self.failure,
             "warnings": self.warnings,
             "notes": self.notes,

@@ -254,7 +254,7 @@ def test_a_family_option_error_from_flags_does_not_blame_the_recipe(tmp_path, ca
     recipe.write_text("[options]\nstrict = false\n")
     code, io = _main(capsys, DIGITS, tmp_path / "o.onnx", "--recipe", recipe, "--quantize", "dynamic",
                      "--calibration-method", "mse", "-q")
-    assert code == 2 and "--calibration-method applies to --quantize static only" in io.err
+    assert code == 2 and "--calibration-method applies to --quantize static|auto only" in io.err
     assert str(recipe) not in io.err
 
 
@@ -373,3 +373,10 @@ def test_strict_with_a_provider_that_cannot_run_says_so(tmp_path, capsys):
     assert "cuda could not run" in json.loads((tmp_path / "r.json").read_text())["failure"]
     code, io = _main(capsys, "validate", DIGITS, DIGITS, "--providers", "all", "--strict", "-q")
     assert code == 1 and "cuda could not run" in io.err, io.err
+
+
+def test_slower_than_original_is_null_when_no_latency_was_measured(tmp_path, capsys):
+    code, io = _main(capsys, DIGITS, tmp_path / "o.onnx", "--quantize", "dynamic", "--no-validate", "--json")
+    assert code == 0 and json.loads(io.out)["slower_than_original"] is None
+    code, io = _main(capsys, DIGITS, tmp_path / "o.onnx", "--quantize", "dynamic", "--data", EVAL, "--json")
+    assert code in (0, 1) and isinstance(json.loads(io.out)["slower_than_original"], bool)
