@@ -83,7 +83,7 @@ def run(
     checks = _validation_options(options.get("validation"), validation, data=data, atol=atol, rtol=rtol)
     preflight.check_requests(options, checks)
     if dst is not None:
-        io.check_output_path(Path(dst), src=Path(src) if isinstance(src, (str, Path)) else None, overwrite_input=overwrite_input)
+        io.check_output_path(Path(dst), src=Path(src) if isinstance(src, (str, os.PathLike)) else None, overwrite_input=overwrite_input)
     original = io.load(src)  # its external data files are inputs too: no output may replace them
     preflight.check_run_paths(src, dst, options, checks, other_outputs or {}, overwrite_input=overwrite_input,
                  external_data=external_data, recipe=recipe, weights=io.referenced_files(original))
@@ -212,8 +212,8 @@ def validate(original: io.ModelSource, optimized: io.ModelSource, *, options: Va
     """
     checks = _validation_options(None, options, **settings)
     preflight.check_distinct_paths({"HTML report": checks.html}, {
-        "original model": original if isinstance(original, (str, os.PathLike)) else None,
-        "optimized model": optimized if isinstance(optimized, (str, os.PathLike)) else None, "validation data": checks.data})
+        **preflight.model_files(original, "original model"), **preflight.model_files(optimized, "optimized model"),
+        "validation data": checks.data})
     models = preflight.load_runnable(original), preflight.load_runnable(optimized)
     if (changed := preflight.interface_difference(*models)) is not None:
         # the optimized model broke the application's contract: a failed validation with its report

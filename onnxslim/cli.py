@@ -9,6 +9,7 @@ import logging
 import os
 import shlex
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -125,8 +126,10 @@ def _main(argv: list[str]) -> int:
         line = f"internal error: {type(exc).__name__}: {first_line(exc)}"
         report_failure(args, EXIT_INTERNAL, line)
         if os.environ.get("ONNXSLIM_DEBUG") or "-v" in argv or "--verbose" in argv:
-            raise
-        print(f"onnxslim: {line} (rerun with -v for the traceback)", file=sys.stderr)
+            traceback.print_exc()  # and still exit 3: re-raised, Python exited 1, which reads "validation failed"
+            print(f"onnxslim: {line}", file=sys.stderr)
+        else:
+            print(f"onnxslim: {line} (rerun with -v for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
 
 
@@ -184,8 +187,8 @@ def _validate(args: argparse.Namespace, err: Console) -> int:
     _check_report_folder(args.report)
     _check_report_folder(args.html, what="HTML report")
     preflight.check_distinct_paths({"JSON report": args.report, "HTML report": args.html},
-                                   {"original model": args.original, "optimized model": args.optimized,
-                                    "validation data": args.data})
+                                   {**preflight.model_files(args.original, "original model"),
+                                    **preflight.model_files(args.optimized, "optimized model"), "validation data": args.data})
     arm_failure_report(args, VALIDATE_SCHEMA, args.original, args.optimized, args.data, args.html)
     options = validation_cli.options_from_args(args)
     if args.lossy:
@@ -254,6 +257,8 @@ def _scan_prune(args: argparse.Namespace, err: Console) -> int:
     from onnxslim.passes.pruning.scan_report import scan_html, scan_table
 
     _check_report_folder(args.html, what="HTML report")  # written after the scan
+    preflight.check_distinct_paths({"HTML report": args.html}, {**preflight.model_files(args.input, "input model"),
+                                                                "calibration data": args.calibration_data})
     model = api.run(args.input, validate=False).model  # prune as the pass would see the model: after cleanup
     reader = open_reader(args.calibration_data, model, preprocess=args.calibration_preprocess)
     if args.calibration_samples is not None:  # 0 is an error, not "all"

@@ -48,7 +48,7 @@ def check_runnable(original: ir.Model, model: ir.Model, shapes: Mapping[str, tup
     no longer concatenate) is the shape's, said now rather than as every pass rolled back and an
     output that does not load; the original is checked only then, to tell the two apart.
     ``shapes_from``: where the shapes were given: (flag or recipe key, recipe file or None)."""
-    path = src if isinstance(src, (str, Path)) else None
+    path = src if isinstance(src, (str, os.PathLike)) else None
     _check_weights_present(original)
     try:
         check_model(model, runtime=runtime)
@@ -112,6 +112,18 @@ def check_run_paths(src: Any, dst: str | Path | None, options: Mapping[str, Any]
               "calibration cache": options.get("calibration_cache"), "HTML report": checks.html, **other_outputs}
     # the output over the input is io.check_output_path's (allowed with overwrite_input)
     check_distinct_paths(writes, reads, allowed=[("output model", "input model")])
+
+
+def model_files(src: Any, label: str) -> dict[str, Path]:
+    """What a model given as a path reads (``label`` names it: "original model"): the file and its
+    external-data files, for ``check_distinct_paths``: a report written over the weights file left a
+    model without weights (``onnxslim validate m.onnx m.onnx --report w.bin``)."""
+    if not isinstance(src, (str, os.PathLike)):
+        return {}
+    files = {label: Path(src)}
+    if Path(src).is_file():
+        files.update({f"{label}'s external data {path.name}": path for path in sorted(io.referenced_files(io.load(src)))})
+    return files
 
 
 def check_writable_folder(path: str | os.PathLike, *, what: str) -> None:

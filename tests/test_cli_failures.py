@@ -233,3 +233,56 @@ def test_importing_onnxslim_loads_no_runtime():
 def test_submodules_are_attributes_of_the_lazy_package():
     code = "import onnxslim; onnxslim.api.run; onnxslim.io.load; assert not hasattr(onnxslim, 'nope')"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_an_internal_error_is_exit_3_also_with_verbose(tmp_path, capsys, monkeypatch, verbose):
+    # with -v the error was re-raised: Python exited 1, which reads "validation failed"
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli.api, "run", boom)
+    code = cli.main([str(DIGITS), str(tmp_path / "o.onnx"), *(["-v"] if verbose else [])])
+    err = capsys.readouterr().err
+    assert code == 3 and "internal error: RuntimeError: boom" in err and ("Traceback" in err) is verbose, err
+
+
+def _external_model(folder: Path) -> Path:
+    import onnx
+
+    folder.mkdir()
+    proto = onnx.load(str(DIGITS))
+    onnx.save(proto, str(folder / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="w.bin", size_threshold=0)
+    return folder / "m.onnx"
+
+
+def test_reports_never_replace_a_model_s_weights_or_the_scanned_model(tmp_path, capsys):
+    # `validate m.onnx m.onnx --report w.bin` replaced the weights with JSON; scan-prune's --html the model
+    model = _external_model(tmp_path / "ext")
+    weights = (tmp_path / "ext" / "w.bin").read_bytes()
+    for flag in ("--report", "--html"):
+        code, io = _main(capsys, "validate", model, model, flag, tmp_path / "ext" / "w.bin", "-q")
+        assert code == 2 and "would overwrite the original model's external data w.bin" in io.err, io.err
+    assert (tmp_path / "ext" / "w.bin").read_bytes() == weights
+    before = DIGITS.read_bytes()
+    code, io = _main(capsys, "scan-prune", DIGITS, "--calibration-data", MODELS / "digits_calib.npz", "--html", DIGITS, "-q")
+    assert code == 2 and "would overwrite the input model" in io.err and DIGITS.read_bytes() == before, io.err
+
+
+def test_an_os_pathlike_input_is_protected_like_a_path(tmp_path):
+    import onnxslim
+    from onnxslim.errors import OutputPathError
+
+    class Where(os.PathLike):
+        def __init__(self, path):
+            self.path = str(path)
+
+        def __fspath__(self):
+            return self.path
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(DIGITS.read_bytes())
+    with pytest.raises(OutputPathError, match="output path is the input path"):
+        onnxslim.optimize(Where(model), model)
+    assert model.read_bytes() == DIGITS.read_bytes()
