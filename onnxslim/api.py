@@ -85,8 +85,11 @@ def run(
     if dst is not None:
         io.check_output_path(Path(dst), src=Path(src) if isinstance(src, (str, os.PathLike)) else None, overwrite_input=overwrite_input)
     original = io.load(src)  # its external data files are inputs too: no output may replace them
+    # automatic external data is written above 2 GB only: a small model saved over itself does not
+    # write OUT.data (refused when that is the input's weights file, torch's m.onnx.data naming)
+    writes_data = external_data if external_data is not None else io.model_nbytes(original) > io.PROTOBUF_LIMIT
     preflight.check_run_paths(src, dst, options, checks, other_outputs or {}, overwrite_input=overwrite_input,
-                 external_data=external_data, recipe=recipe, weights=io.referenced_files(original))
+                 external_data=writes_data, recipe=recipe, weights=io.referenced_files(original))
     model = original.clone()
     shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
     shapes_from = ("[options] input_shapes", recipe) if input_shapes is None and shapes else ("--input-shape", None)

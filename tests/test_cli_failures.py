@@ -286,3 +286,17 @@ def test_an_os_pathlike_input_is_protected_like_a_path(tmp_path):
     with pytest.raises(OutputPathError, match="output path is the input path"):
         onnxslim.optimize(Where(model), model)
     assert model.read_bytes() == DIGITS.read_bytes()
+
+
+def test_a_small_model_with_torch_named_weights_can_be_optimized_in_place(tmp_path, capsys):
+    # "the output model's external data would overwrite the input model's external data m.onnx.data",
+    # though a small model is saved inline: no m.onnx.data is written
+    import onnx
+
+    proto = onnx.load(str(DIGITS))
+    onnx.save(proto, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.onnx.data", size_threshold=0)
+    code, io = _main(capsys, tmp_path / "m.onnx", tmp_path / "m.onnx", "--overwrite-input", "-q")
+    assert code == 0, io.err
+    assert not any(t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL
+                   for t in onnx.load(str(tmp_path / "m.onnx"), load_external_data=False).graph.initializer)
