@@ -13,7 +13,9 @@ from onnxslim.passes.cleanup.infer_shapes import inferred_shapes
 from onnxslim.passes._constants import fixed_tensor
 
 _HARDSWISH_OPSET = 14
-_FLOAT_TYPES = {ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16}
+_FLOAT_TYPES = {ir.DataType.FLOAT, ir.DataType.FLOAT16}
+"""What ONNX Runtime's CPU provider has HardSigmoid/HardSwish kernels for (not double: a fused
+float64 model did not load and the pass was rolled back)."""
 
 
 def _scalar(value: ir.Value | None) -> float | None:

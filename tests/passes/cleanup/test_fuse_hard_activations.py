@@ -59,3 +59,10 @@ def test_hardsigmoid_with_constant_first():
 def test_other_constants_are_left_alone():
     model = make_model(PADDLE_HARDSWISH.format(opset=14, divisor="5.0"))
     assert not FuseHardActivations()(model).modified
+
+
+def test_double_stays_decomposed():
+    # ONNX Runtime's CPU provider has no double HardSigmoid/HardSwish: the fused model did not load
+    model = make_model(HARDSIGMOID.replace("float", "double"))
+    result = FuseHardActivations()(model)
+    assert not result.modified and "HardSigmoid" not in op_types(result.model)
