@@ -68,6 +68,50 @@ class _NeutralOperand(RewriteRuleClassBase):
         return op.Identity(x)
 
 
+class _SameShapeReshape(RewriteRuleClassBase):
+    """``Reshape(x, shape)`` whose constant target is x's own shape: each dim equal to x's, or 0
+    (copy, without allowzero), and at most one -1 standing for the one dim left (torch's
+    ``x.reshape(-1)`` of a 1-D tensor)."""
+
+    def pattern(self, op, x, shape):
+        return op.Reshape(x, shape, _allow_other_attributes=True, _outputs=["out"])
+
+    def check(self, context, x, shape, out, **_) -> MatchResult:
+        result = MatchResult()
+        target = fixed_tensor(shape)
+        if target is None or x.shape is None:
+            return result.fail("target not constant, or the input's rank unknown")
+        copy_ok = not out.producer().attributes.get_int("allowzero", 0)
+        dims, wanted = list(x.shape), [int(d) for d in target.numpy().ravel()]
+        if len(wanted) != len(dims):
+            return result.fail("another rank")
+        matched = [w == d if isinstance(d, int) else False for w, d in zip(wanted, dims)]
+        copied = [w == 0 and copy_ok for w in wanted]
+        rest = [i for i, (m, c) in enumerate(zip(matched, copied)) if not (m or c)]
+        if len(rest) > 1 or (rest and wanted[rest[0]] != -1):
+            return result.fail("not the input's own shape")
+        return result
+
+    def rewrite(self, op, x, **_):
+        return op.Identity(x)
+
+
+class _WhereOfNot(RewriteRuleClassBase):
+    """``Where(Not(c), a, b)`` -> ``Where(c, b, a)`` (torch's masked_fill exports)."""
+
+    def pattern(self, op, c, a, b):
+        return op.Where(op.Not(c, _outputs=["negated"]), a, b)
+
+    def check(self, context, c, a, b, negated, **_) -> MatchResult:
+        result = MatchResult()
+        if len(negated.uses()) != 1 or negated.is_graph_output():
+            return result.fail("the negated condition is read elsewhere")
+        return result
+
+    def rewrite(self, op, c, a, b, **_):
+        return op.Where(c, b, a)
+
+
 _NEUTRAL_RULES = tuple(
     type(f"_{op}By{neutral:g}", (_NeutralOperand,), {"op_type": op, "neutral": neutral}).rule()
     for op, neutral in (("Mul", 1.0), ("Div", 1.0), ("Add", 0.0), ("Sub", 0.0))
@@ -83,6 +127,8 @@ _RULES = (
     reshape_reshape_rule,
     transpose_transpose_rule,
     unsqueeze_unsqueeze_rule,
+    _SameShapeReshape.rule(),
+    _WhereOfNot.rule(),
 )
 
 

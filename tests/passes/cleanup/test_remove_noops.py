@@ -2,7 +2,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.passes.cleanup.remove_noops import RemoveNoops
-from tests.helpers import assert_same_outputs, check_full, make_model, op_types, rng
+from tests.helpers import assert_same_outputs, check_full, make_model, op_types, rng, run_ort
 
 NOOPS = """
 <ir_version: 8, opset_import: ["" : 13]>
@@ -151,3 +151,43 @@ def test_identity_between_inner_values_is_removed_in_a_branch():
     x = rng().standard_normal((2, 8)).astype(np.float32)
     for flag in (True, False):
         assert_same_outputs(before, result.model, {"x": x, "flag": np.array(flag)})
+
+
+RESHAPE_SELF = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N] x, float[N, 4] m) => (float[N] y, float[N, 4] z, float[N, 2, 2] w) {
+    t = Constant <value = int64[1] {-1}> ()
+    a = Relu (x)
+    y = Reshape (a, t)
+    keep = Constant <value = int64[2] {0, 4}> ()
+    b = Relu (m)
+    z = Reshape (b, keep)
+    split = Constant <value = int64[3] {0, 2, 2}> ()
+    w = Reshape (b, split)
+}"""
+
+
+def test_a_reshape_to_the_input_s_own_shape_goes():
+    # torch's x.reshape(-1) of a 1-D tensor, and Reshape(x, [0, 4]) of an [N, 4]: no-ops kept before
+    model = make_model(RESHAPE_SELF)
+    feeds = {"x": rng(0).standard_normal(5).astype(np.float32), "m": rng(1).standard_normal((5, 4)).astype(np.float32)}
+    before = run_ort(model, feeds)
+    result = RemoveNoops()(model.clone())
+    assert op_types(result.model).count("Reshape") == 1  # [N, 4] -> [N, 2, 2] is a real reshape
+    for got, want in zip(run_ort(result.model, feeds), before):
+        np.testing.assert_array_equal(got, want)
+    assert [v.name for v in result.model.graph.outputs] == ["y", "z", "w"]
+
+
+def test_where_of_not_swaps_its_branches():
+    model = make_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (bool[N, 4] c, float[N, 4] a, float[N, 4] b) => (float[N, 4] y) {
+            n = Not (c)
+            y = Where (n, a, b)
+        }""")
+    r = rng(2)
+    feeds = {"c": r.integers(0, 2, (3, 4)).astype(bool), "a": r.standard_normal((3, 4)).astype(np.float32),
+             "b": r.standard_normal((3, 4)).astype(np.float32)}
+    before = run_ort(model, feeds)[0]
+    result = RemoveNoops()(model.clone())
+    assert op_types(result.model) == ["Where"]
+    np.testing.assert_array_equal(run_ort(result.model, feeds)[0], before)
