@@ -132,6 +132,34 @@ _RULES = (
 )
 
 
+def flatten_concats(model: ir.Model) -> bool:
+    """``Concat(a, Concat(b, c), d)`` on one axis -> ``Concat(a, b, c, d)`` when the inner Concat
+    is read only there (torch's UNet skip connections, interpolate exports); whether any changed."""
+    modified = False
+    for node in list(model.graph):
+        if node.op_type != "Concat" or node.domain not in ("", "ai.onnx") or node.graph is None:
+            continue
+        axis = node.attributes.get_int("axis", 0)
+        inputs, spliced = [], False
+        for value in node.inputs:
+            inner = value.producer() if value is not None else None
+            if (inner is not None and inner.op_type == "Concat" and inner.domain in ("", "ai.onnx")
+                    and inner.graph is node.graph and inner.attributes.get_int("axis", 0) == axis
+                    and len(value.uses()) == 1 and not value.is_graph_output()):
+                inputs += list(inner.inputs)
+                spliced = True
+            else:
+                inputs.append(value)
+        if spliced:
+            node.resize_inputs(len(inputs))
+            for index, value in enumerate(inputs):
+                node.replace_input_with(index, value)
+            modified = True
+    if modified:
+        ir.passes.common.RemoveUnusedNodesPass()(model)
+    return modified
+
+
 def eliminate_identities(model: ir.Model) -> bool:
     """Removes Identity nodes in all graphs; whether any went.
 
@@ -177,6 +205,7 @@ class RemoveNoops(Pass):
         with inferred_shapes(model):  # the rules decide on dtypes and shapes
             for _ in range(_MAX_ROUNDS):  # merged Transposes become Identity, which the next round removes
                 changed = eliminate_identities(model)
+                changed |= flatten_concats(model)
                 changed |= apply_rules(model, _RULES).modified
                 changed |= apply_rules(model, _NEUTRAL_RULES, commute=True).modified
                 modified |= changed

@@ -191,3 +191,25 @@ def test_where_of_not_swaps_its_branches():
     result = RemoveNoops()(model.clone())
     assert op_types(result.model) == ["Where"]
     np.testing.assert_array_equal(run_ort(result.model, feeds)[0], before)
+
+
+def test_a_concat_of_a_concat_on_the_same_axis_is_one_concat():
+    model = make_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 2] a, float[N, 3] b, float[N, 4] c) => (float[N, 9] y, float[N, 9] kept, float[N, 5] other) {
+            inner = Concat <axis = 1> (b, c)
+            y = Concat <axis = 1> (a, inner)
+            other = Concat <axis = 1> (a, b)
+            kept = Concat <axis = 1> (other, a, a)
+            rows = Concat <axis = 0> (c, c)
+            cols = Concat <axis = 1> (rows, rows)
+        }""")
+    r = rng(3)
+    feeds = {"a": r.standard_normal((2, 2)).astype(np.float32), "b": r.standard_normal((2, 3)).astype(np.float32),
+             "c": r.standard_normal((2, 4)).astype(np.float32)}
+    before = run_ort(model, feeds)
+    result = RemoveNoops()(model.clone())
+    concats = [n for n in result.model.graph if n.op_type == "Concat"]
+    # `inner` is spliced; `other` is a graph output and stays; rows/cols (another axis) are dead code
+    assert [len(n.inputs) for n in concats] == [3, 2, 3], [len(n.inputs) for n in concats]
+    for got, want in zip(run_ort(result.model, feeds), before):
+        np.testing.assert_array_equal(got, want)
