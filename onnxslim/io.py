@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import onnx
 import onnx_ir as ir
 
 from onnxslim.errors import ExternalDataError, first_line, ModelLoadError, OutputPathError
-from onnxslim.proto import (arrays_from_proto, external_data_loaded, load_external_attributes, own_tensors,
-                            PLACEHOLDER_LOCATION)
+from onnxslim.proto import (arrays_from_proto, densify_sparse, external_data_loaded, external_tensors, has_sparse,
+                            load_external_attributes, map_typed_value, own_tensors, PLACEHOLDER_LOCATION,
+                            proto_graphs, proto_nodes, type_text)
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +32,16 @@ def load(src: ModelSource) -> ir.Model:
     A ModelProto or onnx-ir model is the caller's: the result shares nothing with it that a pass
     could change (the input is never modified), only the weights' values."""
     if isinstance(src, ir.Model):
+        _check_in_memory_external(src, "<onnx_ir.Model>")
         model = src.clone()
         own_tensors(model)
     elif isinstance(src, onnx.ModelProto):
         _require_graph(src, "<ModelProto>")
-        model = ir.serde.deserialize_model(src)
+        if has_sparse(src):  # densified in a copy: the caller's proto is never modified
+            src = _copy(src)
+        _prepare(src, "<ModelProto>")
+        model = _deserialize(src, "<ModelProto>")
+        _check_in_memory_external(model, "<ModelProto>")
         own_tensors(model)
     else:
         model = _load_path(Path(src))
@@ -70,15 +77,53 @@ def _load_path(path: Path) -> ir.Model:
         raise ModelLoadError(f"not a valid ONNX model (truncated or not ONNX): {first_line(exc)}", path=path) from None
     _require_graph(proto, path)
     _check_external_locations(proto, path)
+    _prepare(proto, path)
     try:
         onnx.checker.check_model(_skeleton(proto))
     except Exception as exc:
         raise ModelLoadError(f"model is malformed: {first_line(exc)}", path=path) from None
-    model = ir.serde.deserialize_model(proto)
+    model = _deserialize(proto, path)
     ir.external_data.set_base_dir(model.graph, str(path.parent))
     load_external_attributes(model)
     arrays_from_proto(model)
     return model
+
+
+def _prepare(proto: onnx.ModelProto, path: object) -> None:
+    """Refuses what onnx-ir would drop or cannot read, naming it; makes sparse tensors dense (in
+    place: ``proto`` is ours)."""
+    if proto.training_info:
+        raise ModelLoadError("training_info is not supported: onnxslim optimizes the inference graph, and the "
+                             f"model's {len(proto.training_info)} training algorithm(s) would be dropped from the "
+                             "output; remove training_info first", path=path)
+    info = map_typed_value(proto)
+    if info is not None:
+        raise ModelLoadError(f"value {info.name!r} has type {type_text(info.type)}: map types are not supported "
+                             "(onnx-ir cannot represent them; export a scikit-learn classifier without ZipMap: "
+                             "skl2onnx's zipmap=False option)", path=path)
+    try:
+        densify_sparse(proto)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc), path=path) from None
+
+
+def _deserialize(proto: onnx.ModelProto, path: object) -> ir.Model:
+    """onnx-ir's model, or a ModelLoadError saying what it could not read (its own error wraps the
+    reason in one "Error calling ..." per level: the innermost is the one worth a line)."""
+    try:
+        return ir.serde.deserialize_model(proto)
+    except Exception as exc:  # SerdeError, NotImplementedError, ValueError: onnx-ir's refusals of the model
+        cause = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        reason = first_line(cause).split(" Please contribute")[0]
+        raise ModelLoadError(f"onnx-ir cannot read the model: {reason}", path=path) from None
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    copied = onnx.ModelProto()
+    copied.CopyFrom(proto)
+    return copied
 
 
 def _skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -102,7 +147,23 @@ def _skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
             tensor.ClearField("data_location")
             tensor.ClearField("dims")
             tensor.dims.append(0)
+    _canonical_proto_domains(skeleton)
     return skeleton
+
+
+def _canonical_proto_domains(proto: onnx.ModelProto) -> None:
+    """``canonical_domains`` on a proto (the checker's copy): the checker looks ``ai.onnx`` nodes up as
+    a domain of its own and finds no MatMul there, though the spec (and ONNX Runtime) allows it."""
+    for opsets in [proto.opset_import, *(function.opset_import for function in proto.functions)]:
+        versions = {opset.domain: opset.version for opset in opsets}
+        if "ai.onnx" in versions:
+            merged = max(versions.pop("ai.onnx"), versions.get("", 0))
+            versions[""] = merged
+            del opsets[:]
+            opsets.extend(onnx.helper.make_opsetid(domain, version) for domain, version in versions.items())
+    for node in proto_nodes(proto):
+        if node.domain == "ai.onnx":
+            node.domain = ""
 
 
 def _require_graph(proto: onnx.ModelProto, path: object) -> None:
@@ -124,20 +185,97 @@ def _iter_tensor_protos(graph: onnx.GraphProto):
 
 
 def _check_external_locations(proto: onnx.ModelProto, path: Path) -> None:
+    """Every tensor stored externally (initializers, Constant values, anywhere) names a file inside
+    the model's folder that holds its bytes: a truncated or short file fails here, naming the tensor,
+    not when a pass or ONNX Runtime first reads it."""
     folder = path.parent.resolve()
-    for tensor in _iter_tensor_protos(proto.graph):
+    for tensor in _model_tensor_protos(proto):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        entries = {e.key: e.value for e in tensor.external_data}
         where = f"tensor {tensor.name!r}"
-        if not location or Path(location).is_absolute() or ".." in Path(location).parts:
-            raise ExternalDataError(f"external data location {location!r} leaves the model's folder", path=path, where=where)
-        target = (folder / location).resolve()
-        if folder not in target.parents:
-            raise ExternalDataError(f"external data location {location!r} leaves the model's folder", path=path, where=where)
-        if not target.is_file():
-            raise ExternalDataError(f"external data file {location!r} is missing", path=path, where=where)
+        location = entries.get("location", "")
+        target = _inside(folder, location, path=path, where=where, base="the model's folder")
+        if target == path.resolve():
+            raise ExternalDataError(f"external data location {location!r} is the model file itself", path=path, where=where)
+        try:
+            offset, length = (int(entries[key]) if key in entries else None for key in ("offset", "length"))
+        except ValueError:
+            raise ExternalDataError(f"external data offset or length is not an integer: {entries}", path=path,
+                                    where=where) from None
+        _check_extent(target, location, offset or 0, length, _proto_nbytes(tensor), path=path, where=where)
 
+
+def _check_in_memory_external(model: ir.Model, label: str) -> None:
+    """``_check_external_locations`` for an in-memory model's tensors still stored externally (read
+    relative to their base folder, the working folder when none was set): the same refusals as for
+    a path, absolute and ``..`` locations included."""
+    for tensor, where in external_tensors(model):
+        base = Path(tensor.base_dir or ".").resolve()
+        target = _inside(base, tensor.location, path=label, where=where,
+                         base=f"its base folder {str(tensor.base_dir)!r}" if tensor.base_dir else "the working folder",
+                         missing=f"not found (looked in {base}); load the model with its weights (onnx.load "
+                                 "without load_external_data=False) or pass its path")
+        _check_extent(target, tensor.location, tensor.offset or 0, tensor.length, _ir_nbytes(tensor),
+                      path=label, where=where)
+
+
+def _inside(folder: Path, location: str, *, path: object, where: str, base: str, missing: str = "is missing") -> Path:
+    """The file ``location`` names, refused unless it is a file inside ``folder``."""
+    leaves = ExternalDataError(f"external data location {location!r} leaves {base}", path=path, where=where)
+    if not location or Path(location).is_absolute() or ".." in Path(location).parts:
+        raise leaves
+    target = (folder / location).resolve()
+    if folder not in target.parents:
+        raise leaves
+    if not target.exists():
+        raise ExternalDataError(f"external data file {location!r} {missing}", path=path, where=where)
+    if not target.is_file():
+        raise ExternalDataError(f"external data location {location!r} is not a file", path=path, where=where)
+    return target
+
+
+def _check_extent(target: Path, location: str, offset: int, length: int | None, nbytes: int | None, *,
+                  path: object, where: str) -> None:
+    """The bytes the tensor reads (``length`` from ``offset``, or its own size when no length is
+    given) lie inside the file, and ``length`` covers the tensor."""
+    size = target.stat().st_size
+    if offset < 0 or (length is not None and length < 0):
+        raise ExternalDataError(f"external data offset {offset} or length {length} is negative", path=path, where=where)
+    if length is not None and nbytes is not None and length < nbytes:
+        raise ExternalDataError(f"external data length {length} is smaller than the tensor ({nbytes} bytes)",
+                                path=path, where=where)
+    needed = length if length is not None else nbytes
+    if needed is not None and offset + needed > size:
+        raise ExternalDataError(f"external data file {location!r} is too short ({size} bytes) for bytes {offset} to "
+                                f"{offset + needed} (truncated, or a wrong offset or length)", path=path, where=where)
+
+
+def _proto_nbytes(tensor: onnx.TensorProto) -> int | None:
+    """The tensor's size in bytes from its dims and type; None for strings and unknown types."""
+    try:
+        dtype = ir.DataType(tensor.data_type)
+        return math.ceil(dtype.itemsize * math.prod(tensor.dims))
+    except (ValueError, TypeError):
+        return None
+
+
+def _ir_nbytes(tensor: ir.ExternalTensor) -> int | None:
+    try:
+        return tensor.nbytes
+    except (ValueError, TypeError):
+        return None
+
+
+def _model_tensor_protos(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Initializers and tensor attributes of every graph, subgraph and function body."""
+    for graph in proto_graphs(proto):
+        yield from graph.initializer
+    for node in proto_nodes(proto):
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
 
 
 def model_nbytes(model: ir.Model) -> int:
@@ -177,15 +315,22 @@ def save(model: ir.Model, dst: str | os.PathLike, *, external_data: bool | None 
     refers to another model's files.
     """
     dst = Path(dst)
+    if dst.is_dir():
+        raise OutputPathError("output path is a folder", path=dst)
+    if not dst.parent.is_dir():
+        raise OutputPathError("output folder does not exist", path=dst)
     if external_data is None:
         external_data = model_nbytes(model) > PROTOBUF_LIMIT
     data_name = dst.name + ".data"
     if external_data and (dst.parent / data_name).resolve() in referenced_files(model):
         raise OutputPathError(f"external data file {data_name!r} is read by the model being saved", path=dst)
-    if external_data:
-        _save_pair(model, dst, data_name)
-    else:
-        _save_inline(model, dst)
+    try:
+        if external_data:
+            _save_pair(model, dst, data_name)
+        else:
+            _save_inline(model, dst)
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:  # the folder changed meanwhile
+        raise OutputPathError(f"cannot write the model: {exc.strerror or first_line(exc)}", path=dst) from None
     logger.info("wrote %s", dst)
     return dst
 

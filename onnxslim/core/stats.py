@@ -6,6 +6,7 @@ import dataclasses
 from collections import Counter
 from typing import Iterator
 
+import numpy as np
 import onnx_ir as ir
 
 
@@ -22,15 +23,42 @@ def iter_nodes(graph: ir.Graph) -> Iterator[ir.Node]:
 
 
 def iter_weights(model: ir.Model) -> Iterator[tuple[str, ir.TensorProtocol]]:
-    """Initializers and the tensors of Constant nodes (Paddle exports carry weights that way)."""
-    for name, value in model.graph.initializers.items():
-        if value.const_value is not None:
-            yield name, value.const_value
-    for node in iter_nodes(model.graph):
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            attr = node.attributes.get("value")
-            if attr is not None and attr.type == ir.AttributeType.TENSOR:
-                yield node.outputs[0].name or node.name or "", attr.value
+    """Initializers and the values of Constant nodes (Paddle exports carry weights that way), in
+    every graph: the main graph, If/Loop/Scan bodies and the model's functions. A Constant's value
+    in any of its forms (``value``, ``value_floats``, ``value_int``, ...) counts: fold-constants
+    lifts them into initializers, which must not read as weights appearing or vanishing."""
+    graphs = [*model.graphs()]
+    for function in model.functions.values():
+        graphs.extend([function.graph, *function.graph.subgraphs()])
+    for graph in graphs:
+        for name, value in graph.initializers.items():
+            if value.const_value is not None:
+                yield name, value.const_value
+        for node in graph:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                tensor = constant_tensor(node)
+                if tensor is not None:
+                    yield node.outputs[0].name or node.name or "", tensor
+
+
+_LISTS = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
+
+
+def constant_tensor(node: ir.Node) -> ir.TensorProtocol | None:
+    """The value of a Constant node as a tensor, whichever attribute holds it (None for a reference
+    to a function attribute)."""
+    for name, attr in node.attributes.items():
+        if attr.is_ref():
+            continue
+        if name == "value" and attr.type == ir.AttributeType.TENSOR:
+            return attr.value
+        if name in _LISTS:
+            return ir.tensor(np.array(attr.value, dtype=_LISTS[name]), name=name)
+        if name in ("value_string", "value_strings"):
+            strings = [attr.value] if name == "value_string" else list(attr.value)
+            array = np.array([s.encode() if isinstance(s, str) else s for s in strings], dtype=object)
+            return ir.StringTensor(array.reshape(()) if name == "value_string" else array)
+    return None
 
 
 def count_nodes(model: ir.Model) -> int:
