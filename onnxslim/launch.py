@@ -1,5 +1,6 @@
 """The console script's entry: the command-line module imports onnx and onnxruntime, which takes a
-second; a Ctrl-C then ends with one line and exit 130, as it does once the command runs."""
+second; a Ctrl-C then (or in the instant before the command's own handler is in place) ends with
+one line and exit 130, as it does once the command runs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import sys
 def main() -> int:
     try:
         from onnxslim.cli import main as run_command
+
+        return run_command()
     except KeyboardInterrupt:
         print("onnxslim: interrupted", file=sys.stderr)
         return 130
-    return run_command()
