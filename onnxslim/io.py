@@ -43,8 +43,10 @@ def load(src: ModelSource) -> ir.Model:
         model = _deserialize(src, "<ModelProto>")
         _check_in_memory_external(model, "<ModelProto>")
         own_tensors(model)
-    else:
+    elif isinstance(src, (str, os.PathLike)):
         model = _load_path(Path(src))
+    else:  # bytes, None...: a bare TypeError from deep inside otherwise
+        raise ModelLoadError(f"expected a path, an onnx.ModelProto or an onnx_ir.Model, got {type(src).__name__}")
     return canonical_domains(model)
 
 
@@ -279,7 +281,9 @@ def _model_tensor_protos(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
 
 
 def model_nbytes(model: ir.Model) -> int:
-    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    """Bytes of the weights in every graph (If/Loop bodies too: they count toward protobuf's 2 GB)."""
+    return sum(v.const_value.nbytes for graph in model.graphs() for v in graph.initializers.values()
+               if v.const_value is not None)
 
 
 def referenced_files(model: ir.Model) -> set[Path]:

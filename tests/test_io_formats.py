@@ -265,3 +265,24 @@ def test_save_names_a_missing_folder_or_a_folder_path(tmp_path):
     with pytest.raises(OutputPathError, match=rf"^{tmp_path}: output path is a folder"):
         onnxslim.save(model, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_source_that_is_no_model_is_a_typed_error():
+    import onnxslim
+    from onnxslim.errors import ModelLoadError
+
+    for source in (b"\x08\x07", None, 3):
+        with pytest.raises(ModelLoadError, match="expected a path, an onnx.ModelProto or an onnx_ir.Model"):
+            onnxslim.optimize(source)
+
+
+def test_the_size_that_decides_external_data_counts_subgraph_weights():
+    from onnxslim import io
+    from tests.helpers import make_model
+
+    model = make_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (bool c, float[4] x) => (float[4] y) {
+            y = If (c) <then_branch = t () => (float[4] a) { a = Identity (x) },
+                        else_branch = e () => (float[4] b) <float[4] w = {1.0, 2.0, 3.0, 4.0}> { b = Mul (x, w) }>
+        }""")
+    assert io.model_nbytes(model) == 16
