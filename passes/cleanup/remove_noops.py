@@ -160,6 +160,46 @@ def flatten_concats(model: ir.Model) -> bool:
     return modified
 
 
+_INITIAL_STATES = {"LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}
+"""Input positions of the initial hidden (and cell) state, whose default, when omitted, is zeros."""
+
+
+def drop_zero_initial_states(model: ir.Model) -> bool:
+    """An LSTM/GRU/RNN initial state built as zeros (torch's export: ConstantOfShape(0) of a shape
+    computed from the input, or Expand of a zero) becomes the omitted input, whose default is the
+    same zeros; the shape chain that built it then goes as dead code. Whether any changed."""
+    modified = False
+    for node in list(model.graph):
+        if node.op_type not in _INITIAL_STATES or node.domain not in ("", "ai.onnx"):
+            continue
+        for index in _INITIAL_STATES[node.op_type]:
+            if index < len(node.inputs) and _all_zeros(node.inputs[index]):
+                node.replace_input_with(index, None)
+                modified = True
+        while node.inputs and node.inputs[-1] is None:  # trailing omitted inputs are left out
+            node.resize_inputs(len(node.inputs) - 1)
+    if modified:
+        ir.passes.common.RemoveUnusedNodesPass()(model)
+    return modified
+
+
+def _all_zeros(value: ir.Value | None) -> bool:
+    if value is None or value.is_graph_input():
+        return False
+    tensor = fixed_tensor(value)
+    if tensor is not None:
+        return not np.any(tensor.numpy())
+    producer = value.producer()
+    if producer is None or producer.domain not in ("", "ai.onnx"):
+        return False
+    if producer.op_type == "ConstantOfShape":
+        fill = producer.attributes.get("value")
+        return fill is None or not np.any(fill.as_tensor().numpy())
+    if producer.op_type == "Expand":
+        return _all_zeros(producer.inputs[0])
+    return False
+
+
 def eliminate_identities(model: ir.Model) -> bool:
     """Removes Identity nodes in all graphs; whether any went.
 
@@ -206,6 +246,7 @@ class RemoveNoops(Pass):
             for _ in range(_MAX_ROUNDS):  # merged Transposes become Identity, which the next round removes
                 changed = eliminate_identities(model)
                 changed |= flatten_concats(model)
+                changed |= drop_zero_initial_states(model)
                 changed |= apply_rules(model, _RULES).modified
                 changed |= apply_rules(model, _NEUTRAL_RULES, commute=True).modified
                 modified |= changed

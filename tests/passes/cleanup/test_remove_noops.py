@@ -213,3 +213,32 @@ def test_a_concat_of_a_concat_on_the_same_axis_is_one_concat():
     assert [len(n.inputs) for n in concats] == [3, 2, 3], [len(n.inputs) for n in concats]
     for got, want in zip(run_ort(result.model, feeds), before):
         np.testing.assert_array_equal(got, want)
+
+
+def _lstm(fill: float):
+    r = rng(4)
+    return make_model(f"""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[T, N, 3] x) => (float[T, 1, N, 5] y) {{
+            s = Shape (x)
+            i = Constant <value = int64[1] {{1}}> ()
+            n = Gather <axis = 0> (s, i)
+            one = Constant <value = int64[1] {{1}}> ()
+            five = Constant <value = int64[1] {{5}}> ()
+            dims = Concat <axis = 0> (one, n, five)
+            h0 = ConstantOfShape <value = float[1] {{{fill}}}> (dims)
+            c0 = ConstantOfShape <value = float[1] {{{fill}}}> (dims)
+            y, yh, yc = LSTM <hidden_size = 5> (x, w, rr, b, , h0, c0)
+        }}""", initializers={"w": r.standard_normal((1, 20, 3)).astype(np.float32),
+                             "rr": r.standard_normal((1, 20, 5)).astype(np.float32),
+                             "b": r.standard_normal((1, 40)).astype(np.float32)})
+
+
+def test_zero_initial_states_of_an_lstm_are_its_default():
+    # torch's export builds h0/c0 = zeros from the input's shape: 6-11 nodes onnxsim drops and we kept
+    model = _lstm(0.0)
+    result = RemoveNoops()(model.clone())
+    assert op_types(result.model) == ["LSTM"] and len(next(iter(result.model.graph)).inputs) == 4
+    for batch in (1, 3):
+        feeds = {"x": rng(batch).standard_normal((4, batch, 3)).astype(np.float32)}
+        np.testing.assert_allclose(run_ort(result.model, feeds)[0], run_ort(model, feeds)[0], rtol=1e-6, atol=1e-6)
+    assert not RemoveNoops()(_lstm(0.5)).modified  # a nonzero initial state is no default
