@@ -8,6 +8,7 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import count_nodes
+from onnxslim.passes._contract import declared_io, restore_declared_io
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,21 +32,10 @@ class EliminateCommonSubexpressions(Pass):
 
     def call(self, model: ir.Model) -> PassResult:
         before = count_nodes(model)
-        declared = {v.name: (v.type, v.shape) for v in model.graph.outputs}
+        # a graph output merged into an earlier duplicate takes that value, which may carry no type or
+        # shape: rolled back for "output 'b' dtype changed FLOAT -> None", losing every other merge
+        declared = declared_io(model.graph)
         modified = ir.passes.common.CommonSubexpressionEliminationPass(size_limit=self.config.size_limit)(model).modified
         modified |= ir.passes.common.RemoveUnusedNodesPass()(model).modified
-        _keep_declared_outputs(model.graph, declared)
+        restore_declared_io(model.graph, declared)
         return PassResult(model, modified=modified, stats={"nodes_removed": before - count_nodes(model)})
-
-
-def _keep_declared_outputs(graph: ir.Graph, declared: dict) -> None:
-    """A graph output merged into an earlier duplicate takes that value, which may carry no type or
-    shape (an intermediate without value_info): the output's declared type and shape are its
-    contract (the pass was rolled back for "output 'b' dtype changed FLOAT -> None")."""
-    for value in graph.outputs:
-        if value.name in declared:
-            kind, shape = declared[value.name]
-            if value.type is None and kind is not None:
-                value.type = kind
-            if value.shape is None and shape is not None:
-                value.shape = shape.copy()

@@ -10,6 +10,7 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import refusal
+from onnxslim.passes._contract import declared_io, restore_declared_io
 from onnxslim.passes.quantization.fp16_constants import own_float_constants
 from onnxslim.passes.quantization.fp16_range import FLOAT16_MAX, RANGE_HEADROOM, out_of_range_nodes
 from onnxslim.passes.quantization.ort_tools import float_weight_bytes, in_scratch_folder, replace_contents, to_proto
@@ -72,14 +73,14 @@ class ConvertFp16(Pass):
         if (reason := _blocked_in_branch(model, set(blocked_ops), set(blocked_nodes))) is not None:
             return PassResult(model, modified=False, stats={"skipped": 1},
                               details=[{"skipped": reason}, {"warning": f"model left float32: {reason}"}])
-        io_shapes = {value.name: value.shape for value in (*model.graph.inputs, *model.graph.outputs)}
+        declared = declared_io(model.graph)
         unmatched = _unmatched_keep_float(model, self.config.keep_float)  # before the converter renames
         with in_scratch_folder():
             converted = convert_float_to_float16(_converter_input(model), keep_io_types=True,
                                                  op_block_list=blocked_ops, node_block_list=blocked_nodes)
         merged = _merge_duplicate_casts(converted.graph)
         replace_contents(model, _retyped(converted))
-        _restore_io_shapes(model.graph, io_shapes)
+        restore_declared_io(model.graph, declared)  # shape inference wrote a symbolic batch as 1
         removed = merged + _tidy_casts(model.graph)
         reasons = {node.name: reason for node, reason in out_of_range.items()}
         kept = [{"node": n.name, "op": n.op_type,
@@ -236,15 +237,6 @@ def _retyped(proto: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(proto)
     except Exception:  # > 2 GB or an op onnx cannot infer: types of intermediates stay unknown
         return proto
-
-
-def _restore_io_shapes(graph: ir.Graph, shapes: dict[str, ir.Shape | None]) -> None:
-    """Shape inference (the converter's and ours) writes what it infers into the graph outputs: a
-    symbolic ``batch`` becomes 1 once the input shape was fixed. The I/O contract is the source's."""
-    for value in (*graph.inputs, *graph.outputs):
-        if value.name in shapes:
-            shape = shapes[value.name]
-            value.shape = shape.copy() if shape is not None else None
 
 
 def _tidy_casts(graph: ir.Graph) -> int:

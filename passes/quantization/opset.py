@@ -27,6 +27,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.errors import first_line
+from onnxslim.passes._contract import declared_io, restore_declared_io
 from onnxslim.passes.cleanup.fuse_hard_activations import FuseHardActivations
 from onnxslim.passes.quantization.plan import is_hardswish_gate
 from onnxslim.proto import external_data_loaded
@@ -107,8 +108,8 @@ def _keep_declared_io(source: ir.Graph, converted: ir.Graph) -> str | None:
     if (len(source.inputs), len(source.outputs)) != (len(converted.inputs), len(converted.outputs)) or \
             any(old.name != new.name for old, new in pairs):
         return "onnx's version converter changed the graph's inputs or outputs"
+    restore_declared_io(converted, declared_io(source))
     for old, new in pairs:
-        new.type, new.shape = old.type, old.shape.copy() if old.shape is not None else None
         new.doc_string = old.doc_string
         new.metadata_props.clear()
         new.metadata_props.update(old.metadata_props)
