@@ -207,17 +207,18 @@ def optimize(src: io.ModelSource, dst: str | Path | None = None, **options: Any)
 
 
 def validate(original: io.ModelSource, optimized: io.ModelSource, *, options: ValidationOptions | None = None,
-             **settings: Any) -> ValidationReport:
+             other_outputs: Mapping[str, str | os.PathLike | None] | None = None, **settings: Any) -> ValidationReport:
     """Compares two models on ONNX Runtime; the result is truthy when they agree.
 
     Settings are ValidationOptions fields (``data``, ``atol``, ``providers``, ``input_shapes``...);
-    with ``html`` set, the HTML report is written there.
+    with ``html`` set, the HTML report is written there. ``other_outputs``: files the caller will
+    write ({"JSON report": path}), refused like the HTML report over a model, its weights or the data.
     """
     checks = _validation_options(None, options, **settings)
-    preflight.check_distinct_paths({"HTML report": checks.html}, {
-        **preflight.model_files(original, "original model"), **preflight.model_files(optimized, "optimized model"),
-        "validation data": checks.data})
-    models = preflight.load_runnable(original), preflight.load_runnable(optimized)
+    models = preflight.load_runnable(original), preflight.load_runnable(optimized)  # reads only
+    preflight.check_distinct_paths({"HTML report": checks.html, **(other_outputs or {})}, {
+        **preflight.model_files(original, "original model", models[0]),
+        **preflight.model_files(optimized, "optimized model", models[1]), "validation data": checks.data})
     if (changed := preflight.interface_difference(*models)) is not None:
         # the optimized model broke the application's contract: a failed validation with its report
         report = ValidationReport(passed=False, outputs=[], samples=0, tolerances=checks.thresholds(), contract=changed)

@@ -186,14 +186,13 @@ def _optimize(args: argparse.Namespace, err: Console) -> int:
 def _validate(args: argparse.Namespace, err: Console) -> int:
     _check_report_folder(args.report)
     _check_report_folder(args.html, what="HTML report")
-    preflight.check_distinct_paths({"JSON report": args.report, "HTML report": args.html},
-                                   {**preflight.model_files(args.original, "original model"),
-                                    **preflight.model_files(args.optimized, "optimized model"), "validation data": args.data})
+    # the paths' checks (over the models, their weights, the data) are api.validate's, before any work;
+    # an armed failure report is never written over a file that is not an onnxslim report
     arm_failure_report(args, VALIDATE_SCHEMA, args.original, args.optimized, args.data, args.html)
     options = validation_cli.options_from_args(args)
     if args.lossy:
         options = dataclasses.replace(options, lossy=True)
-    report = api.validate(args.original, args.optimized, options=options)
+    report = api.validate(args.original, args.optimized, options=options, other_outputs={"JSON report": args.report})
     payload = report.to_dict()  # schema onnxslim.validate/1, docs/validation.md
     _write_report(args.report, payload)
     hint = "for a quantized, pruned or low-rank model add --lossy" if report.tolerances_decided and not report.lossy else ""

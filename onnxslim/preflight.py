@@ -114,15 +114,16 @@ def check_run_paths(src: Any, dst: str | Path | None, options: Mapping[str, Any]
     check_distinct_paths(writes, reads, allowed=[("output model", "input model")])
 
 
-def model_files(src: Any, label: str) -> dict[str, Path]:
-    """What a model given as a path reads (``label`` names it: "original model"): the file and its
-    external-data files, for ``check_distinct_paths``: a report written over the weights file left a
-    model without weights (``onnxslim validate m.onnx m.onnx --report w.bin``)."""
-    if not isinstance(src, (str, os.PathLike)):
-        return {}
-    files = {label: Path(src)}
-    if Path(src).is_file():
-        files.update({f"{label}'s external data {path.name}": path for path in sorted(io.referenced_files(io.load(src)))})
+def model_files(src: Any, label: str, model: ir.Model | None = None) -> dict[str, Path]:
+    """What a model reads (``label`` names it: "original model"): its file when given as a path,
+    and its external-data files (``model``: the loaded model, else it is loaded), for
+    ``check_distinct_paths``: a report written over the weights file left a model without weights
+    (``onnxslim validate m.onnx m.onnx --report w.bin``)."""
+    files = {label: Path(src)} if isinstance(src, (str, os.PathLike)) else {}
+    if model is None and files and Path(src).is_file():
+        model = io.load(src)
+    if model is not None:
+        files.update({f"{label}'s external data {path.name}": path for path in sorted(io.referenced_files(model))})
     return files
 
 
