@@ -86,6 +86,42 @@ class _HardSwishDivLast(_HardBase):
         return self.hard_swish(op, x)
 
 
+def _is_one_sixth(value: ir.Value | None) -> bool:
+    scale = _scalar(value)
+    return scale is not None and np.float32(scale) == np.float32(1 / 6)
+
+
+class _HardSigmoidTimesSixth(_HardBase):
+    """Mul(Clip(Add(x, 3), 0, 6), 1/6): the division written as a product."""
+
+    def pattern(self, op, x, three, sixth):
+        shifted = op.Add(x, three, _outputs=["shifted"])
+        clipped = op.Clip(shifted, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["clipped"])
+        return op.Mul(clipped, sixth)
+
+    def check(self, context, x, shifted, clipped, sixth, **_) -> MatchResult:
+        if not _is_one_sixth(sixth):
+            return MatchResult().fail("not multiplied by 1/6")
+        return self.check_relu6_plus_3(x, shifted, clipped, MatchResult())
+
+    def rewrite(self, op, x, **_):
+        return self.hard_sigmoid(op, x)
+
+
+class _HardSwishTimesSixth(_HardBase):
+    """Mul(Mul(x, Clip(Add(x, 3), 0, 6)), 1/6)."""
+
+    def pattern(self, op, x, three, sixth):
+        shifted = op.Add(x, three, _outputs=["shifted"])
+        clipped = op.Clip(shifted, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["clipped"])
+        return op.Mul(op.Mul(x, clipped), sixth)
+
+    check = _HardSigmoidTimesSixth.check
+
+    def rewrite(self, op, x, **_):
+        return self.hard_swish(op, x)
+
+
 class _HardSwishFromSigmoid(_HardBase):
     """Mul(x, HardSigmoid(x, 1/6, 0.5)) where HardSwish exists."""
 
@@ -109,7 +145,8 @@ class FuseHardActivations(Pass):
 
     Before: ``Div(Mul(x, Clip(Add(x, 3), 0, 6)), 6)`` (Paddle, MobileNetV3-style exports).
     After: ``HardSwish(x)`` from opset 14, ``Mul(x, HardSigmoid(x, alpha=1/6, beta=0.5))`` before.
-    Applies when the constants are exactly 3, 0, 6 and 6 and broadcast no higher than x.
+    Applies when the constants are exactly 3, 0, 6 and 6 (or a product by float32(1/6)) and
+    broadcast no higher than x.
     """
 
     name = "fuse-hard-activations"
@@ -117,7 +154,8 @@ class FuseHardActivations(Pass):
     def call(self, model: ir.Model) -> PassResult:
         opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
         attrs = {"use_hardswish": opset >= _HARDSWISH_OPSET}
-        rules = [type(cls.__name__, (cls,), attrs).rule() for cls in (_HardSwishDivLast, _HardSigmoid, _HardSwishFromSigmoid)]
+        rules = [type(cls.__name__, (cls,), attrs).rule()
+                 for cls in (_HardSwishDivLast, _HardSwishTimesSixth, _HardSigmoid, _HardSigmoidTimesSixth, _HardSwishFromSigmoid)]
         with inferred_shapes(model):  # the rules check x's rank and dtype
             result = apply_rules(model, rules, commute=True)
         result.stats = {"fused": result.stats["rewrites"], "nodes_removed": result.stats["nodes_removed"]}

@@ -66,3 +66,13 @@ def test_double_stays_decomposed():
     model = make_model(HARDSIGMOID.replace("float", "double"))
     result = FuseHardActivations()(model)
     assert not result.modified and "HardSigmoid" not in op_types(result.model)
+
+
+@pytest.mark.parametrize("opset, fused", [(13, ["HardSigmoid", "Mul"]), (14, ["HardSwish"])])
+def test_the_division_written_as_a_product_by_one_sixth_fuses(opset, fused):
+    model = make_model(PADDLE_HARDSWISH.format(opset=opset, divisor=6.0).replace("y = Div (m, six1)", "y = Mul (m, sixth)")
+                       .replace("six1 = Constant <value = float[1] {6.0}> ()", "sixth = Constant <value = float[1] {0.16666667}> ()"))
+    feeds = {"x": rng(0).uniform(-5, 5, (2, 8, 5)).astype(np.float32)}
+    result = FuseHardActivations()(model.clone())
+    assert sorted(op_types(result.model)) == sorted(fused)
+    assert_same_outputs(model, result.model, feeds, atol=1e-6, rtol=1e-6)
