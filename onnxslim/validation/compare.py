@@ -131,7 +131,12 @@ def _abs_diff(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     if ref.dtype.kind in "OUSb":
         return (ref != got).astype(np.float64)
     if ref.dtype.kind in "iu":
-        return np.abs(ref.astype(np.int64) - got.astype(np.int64)).astype(np.float64)
+        # |a - b| in uint64 arithmetic, which wraps mod 2**64 like int64 does: exact for any two int64
+        # or uint64 values (int64 subtraction overflowed, and 2**63 apart read as agreement)
+        unsigned = ref.dtype.kind == "u" and got.dtype.kind == "u"
+        a, b = (ref.astype(np.uint64), got.astype(np.uint64)) if unsigned else (ref.astype(np.int64), got.astype(np.int64))
+        au, bu = a.astype(np.uint64), b.astype(np.uint64)
+        return np.where(a >= b, au - bu, bu - au).astype(np.float64)
     return np.abs(ref.astype(np.float64) - got.astype(np.float64))
 
 

@@ -110,7 +110,7 @@ def _validate(prep: _Prepared, options: ValidationOptions) -> ValidationReport:
 
 def _prepare(original: ir.Model, optimized: ir.Model, options: ValidationOptions, folder: Path) -> _Prepared:
     """Checks the data, then writes both models (weights as external data) for the sessions to load."""
-    reader = _reader(original, options)
+    reader = _reader(original, options, optimized=optimized)
     names = capturable(original, optimized) if options.capture == "always" else []
     paths, sizes = {}, {}
     for label, model in (("original", original), ("optimized", optimized)):
@@ -123,14 +123,16 @@ RANDOM_BATCH = 2
 had folded the batch dim to 1 (a Reshape to [1, ...]) passed on batches of one."""
 
 
-def _reader(model: ir.Model, options: ValidationOptions, *, batch: int | None = None) -> Reader:
+def _reader(model: ir.Model, options: ValidationOptions, *, batch: int | None = None,
+            optimized: ir.Model | None = None) -> Reader:
     if options.data:
         # the pins too: data that does not fit them fails the pinned (optimized) model only, which
         # would then be blamed on a pass
         return open_reader(options.data, model, batch_size=options.batch_size, preprocess=options.preprocess,
                            input_shapes=options.input_shapes)
-    if batch is None:
-        batch = RANDOM_BATCH if batch_axis_is_dynamic(model) and not options.input_shapes else 1
+    if batch is None:  # an optimized model that declares its batch pinned (--input-shape) takes only that
+        dynamic = batch_axis_is_dynamic(model) and (optimized is None or batch_axis_is_dynamic(optimized))
+        batch = RANDOM_BATCH if dynamic and not options.input_shapes else 1
     return RandomReader(model, options.random_samples, seed=options.seed, input_shapes=options.input_shapes,
                         batch=batch, vary_defaults=True)
 

@@ -190,3 +190,13 @@ def test_a_failing_metric_is_printed_below_its_floor():
 def test_infinite_rows_are_no_unit_rows(recwarn):
     scores = np.array([[np.inf, 1.0, -2.0], [1e300, 1e300, 3.0]], np.float64)
     assert is_classifier(scores) and not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_integers_far_apart_do_not_wrap_into_agreement():
+    # int64 subtraction wrapped: 2**63 apart read as a difference below atol
+    ref = np.array([2**63 + 5, 1, 2], np.uint64)
+    got = np.array([5, 1, 2], np.uint64)
+    c = compare_arrays("h", ref, got, LOSSLESS)
+    assert not c.passed and c.max_abs >= 9e18
+    low = np.array([np.iinfo(np.int64).min, 0], np.int64)
+    assert not compare_arrays("h", low, np.zeros(2, np.int64), LOSSLESS).passed

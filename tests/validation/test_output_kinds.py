@@ -110,3 +110,15 @@ def test_random_data_varies_overridable_defaults(tmp_path, capsys):
     assert code == 0 and report["passed"]
     code, report = run_json(["validate", original, folded], tmp_path, capsys)
     assert code == 1 and not report["passed"]
+
+
+def test_an_optimized_model_pinned_to_batch_one_is_validated_on_batches_of_one(tmp_path, capsys):
+    # random batches of 2 failed a model optimized with --input-shape x:1,10 against its original
+    src = _save(tmp_path / "a.onnx", [oh.make_node("Relu", ["x"], ["y"])], [oh.make_tensor_value_info("y", FLOAT, ["N", 10])])
+    pinned = tmp_path / "b.onnx"
+    model = onnx.load(str(src))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(model, str(pinned))
+    code, report = run_json(["validate", src, pinned], tmp_path, capsys)
+    assert code == 0 and report["passed"] and report["samples"] == 4, report
