@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import onnx_ir as ir
@@ -41,30 +42,66 @@ def _first_input(node: ir.Node) -> str | int | None:
     return None if value is None else value.name or id(value)
 
 
-def _named_nodes(model: ir.Model) -> dict[int, tuple[ir.Node, str, str | int | None]]:
-    return {id(n): (n, n.op_type, _first_input(n)) for n in _all_nodes(model) if n.name}
+@dataclasses.dataclass(frozen=True)
+class _Before:
+    """A named node as it was before the rules ran."""
+
+    node: ir.Node
+    op_type: str
+    first: str | int | None
+    outputs: tuple[str, ...]
+    readers: tuple[int, ...]
+    """ids of the nodes that read its outputs."""
 
 
-def keep_names(model: ir.Model, before: dict[int, tuple[ir.Node, str, str | int | None]]) -> None:
-    """A node a rule made takes the name of the node it replaced: the one removed node that read the
-    same first input, of the same op type if several did (Conv + BatchNormalization -> the Conv's
-    name, MatMul + Add -> Gemm with the MatMul's). Node names are how users point at layers
-    (``--quantize-exclude conv1``), and PP-OCRv4 det lost 30 of its 62 Conv names to the fusions."""
+def _named_nodes(model: ir.Model) -> dict[int, _Before]:
+    return {id(n): _Before(n, n.op_type, _first_input(n), tuple(v.name for v in n.outputs if v.name),
+                           tuple(id(user) for v in n.outputs for user, _ in v.uses()))
+            for n in _all_nodes(model) if n.name}
+
+
+def keep_names(model: ir.Model, before: dict[int, _Before]) -> None:
+    """A node a rule made takes the name of the node it replaced. Node names are how users point at
+    layers (``--quantize-exclude conv1``), and PP-OCRv4 det lost 30 of its 62 Conv names to the
+    fusions. The replaced node is the removed one of the same op type that produced the new node's
+    output (``Where(Not(c), a, b)`` -> the Where's name); else the removed one that read the same
+    first input and whose chain of removed readers produced that output (Conv + BatchNormalization ->
+    the Conv's name, also when two such pairs read one input; MatMul + Add -> Gemm, the MatMul's)."""
     nodes = _all_nodes(model)
     alive, taken = {id(n) for n in nodes}, {n.name for n in nodes if n.name}
-    removed: dict[str | int, list[tuple[str, str]]] = {}
-    for key, (node, op_type, first) in before.items():
-        if key not in alive and first is not None:
-            removed.setdefault(first, []).append((op_type, node.name))
+    gone = {key: old for key, old in before.items() if key not in alive}
     for node in nodes:
-        if id(node) in before or _first_input(node) is None:
+        if id(node) in before or not node.outputs or _first_input(node) is None:
             continue
-        candidates = removed.get(_first_input(node), [])
-        same = [name for op_type, name in candidates if op_type == node.op_type]
-        names = same if len(same) == 1 else [name for _, name in candidates] if not same else []
-        if len(names) == 1 and names[0] not in taken:
-            taken.add(names[0])
-            node.name = names[0]
+        name = _replaced_name(node, gone)
+        if name is not None and name not in taken:
+            taken.add(name)
+            node.name = name
+
+
+def _replaced_name(node: ir.Node, gone: dict[int, _Before]) -> str | None:
+    output = node.outputs[0].name
+    same_output = [old for old in gone.values() if old.op_type == node.op_type and output in old.outputs]
+    if len(same_output) == 1:
+        return same_output[0].node.name
+    readers = [old for old in gone.values() if old.first == _first_input(node)]
+    chained = [old for old in readers if output in _reach(old, gone)] or readers
+    same = [old for old in chained if old.op_type == node.op_type]
+    found = same if same else chained
+    return found[0].node.name if len(found) == 1 else None
+
+
+def _reach(start: _Before, gone: dict[int, _Before]) -> set[str]:
+    """Output names of ``start`` and of the removed nodes downstream of it through removed nodes."""
+    names, queue, seen = set(), [start], set()
+    while queue:
+        old = queue.pop()
+        if id(old.node) in seen:
+            continue
+        seen.add(id(old.node))
+        names.update(old.outputs)
+        queue += [gone[key] for key in old.readers if key in gone]
+    return names
 
 
 PROVENANCE_PREFIX = "pkg.onnxscript."
