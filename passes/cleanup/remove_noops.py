@@ -184,19 +184,21 @@ def drop_zero_initial_states(model: ir.Model) -> bool:
 
 
 def _all_zeros(value: ir.Value | None) -> bool:
-    if value is None or value.is_graph_input():
+    """Zeros whose shape is computed at run time (from the input, as the default's is). A constant
+    zeros tensor is left: its fixed batch dim pins the batch the model takes (dropped, the model
+    silently ran batches its original refused)."""
+    producer = value.producer() if value is not None and not value.is_graph_input() else None
+    if producer is None or producer.domain not in ("", "ai.onnx") or len(producer.inputs) < 1:
         return False
-    tensor = fixed_tensor(value)
-    if tensor is not None:
-        return not np.any(tensor.numpy())
-    producer = value.producer()
-    if producer is None or producer.domain not in ("", "ai.onnx"):
+    shape = producer.inputs[-1] if producer.op_type == "Expand" else producer.inputs[0]
+    if fixed_tensor(shape) is not None:
         return False
     if producer.op_type == "ConstantOfShape":
         fill = producer.attributes.get("value")
         return fill is None or not np.any(fill.as_tensor().numpy())
     if producer.op_type == "Expand":
-        return _all_zeros(producer.inputs[0])
+        zeros = fixed_tensor(producer.inputs[0])
+        return zeros is not None and not np.any(zeros.numpy())
     return False
 
 

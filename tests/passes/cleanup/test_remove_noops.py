@@ -242,3 +242,16 @@ def test_zero_initial_states_of_an_lstm_are_its_default():
         feeds = {"x": rng(batch).standard_normal((4, batch, 3)).astype(np.float32)}
         np.testing.assert_allclose(run_ort(result.model, feeds)[0], run_ort(model, feeds)[0], rtol=1e-6, atol=1e-6)
     assert not RemoveNoops()(_lstm(0.5)).modified  # a nonzero initial state is no default
+
+
+def test_a_constant_zero_state_that_pins_the_batch_stays():
+    # h0 = zeros[1, 1, 5]: the original refuses batch 3; left to the default, the model ran it
+    model = _lstm(0.0)
+    (lstm,) = [n for n in model.graph if n.op_type == "LSTM"]
+    zeros = ir.Value(name="z", const_value=ir.tensor(np.zeros((1, 1, 5), np.float32), name="z"))
+    model.graph.register_initializer(zeros)
+    lstm.replace_input_with(5, zeros)
+    lstm.replace_input_with(6, zeros)
+    result = RemoveNoops()(model)
+    (lstm,) = [n for n in result.model.graph if n.op_type == "LSTM"]
+    assert lstm.inputs[5] is not None and lstm.inputs[5].name == "z"
