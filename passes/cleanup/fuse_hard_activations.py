@@ -55,71 +55,40 @@ class _HardBase(RewriteRuleClassBase):
 
 
 class _HardSigmoid(_HardBase):
-    """Div(Clip(Add(x, 3), 0, 6), 6)."""
+    """Div(Clip(Add(x, 3), 0, 6), 6); with ``scale_op = "Mul"``, the product by 1/6."""
 
-    def pattern(self, op, x, three, six):
+    scale_op, scale = "Div", 6.0
+
+    def pattern(self, op, x, three, k):
+        return getattr(op, self.scale_op)(self.relu6_plus_3(op, x, three), k)
+
+    def relu6_plus_3(self, op, x, three):
         shifted = op.Add(x, three, _outputs=["shifted"])
-        clipped = op.Clip(shifted, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["clipped"])
-        return op.Div(clipped, six)
+        return op.Clip(shifted, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["clipped"])
 
-    def check(self, context, x, shifted, clipped, six, **_) -> MatchResult:
-        result = MatchResult()
-        if _scalar(six) != 6.0:
-            return result.fail("not divided by 6")
-        return self.check_relu6_plus_3(x, shifted, clipped, result)
-
-    def rewrite(self, op, x, **_):
-        return self.hard_sigmoid(op, x)
-
-
-class _HardSwishDivLast(_HardBase):
-    """Div(Mul(x, Clip(Add(x, 3), 0, 6)), 6): Paddle's hardswish."""
-
-    def pattern(self, op, x, three, six):
-        shifted = op.Add(x, three, _outputs=["shifted"])
-        clipped = op.Clip(shifted, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["clipped"])
-        return op.Div(op.Mul(x, clipped), six)
-
-    check = _HardSigmoid.check
-
-    def rewrite(self, op, x, **_):
-        return self.hard_swish(op, x)
-
-
-def _is_one_sixth(value: ir.Value | None) -> bool:
-    scale = _scalar(value)
-    return scale is not None and np.float32(scale) == np.float32(1 / 6)
-
-
-class _HardSigmoidTimesSixth(_HardBase):
-    """Mul(Clip(Add(x, 3), 0, 6), 1/6): the division written as a product."""
-
-    def pattern(self, op, x, three, sixth):
-        shifted = op.Add(x, three, _outputs=["shifted"])
-        clipped = op.Clip(shifted, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["clipped"])
-        return op.Mul(clipped, sixth)
-
-    def check(self, context, x, shifted, clipped, sixth, **_) -> MatchResult:
-        if not _is_one_sixth(sixth):
-            return MatchResult().fail("not multiplied by 1/6")
+    def check(self, context, x, shifted, clipped, k, **_) -> MatchResult:
+        scale = _scalar(k)
+        if scale is None or np.float32(scale) != np.float32(self.scale):
+            return MatchResult().fail(f"not {self.scale_op} by {self.scale:g}")
         return self.check_relu6_plus_3(x, shifted, clipped, MatchResult())
 
     def rewrite(self, op, x, **_):
         return self.hard_sigmoid(op, x)
 
 
-class _HardSwishTimesSixth(_HardBase):
-    """Mul(Mul(x, Clip(Add(x, 3), 0, 6)), 1/6)."""
+class _HardSwishDivLast(_HardSigmoid):
+    """Div(Mul(x, Clip(Add(x, 3), 0, 6)), 6): Paddle's hardswish (or the product by 1/6)."""
 
-    def pattern(self, op, x, three, sixth):
-        shifted = op.Add(x, three, _outputs=["shifted"])
-        clipped = op.Clip(shifted, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["clipped"])
-        return op.Mul(op.Mul(x, clipped), sixth)
-
-    check = _HardSigmoidTimesSixth.check
+    def pattern(self, op, x, three, k):
+        return getattr(op, self.scale_op)(op.Mul(x, self.relu6_plus_3(op, x, three)), k)
 
     def rewrite(self, op, x, **_):
         return self.hard_swish(op, x)
+
+
+_TIMES_SIXTH = {"scale_op": "Mul", "scale": 1 / 6}
+_HardSigmoidTimesSixth = type("_HardSigmoidTimesSixth", (_HardSigmoid,), _TIMES_SIXTH)
+_HardSwishTimesSixth = type("_HardSwishTimesSixth", (_HardSwishDivLast,), _TIMES_SIXTH)
 
 
 class _HardSwishFromSigmoid(_HardBase):
