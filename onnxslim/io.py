@@ -35,6 +35,7 @@ def load(src: ModelSource) -> ir.Model:
         check_in_memory_external(src, "<onnx_ir.Model>")
         model = src.clone()
         own_tensors(model)
+        load_external_attributes(model)  # else the sessions' copies point them into a temporary folder
     elif isinstance(src, onnx.ModelProto):
         _require_graph(src, "<ModelProto>")
         if has_sparse(src):  # densified in a copy: the caller's proto is never modified

@@ -286,3 +286,26 @@ def test_the_size_that_decides_external_data_counts_subgraph_weights():
                         else_branch = e () => (float[4] b) <float[4] w = {1.0, 2.0, 3.0, 4.0}> { b = Mul (x, w) }>
         }""")
     assert io.model_nbytes(model) == 16
+
+
+def test_an_in_memory_model_with_an_external_constant_in_a_branch_runs(tmp_path):
+    # ir.load leaves a branch's Constant in the data file; the validation's copies pointed it into
+    # their temporary folder: ORT refused the model ("should be stored in /tmp/onnxslim-validate-...")
+    import onnx_ir as ir
+
+    import onnxslim
+
+    branch = onnx.helper.make_graph(
+        [onnx.helper.make_node("Constant", [], ["k"], value=onnx.numpy_helper.from_array(np.arange(64, dtype=np.float32), "kc")),
+         onnx.helper.make_node("Add", ["x", "k"], ["b"])], "then", [], [onnx.helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [64])])
+    other = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["c"])], "else", [],
+                                   [onnx.helper.make_tensor_value_info("c", onnx.TensorProto.FLOAT, [64])])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=other)], "g",
+                                   [onnx.helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, []),
+                                    onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [64])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [64])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="m.data", size_threshold=0, convert_attribute=True)
+    result = onnxslim.run(ir.load(str(tmp_path / "m.onnx")))
+    assert result.passed and result.validation is not None and not result.validation.skipped

@@ -89,6 +89,8 @@ class RandomReader(Reader):
         self.defaults = {v.name: v.const_value.numpy() for v in overridable_inputs(model)
                          if vary_defaults and v.const_value.dtype.is_floating_point()}
         self.shapes = {v.name: resolve_shape(v, input_shapes or {}, default_batch=batch) for v in data_inputs(model)}
+        # scalars (an If's condition) and inputs without the batch axis are no samples
+        self.unbatched = frozenset(self.shapes) - input_layout(model, input_shapes).batched
         self.dtypes = {v.name: v.dtype.numpy() if v.dtype is not None else np.float32 for v in data_inputs(model)}
         self.count, self.seed, self.batch = count, seed, batch
         self.source = f"{count} random batch(es) of {batch}, seed {seed}" if batch > 1 else f"{count} random batch(es), seed {seed}"
@@ -104,7 +106,7 @@ class RandomReader(Reader):
             inputs = {name: random_array(rng, self.shapes[name], self.dtypes[name], name) for name in self.shapes}
             varied = {name: np.asarray(value * (1 + 0.05 * rng.standard_normal(value.shape))).astype(value.dtype)
                       for name, value in self.defaults.items()}
-            yield DataBatch({**inputs, **varied}, whole=frozenset(varied))
+            yield DataBatch({**inputs, **varied}, whole=frozenset(varied) | self.unbatched)
 
 
 MASK_WORDS = ("mask",)

@@ -217,3 +217,11 @@ def test_data_may_feed_an_input_that_has_a_default(tmp_path):
     np.savez(tmp_path / "d.npz", x=x, scale=np.ones(2, np.float32))
     with pytest.raises(DataError, match=r"'scale' has shape \[2\], the model expects \[\]"):
         open_reader(tmp_path / "d.npz", model)
+
+
+def test_random_batches_with_a_scalar_input_count_their_samples():
+    # an If's condition listed first: the batch counted len() of the scalar (exit 3 in validation)
+    model = make_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (bool cond, float[N, 4] x) => (float[N, 4] y) { y = Relu (x) }""")
+    (batch,) = list(RandomReader(model, 1, batch=2))
+    assert batch.samples == 2 and batch.inputs["cond"].shape == () and "cond" in batch.whole
