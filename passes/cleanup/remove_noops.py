@@ -190,6 +190,9 @@ def _all_zeros(value: ir.Value | None) -> bool:
     producer = value.producer() if value is not None and not value.is_graph_input() else None
     if producer is None or producer.domain not in ("", "ai.onnx") or len(producer.inputs) < 1:
         return False
+    if producer.op_type == "Slice":  # one layer's state cut from a stacked one (torch's multi-layer LSTM)
+        axes = fixed_tensor(producer.inputs[3]) if len(producer.inputs) > 3 and producer.inputs[3] is not None else None
+        return axes is not None and {int(a) for a in axes.numpy().ravel()} <= {0, -3} and _all_zeros(producer.inputs[0])
     shape = producer.inputs[-1] if producer.op_type == "Expand" else producer.inputs[0]
     if fixed_tensor(shape) is not None:
         return False

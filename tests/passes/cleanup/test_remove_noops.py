@@ -255,3 +255,34 @@ def test_a_constant_zero_state_that_pins_the_batch_stays():
     result = RemoveNoops()(model)
     (lstm,) = [n for n in result.model.graph if n.op_type == "LSTM"]
     assert lstm.inputs[5] is not None and lstm.inputs[5].name == "z"
+
+
+def _stacked_lstm(axis: int):
+    r = rng(5)
+    return make_model(f"""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[T, N, 3] x) => (float[T, 1, N, 5] y) {{
+            s = Shape (x)
+            i = Constant <value = int64[1] {{1}}> ()
+            n = Gather <axis = 0> (s, i)
+            two = Constant <value = int64[1] {{2}}> ()
+            five = Constant <value = int64[1] {{5}}> ()
+            dims = Concat <axis = 0> (two, n, five)
+            zeros = ConstantOfShape (dims)
+            start = Constant <value = int64[1] {{0}}> ()
+            stop = Constant <value = int64[1] {{1}}> ()
+            axes = Constant <value = int64[1] {{{axis}}}> ()
+            h0 = Slice (zeros, start, stop, axes)
+            y, yh, yc = LSTM <hidden_size = 5> (x, w, rr, b, , h0, h0)
+        }}""", initializers={"w": r.standard_normal((1, 20, 3)).astype(np.float32),
+                             "rr": r.standard_normal((1, 20, 5)).astype(np.float32),
+                             "b": r.standard_normal((1, 40)).astype(np.float32)})
+
+
+def test_one_layer_s_zero_state_sliced_from_a_stacked_one_is_the_default():
+    # torch's 2-layer LSTM export: zeros[2, N, H] built from the input, each layer's state a Slice of it
+    model = _stacked_lstm(0)
+    result = RemoveNoops()(model.clone())
+    assert op_types(result.model) == ["LSTM"]
+    feeds = {"x": rng(6).standard_normal((4, 3, 3)).astype(np.float32)}
+    np.testing.assert_allclose(run_ort(result.model, feeds)[0], run_ort(model, feeds)[0], rtol=1e-6, atol=1e-6)
+    assert "Slice" in op_types(RemoveNoops()(_stacked_lstm(1)).model)  # a cut of the batch axis: left
