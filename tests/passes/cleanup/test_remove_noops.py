@@ -215,19 +215,25 @@ def test_a_concat_of_a_concat_on_the_same_axis_is_one_concat():
         np.testing.assert_array_equal(got, want)
 
 
-def _lstm(fill: float):
+def _lstm(fill: float, *, layers: int = 1, slice_axis: int | None = None):
+    """An LSTM whose initial states are ConstantOfShape(fill) of [layers, N, 5] (N from the input),
+    or, with ``slice_axis``, one layer's Slice of that stacked state (torch's multi-layer export)."""
     r = rng(4)
+    state = "h0 = ConstantOfShape <value = float[1] {{{fill}}}> (dims)".format(fill=fill)
+    if slice_axis is not None:
+        state = (f"zeros = ConstantOfShape <value = float[1] {{{fill}}}> (dims)\n"
+                 f"start = Constant <value = int64[1] {{0}}> ()\n stop = Constant <value = int64[1] {{1}}> ()\n"
+                 f"axes = Constant <value = int64[1] {{{slice_axis}}}> ()\n h0 = Slice (zeros, start, stop, axes)")
     return make_model(f"""<ir_version: 8, opset_import: ["" : 17]>
         g (float[T, N, 3] x) => (float[T, 1, N, 5] y) {{
             s = Shape (x)
             i = Constant <value = int64[1] {{1}}> ()
             n = Gather <axis = 0> (s, i)
-            one = Constant <value = int64[1] {{1}}> ()
+            stack = Constant <value = int64[1] {{{layers}}}> ()
             five = Constant <value = int64[1] {{5}}> ()
-            dims = Concat <axis = 0> (one, n, five)
-            h0 = ConstantOfShape <value = float[1] {{{fill}}}> (dims)
-            c0 = ConstantOfShape <value = float[1] {{{fill}}}> (dims)
-            y, yh, yc = LSTM <hidden_size = 5> (x, w, rr, b, , h0, c0)
+            dims = Concat <axis = 0> (stack, n, five)
+            {state}
+            y, yh, yc = LSTM <hidden_size = 5> (x, w, rr, b, , h0, h0)
         }}""", initializers={"w": r.standard_normal((1, 20, 3)).astype(np.float32),
                              "rr": r.standard_normal((1, 20, 5)).astype(np.float32),
                              "b": r.standard_normal((1, 40)).astype(np.float32)})
@@ -257,32 +263,11 @@ def test_a_constant_zero_state_that_pins_the_batch_stays():
     assert lstm.inputs[5] is not None and lstm.inputs[5].name == "z"
 
 
-def _stacked_lstm(axis: int):
-    r = rng(5)
-    return make_model(f"""<ir_version: 8, opset_import: ["" : 17]>
-        g (float[T, N, 3] x) => (float[T, 1, N, 5] y) {{
-            s = Shape (x)
-            i = Constant <value = int64[1] {{1}}> ()
-            n = Gather <axis = 0> (s, i)
-            two = Constant <value = int64[1] {{2}}> ()
-            five = Constant <value = int64[1] {{5}}> ()
-            dims = Concat <axis = 0> (two, n, five)
-            zeros = ConstantOfShape (dims)
-            start = Constant <value = int64[1] {{0}}> ()
-            stop = Constant <value = int64[1] {{1}}> ()
-            axes = Constant <value = int64[1] {{{axis}}}> ()
-            h0 = Slice (zeros, start, stop, axes)
-            y, yh, yc = LSTM <hidden_size = 5> (x, w, rr, b, , h0, h0)
-        }}""", initializers={"w": r.standard_normal((1, 20, 3)).astype(np.float32),
-                             "rr": r.standard_normal((1, 20, 5)).astype(np.float32),
-                             "b": r.standard_normal((1, 40)).astype(np.float32)})
-
-
 def test_one_layer_s_zero_state_sliced_from_a_stacked_one_is_the_default():
     # torch's 2-layer LSTM export: zeros[2, N, H] built from the input, each layer's state a Slice of it
-    model = _stacked_lstm(0)
+    model = _lstm(0.0, layers=2, slice_axis=0)
     result = RemoveNoops()(model.clone())
     assert op_types(result.model) == ["LSTM"]
     feeds = {"x": rng(6).standard_normal((4, 3, 3)).astype(np.float32)}
     np.testing.assert_allclose(run_ort(result.model, feeds)[0], run_ort(model, feeds)[0], rtol=1e-6, atol=1e-6)
-    assert "Slice" in op_types(RemoveNoops()(_stacked_lstm(1)).model)  # a cut of the batch axis: left
+    assert "Slice" in op_types(RemoveNoops()(_lstm(0.0, layers=2, slice_axis=1)).model)  # a cut of the batch axis: left
