@@ -16,25 +16,12 @@ from onnxslim.errors import ExternalDataError
 from onnxslim.proto import external_tensors, proto_graphs, proto_nodes
 
 
-def iter_tensor_protos(graph: onnx.GraphProto):
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from iter_tensor_protos(attr.g)
-            for sub in attr.graphs:
-                yield from iter_tensor_protos(sub)
-
-
 def check_external_locations(proto: onnx.ModelProto, path: Path) -> None:
     """Every tensor stored externally (initializers, Constant values, anywhere) names a file inside
     the model's folder that holds its bytes: a truncated or short file fails here, naming the tensor,
     not when a pass or ONNX Runtime first reads it."""
     folder = path.parent.resolve()
-    for tensor in _model_tensor_protos(proto):
+    for tensor in model_tensor_protos(proto):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         entries = {e.key: e.value for e in tensor.external_data}
@@ -112,7 +99,7 @@ def _ir_nbytes(tensor: ir.ExternalTensor) -> int | None:
         return None
 
 
-def _model_tensor_protos(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+def model_tensor_protos(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
     """Initializers and tensor attributes of every graph, subgraph and function body."""
     for graph in proto_graphs(proto):
         yield from graph.initializer

@@ -13,7 +13,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.errors import first_line, ModelLoadError, OutputPathError
-from onnxslim.external_data import check_external_locations, check_in_memory_external, iter_tensor_protos
+from onnxslim.external_data import check_external_locations, check_in_memory_external, model_tensor_protos
 from onnxslim.proto import (arrays_from_proto, densify_sparse, external_data_loaded, has_sparse,
                             load_external_attributes, map_typed_value, own_tensors, PLACEHOLDER_LOCATION,
                             proto_nodes, type_text)
@@ -144,7 +144,7 @@ def _skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
         getattr(graph, field).extend(getattr(source, field))
     for tensor in source.initializer:
         graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=[0])
-    for tensor in iter_tensor_protos(graph):  # Constant values and subgraph initializers stored externally
+    for tensor in model_tensor_protos(skeleton):  # Constant values, subgraph and function tensors stored externally
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             tensor.ClearField("external_data")
             tensor.ClearField("data_location")

@@ -12,7 +12,7 @@ import onnxslim
 from onnxslim import io
 from onnxslim.cli import main
 from onnxslim.errors import OutputPathError
-from onnxslim.external_data import iter_tensor_protos
+from onnxslim.external_data import model_tensor_protos
 from tests.helpers import MODELS, run_ort
 
 RESNET = MODELS / "resnet_mini.onnx"
@@ -34,7 +34,7 @@ def _digests(folder):
 def _locations(path):
     """The external data locations the saved model refers to."""
     proto = onnx.load(str(path), load_external_data=False)
-    return {entry.value for tensor in iter_tensor_protos(proto.graph)
+    return {entry.value for tensor in model_tensor_protos(proto)
             for entry in tensor.external_data if entry.key == "location"}
 
 
