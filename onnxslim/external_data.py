@@ -13,7 +13,8 @@ import onnx
 import onnx_ir as ir
 
 from onnxslim.errors import ExternalDataError
-from onnxslim.proto import external_tensors, proto_graphs, proto_nodes
+from onnxslim.proto import external_tensors
+from onnxslim.proto_compat import proto_graphs, proto_nodes
 
 
 def check_external_locations(proto: onnx.ModelProto, path: Path) -> None:

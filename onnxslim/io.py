@@ -14,9 +14,9 @@ import onnx_ir as ir
 
 from onnxslim.errors import first_line, ModelLoadError, OutputPathError
 from onnxslim.external_data import check_external_locations, check_in_memory_external, model_tensor_protos
-from onnxslim.proto import (arrays_from_proto, densify_sparse, external_data_loaded, has_sparse,
-                            load_external_attributes, map_typed_value, own_tensors, PLACEHOLDER_LOCATION,
-                            proto_nodes, type_text)
+from onnxslim.proto import (arrays_from_proto, external_data_loaded, load_external_attributes, own_tensors,
+                            PLACEHOLDER_LOCATION)
+from onnxslim.proto_compat import densify_sparse, has_sparse, map_typed_value, proto_nodes, type_text
 
 logger = logging.getLogger(__name__)
 
