@@ -79,7 +79,6 @@ def run(
     overwrite_input, check_runtime = (coerce(v, bool, where=k) for k, v in
                                       (("overwrite_input", overwrite_input), ("check_runtime", check_runtime)))
     external_data = coerce(external_data, bool | None, where="external_data")
-    strict = bool(options.get("strict", False))
     checks = _validation_options(options.get("validation"), validation, data=data, atol=atol, rtol=rtol)
     preflight.check_requests(options, checks)
     if dst is not None:
@@ -90,15 +89,11 @@ def run(
     writes_data = external_data if external_data is not None else io.model_nbytes(original) > io.PROTOBUF_LIMIT
     preflight.check_run_paths(src, dst, options, checks, other_outputs or {}, overwrite_input=overwrite_input,
                  external_data=writes_data, recipe=recipe, weights=io.referenced_files(original))
-    model = original.clone()
-    shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
-    shapes_from = ("[options] input_shapes", recipe) if input_shapes is None and shapes else ("--input-shape", None)
-    if shapes:
-        fix_input_shapes(model, shapes, where=shapes_from[0], path=shapes_from[1])
-    preflight.check_runnable(original, model, shapes, src, runtime=check_runtime, shapes_from=shapes_from)
+    model, shapes = _pinned_copy(original, src, options, given_shapes=input_shapes, recipe=recipe, check_runtime=check_runtime)
     context = PassContext(calibration=_calibration_reader(original, options), original=original,
                           calibration_cache=_load_cache(options.get("calibration_cache")),
                           progress=getattr(progress, "detail", None))
+    strict = bool(options.get("strict", False))
     manager = PassManager(_pipeline(options, loaded, passes, context, given=given), strict=strict, check_runtime=check_runtime,
                           progress=progress, keep_snapshots=bool(options.get("validate", True)))
     try:
@@ -115,30 +110,59 @@ def run(
     result.warnings += pass_warnings(pipeline)
     result.warnings += _save_cache(context.calibration_cache, options.get("calibration_cache"))
     if options.get("validate", True):
-        checks = dataclasses.replace(checks, input_shapes={**shapes, **checks.input_shapes}, lossy=bool(pipeline.lossy_passes),
-                                     lossy_reason=f"lossy passes ran: {', '.join(pipeline.lossy_passes)}")
-        if _pinned_batch(shapes) and checks.batch_size != _pinned_batch(shapes):  # the optimized model takes no other
-            checks = dataclasses.replace(checks, batch_size=_pinned_batch(shapes))
-        if not checks.data and options.get("calibration_data"):
-            # Random inputs say nothing about a calibrated model; calibration data at least has the real distribution.
-            checks = dataclasses.replace(checks, data=str(options["calibration_data"]),
-                                         preprocess=options.get("calibration_preprocess"))
-            result.notes.append("validated on the calibration data; give --data for held-out samples")
-        if checks.lossy and not checks.latency_runs:
-            # Lossy passes are meant to buy speed: measure it, so a slower result is never silent.
-            checks = dataclasses.replace(checks, latency_runs=LOSSY_LATENCY_RUNS)
-        result.validation = _auto_validate(original, model, checks, strict=strict)
-        if not result.validation.passed:
-            result.first_divergent_pass = _first_divergent_pass(original, manager.snapshots, checks)
-        if result.slower_than_original:
-            latency = result.validation.latency
-            result.warnings.append(f"the optimized model is SLOWER than the original ({latency.ratio:.2f}x median latency, "
-                                   f"noise band {latency.noise:.0%}); passes: {', '.join(pipeline.lossy_passes)}")
-            logger.info(result.warnings[-1])  # a warning of the result: the CLI prints it once
+        _validate_result(result, original, manager.snapshots, _checks_after(pipeline, checks, options, shapes, result.notes),
+                         strict=strict)
     result.failure = failure_line(result)
     if dst is not None and not (strict and not result.passed):
         result.output = io.save(model, dst, external_data=external_data)
     return result
+
+
+def _pinned_copy(original: ir.Model, src: io.ModelSource, options: Mapping[str, Any], *, given_shapes: Any,
+                 recipe: str | Path | None, check_runtime: bool) -> tuple[ir.Model, dict[str, tuple[int, ...]]]:
+    """The model the passes get (``original`` with the pinned input shapes) and the pins; both
+    checked to load and run before any pass."""
+    model = original.clone()
+    shapes = {k: tuple(v) for k, v in (options.get("input_shapes") or {}).items()}
+    shapes_from = ("[options] input_shapes", recipe) if given_shapes is None and shapes else ("--input-shape", None)
+    if shapes:
+        fix_input_shapes(model, shapes, where=shapes_from[0], path=shapes_from[1])
+    preflight.check_runnable(original, model, shapes, src, runtime=check_runtime, shapes_from=shapes_from)
+    return model, shapes
+
+
+def _checks_after(pipeline: Any, checks: ValidationOptions, options: Mapping[str, Any],
+                  shapes: Mapping[str, tuple[int, ...]], notes: list[str]) -> ValidationOptions:
+    """The validation settings for what the pipeline did: lossy tolerances and a latency measurement
+    after lossy passes, the pinned shapes and batch, the calibration data when no data was given
+    (noted in ``notes``)."""
+    checks = dataclasses.replace(checks, input_shapes={**shapes, **checks.input_shapes}, lossy=bool(pipeline.lossy_passes),
+                                 lossy_reason=f"lossy passes ran: {', '.join(pipeline.lossy_passes)}")
+    if _pinned_batch(shapes) and checks.batch_size != _pinned_batch(shapes):  # the optimized model takes no other
+        checks = dataclasses.replace(checks, batch_size=_pinned_batch(shapes))
+    if not checks.data and options.get("calibration_data"):
+        # Random inputs say nothing about a calibrated model; calibration data at least has the real distribution.
+        checks = dataclasses.replace(checks, data=str(options["calibration_data"]),
+                                     preprocess=options.get("calibration_preprocess"))
+        notes.append("validated on the calibration data; give --data for held-out samples")
+    if checks.lossy and not checks.latency_runs:
+        # Lossy passes are meant to buy speed: measure it, so a slower result is never silent.
+        checks = dataclasses.replace(checks, latency_runs=LOSSY_LATENCY_RUNS)
+    return checks
+
+
+def _validate_result(result: OptimizeResult, original: ir.Model, snapshots: Sequence[tuple[str, ir.Model]],
+                     checks: ValidationOptions, *, strict: bool) -> None:
+    """Sets ``result.validation``; after a failure, the first pass whose model diverged; a warning
+    when the lossy model is slower than the original."""
+    result.validation = _auto_validate(original, result.model, checks, strict=strict)
+    if not result.validation.passed:
+        result.first_divergent_pass = _first_divergent_pass(original, snapshots, checks)
+    if result.slower_than_original:
+        latency = result.validation.latency
+        result.warnings.append(f"the optimized model is SLOWER than the original ({latency.ratio:.2f}x median latency, "
+                               f"noise band {latency.noise:.0%}); passes: {', '.join(result.pipeline.lossy_passes)}")
+        logger.info(result.warnings[-1])  # a warning of the result: the CLI prints it once
 
 
 def _pipeline(options: Mapping[str, Any], recipe: Any, passes: Sequence[PassSpec], context: PassContext, *,
