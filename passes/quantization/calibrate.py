@@ -71,66 +71,82 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
     that sample runs in two pieces, cut after it, when its batch axis allows.
 
     A worker thread reduces each part's outputs while ONNX Runtime runs the next part."""
-    outputs = {v.name for v in model.graph.outputs}
-    extra = [t for t in dict.fromkeys(tensors) if t not in outputs and not _is_input(model, t)]
-    session = make_session(model, extra_outputs=extra, probes=[probe.node for probe in probes], memory_pattern=False)
-    fetched = [t for t in dict.fromkeys(tensors) if not _is_input(model, t)] + [probe.output for probe in probes]
-    inputs = [t for t in dict.fromkeys(tensors) if _is_input(model, t)]
-    stats = {t: TensorStats() for t in (*dict.fromkeys(tensors), *(probe.tensor for probe in probes))}
-    by_output = {probe.output: probe for probe in probes}
-    deferred = {name: RescaledStats(rescaling, stats[name], histogram=histograms is None or name in histograms)
-                for name, rescaling in (rescaled or {}).items() if name in fetched}
-    parts, samples = _PartRuns(session, fetched, batch_axis_is_dynamic(model)), 0
-
-    def reduce(values: list, share: float) -> None:
-        for name, value in zip(fetched, values):
-            if name in deferred:
-                deferred[name].update(np.asarray(value, dtype=np.float32), share)
-            elif name in by_output:
-                reduce_into(stats[by_output[name].tensor], by_output[name], value, share)
-            else:
-                stats[name].update(np.asarray(value, dtype=np.float32),
-                                   histogram=histograms is None or name in histograms, share=share)
-
+    collector = _Collector(model, tensors, histograms=histograms, probes=probes, rescaled=rescaled or {})
     with ThreadPoolExecutor(1, thread_name_prefix="onnxslim-calibrate") as reducer:
-        pending = None
-
-        def feed(feeds, weight: float, source: str | None) -> None:
-            """Runs and reduces ``feeds``, which are ``weight`` of a batch from ``source``."""
-            nonlocal pending
-            if not fetched:  # else run_batch checks each part it runs
-                check_finite(feeds, source=source)
-            for values, share, whole in parts(feeds, source) if fetched else ():
-                _settled(pending)
-                pending = reducer.submit(reduce, values, share * weight)
-                if whole:  # an unsplit batch: alive during the next run, it would double ORT's output buffers
-                    pending.result()
-                values = None
-
         for batch in batches:
-            feeds = batch.inputs if hasattr(batch, "inputs") else batch
-            # the reader knows which inputs are passed whole (scalars, no batch axis); a bare dict: the first input
-            size = sample_count(batch)
-            for piece, weight in _cut_at(feeds, _next_decision(deferred.values(), samples) - samples, parts.splittable):
-                feed(piece, weight, getattr(batch, "source", None))
-                samples += round(size * weight)
-                if any(not d.decided and samples >= d.rescaling.samples for d in deferred.values()):
-                    _settled(pending)  # the reducer is idle while the divisors are decided
-                    for held in deferred.values():
-                        if samples >= held.rescaling.samples:
-                            held.decide()
-            for name in inputs:  # whole batches, as when none is cut: a cut must not move their histograms
-                stats[name].update(np.asarray(feeds[name], dtype=np.float32),
-                                   histogram=histograms is None or name in histograms)
+            collector.add(batch, reducer)
             if progress:
-                progress(samples)
-        _settled(pending)
-        for held in deferred.values():  # fewer samples than asked for
-            held.decide()
-    if samples == 0:
+                progress(collector.samples)
+        collector.finish()
+    if collector.samples == 0:
         raise DataError("calibration data has no samples")
-    logger.info("calibrated %d tensors on %d samples", len(stats), samples)
-    return stats, samples
+    logger.info("calibrated %d tensors on %d samples", len(collector.stats), collector.samples)
+    return collector.stats, collector.samples
+
+
+class _Collector:
+    """One calibration's session, what it fetches, and the statistics each run's values update."""
+
+    def __init__(self, model: ir.Model, tensors: Sequence[str], *, histograms: Collection[str] | None,
+                 probes: Sequence[Probe], rescaled: Mapping[str, Rescaling]):
+        names = list(dict.fromkeys(tensors))
+        outputs = {v.name for v in model.graph.outputs}
+        self.inputs = [t for t in names if _is_input(model, t)]
+        session = make_session(model, extra_outputs=[t for t in names if t not in outputs and t not in self.inputs],
+                               probes=[probe.node for probe in probes], memory_pattern=False)
+        self.fetched = [t for t in names if t not in self.inputs] + [probe.output for probe in probes]
+        self.histograms = histograms
+        self.stats = {t: TensorStats() for t in (*names, *(probe.tensor for probe in probes))}
+        self.by_output = {probe.output: probe for probe in probes}
+        self.deferred = {name: RescaledStats(rescaling, self.stats[name], histogram=self.wants_histogram(name))
+                         for name, rescaling in rescaled.items() if name in self.fetched}
+        self.parts = _PartRuns(session, self.fetched, batch_axis_is_dynamic(model))
+        self.samples, self.pending = 0, None
+
+    def wants_histogram(self, name: str) -> bool:
+        return self.histograms is None or name in self.histograms
+
+    def add(self, batch, reducer: ThreadPoolExecutor) -> None:
+        """Runs one batch of the reader (cut where a rescaled tensor's divisors are decided) and ranges it."""
+        feeds = batch.inputs if hasattr(batch, "inputs") else batch
+        # the reader knows which inputs are passed whole (scalars, no batch axis); a bare dict: the first input
+        size = sample_count(batch)
+        for piece, weight in _cut_at(feeds, _next_decision(self.deferred.values(), self.samples) - self.samples,
+                                     self.parts.splittable):
+            self._feed(piece, weight, getattr(batch, "source", None), reducer)
+            self.samples += round(size * weight)
+            if any(not d.decided and self.samples >= d.rescaling.samples for d in self.deferred.values()):
+                _settled(self.pending)  # the reducer is idle while the divisors are decided
+                for held in self.deferred.values():
+                    if self.samples >= held.rescaling.samples:
+                        held.decide()
+        for name in self.inputs:  # whole batches, as when none is cut: a cut must not move their histograms
+            self.stats[name].update(np.asarray(feeds[name], dtype=np.float32), histogram=self.wants_histogram(name))
+
+    def finish(self) -> None:
+        _settled(self.pending)
+        for held in self.deferred.values():  # fewer samples than asked for
+            held.decide()
+
+    def _feed(self, feeds, weight: float, source: str | None, reducer: ThreadPoolExecutor) -> None:
+        """Runs and reduces ``feeds``, which are ``weight`` of a batch from ``source``."""
+        if not self.fetched:  # else run_batch checks each part it runs
+            check_finite(feeds, source=source)
+        for values, share, whole in self.parts(feeds, source) if self.fetched else ():
+            _settled(self.pending)
+            self.pending = reducer.submit(self._reduce, values, share * weight)
+            if whole:  # an unsplit batch: alive during the next run, it would double ORT's output buffers
+                self.pending.result()
+            values = None
+
+    def _reduce(self, values: list, share: float) -> None:
+        for name, value in zip(self.fetched, values):
+            if name in self.deferred:
+                self.deferred[name].update(np.asarray(value, dtype=np.float32), share)
+            elif name in self.by_output:
+                reduce_into(self.stats[self.by_output[name].tensor], self.by_output[name], value, share)
+            else:
+                self.stats[name].update(np.asarray(value, dtype=np.float32), histogram=self.wants_histogram(name), share=share)
 
 
 def _next_decision(deferred: Iterable[RescaledStats], samples: int) -> int:
@@ -220,6 +236,22 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
         logger.info("calibration cache %s", verdict)
     magnitudes: dict[str, np.ndarray] = {}
     rescaled = {name: dataclasses.replace(r, divisor=_recorded(r.divisor, magnitudes, name)) for name, r in rescaled.items()}
+    report = (lambda n: progress(f"quantize-static: calibrating, {n} samples")) if progress else None
+    stats, samples, histograms = _calibrated(model, calibration, tensors, minmax_only=minmax_only, rescaled=rescaled,
+                                             progress=report)
+    if key is not None and histograms is None:
+        empty = np.zeros(0, np.float32)  # none seen: no divisor
+        cache.store(key, source, samples, stats, {name: magnitudes.get(name, empty) for name in rescaled})
+        verdict += "; calibrated and stored"
+    elif key is not None:
+        verdict += "; minmax statistics are partial and not stored"
+    return Statistics(stats, samples=samples, cache=verdict)
+
+
+def _calibrated(model: ir.Model, calibration: Iterable, tensors: Sequence[str], *, minmax_only: bool,
+                rescaled: Mapping[str, Rescaling], progress: Progress | None):
+    """(stats, samples, the tensors given histograms (None: all)) from one calibration run over
+    ``calibration``: derivable tensors derived, probes where ``minmax_only`` allows them."""
     wanted = set(tensors)
     computed = {name: d for name, d in derivable(model.graph, wanted).items() if name not in rescaled}
     fetched = wanted - set(computed)
@@ -230,14 +262,13 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
         sampled = _sampled_silu_inputs(model.graph, (fetched & histograms) - set(rescaled))
     # copies whose size the shapes do not give are counted: a Concat's union weighs its parts by size
     counted = [size_probe(name) for name, d in computed.items() if d.function is None and d.size is None]
-    report = (lambda n: progress(f"quantize-static: calibrating, {n} samples")) if progress else None
 
     def run_calibration(pooled: dict, sampled: dict):
         probes = counted + [max_probe(use.output.name) for use in pooled.values()]
         probes += [probe for value, spatial in sampled.items() for probe in (max_probe(value.name), sample_probe(value, spatial))]
         skipped = set(pooled) | {value.name for value in sampled}
         return collect_statistics(model, calibration, [t for t in tensors if t not in computed and t not in skipped],
-                                  histograms=histograms, probes=probes, progress=report, rescaled=rescaled)
+                                  histograms=histograms, probes=probes, progress=progress, rescaled=rescaled)
 
     try:
         stats, samples = run_calibration(pooled, sampled)
@@ -254,13 +285,7 @@ def tensor_statistics(model: ir.Model, calibration: Iterable, tensors: Sequence[
     for name, derivation in computed.items():  # graph order: a derivation's sources are ready
         stats[name] = apply(derivation, stats, histogram=histograms is None or name in histograms,
                             elements=stats[name].elements if name in stats else 0)
-    if key is not None and histograms is None:
-        empty = np.zeros(0, np.float32)  # none seen: no divisor
-        cache.store(key, source, samples, stats, {name: magnitudes.get(name, empty) for name in rescaled})
-        verdict += "; calibrated and stored"
-    elif key is not None:
-        verdict += "; minmax statistics are partial and not stored"
-    return Statistics(stats, samples=samples, cache=verdict)
+    return stats, samples, histograms
 
 
 def _variant(rescaled: Mapping[str, Rescaling]) -> str:
