@@ -150,20 +150,9 @@ class QuantizeStatic(Pass):
         total = _weight_elements(model)
         plan, weights, _, params = self._apply(model, dtypes, stats, keep)
         fraction = sum(row["weight_elements"] for row in weights) / total if total else 0.0
-        if keep and not plan.quantized:  # a details warning: the CLI prints it, the JSON report lists it
-            rows.append({"warning": "mixed precision kept every layer float to meet the goal: the model is not "
-                                    "quantized (lower --quantize-min-cosine, or give more calibration data)"})
-        elif keep and fraction < 0.75:
-            rows.append({"warning": f"mixed precision left {100 * (1 - fraction):.0f}% of the weights float; the "
-                                    "model may run no faster than float (measure with --latency RUNS)"})
-        embeddings = quantize_embeddings(model.graph, include=config.include, exclude=config.exclude) if config.embeddings else []
-        if any("kept_float" not in r for r in embeddings):
-            ir.passes.common.RemoveUnusedNodesPass()(model)  # drops the float tables
-        if reference is not None:
-            rows += correct_biases(reference, model, mixed_precision.subset(
-                self.context.calibration, config.sensitivity_samples, splittable=batch_axis_is_dynamic(reference)))
-        if final_check is not None:
-            rows += final_check(model)
+        rows += _kept_float_warnings(keep, plan, fraction)
+        embeddings, finished = self._finish(model, reference, final_check)
+        rows += finished
         cached = [{"calibration_cache": stats.cache}] if getattr(stats, "cache", "") else []
         details = unmatched + upgraded + cached + smoothed + weights + embeddings + _float_rows(plan) + rows
         return PassResult(model, modified=True, details=details, stats={
@@ -176,6 +165,20 @@ class QuantizeStatic(Pass):
             **({"embeddings_quantized": sum("kept_float" not in r for r in embeddings)} if embeddings else {}),
             **({"opset_converted": 1} if any("opset_converted" in row for row in upgraded) else {}),
             **({"biases_corrected": sum("bias_corrected" in r for r in rows)} if config.bias_correction else {})})
+
+    def _finish(self, model: ir.Model, reference: ir.Model | None, final_check) -> tuple[list[dict], list[dict]]:
+        """The steps after the QDQ rewrite: int8 embedding tables, bias correction against
+        ``reference`` (the float model), mixed precision's check of the written model; (embedding rows, other rows)."""
+        config, rows = self.config, []
+        embeddings = quantize_embeddings(model.graph, include=config.include, exclude=config.exclude) if config.embeddings else []
+        if any("kept_float" not in r for r in embeddings):
+            ir.passes.common.RemoveUnusedNodesPass()(model)  # drops the float tables
+        if reference is not None:
+            rows += correct_biases(reference, model, mixed_precision.subset(
+                self.context.calibration, config.sensitivity_samples, splittable=batch_axis_is_dynamic(reference)))
+        if final_check is not None:
+            rows += final_check(model)
+        return embeddings, rows
 
     def _apply(self, model: ir.Model, dtypes, stats, float_tensors: frozenset[str]):
         """Quantizes ``model`` in place; returns (plan, weight rows, model, {float tensor name: (scale, zero)}).
@@ -302,6 +305,18 @@ class QuantizeStatic(Pass):
         for value, (scale, zero) in params.items():
             insert_qdq(graph, value, scale, zero, readers=None if value.producer() in quantized else quantized)
         return rows
+
+
+def _kept_float_warnings(keep: frozenset[str], plan: planning.Plan, fraction: float) -> list[dict]:
+    """Details warnings (the CLI prints them, the JSON report lists them) when mixed precision kept
+    so much float that the model is not, or hardly, quantized."""
+    if keep and not plan.quantized:
+        return [{"warning": "mixed precision kept every layer float to meet the goal: the model is not "
+                            "quantized (lower --quantize-min-cosine, or give more calibration data)"}]
+    if keep and fraction < 0.75:
+        return [{"warning": f"mixed precision left {100 * (1 - fraction):.0f}% of the weights float; the "
+                            "model may run no faster than float (measure with --latency RUNS)"}]
+    return []
 
 
 def _weight_elements(model: ir.Model) -> int:
