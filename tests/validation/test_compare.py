@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -200,3 +201,17 @@ def test_integers_far_apart_do_not_wrap_into_agreement():
     assert not c.passed and c.max_abs >= 9e18
     low = np.array([np.iinfo(np.int64).min, 0], np.int64)
     assert not compare_arrays("h", low, np.zeros(2, np.int64), LOSSLESS).passed
+
+
+def test_each_floor_fails_on_its_own():
+    """A cosine floor above what the output reaches fails it even when SNR and top-1 pass (and so
+    for SNR alone), naming only the check that failed."""
+    embedding = RNG.standard_normal((32, 16)).astype(np.float32)  # [N, 16] rows: held to top-1 too, turned off below
+    got = embedding + np.float32(0.05) * RNG.standard_normal(embedding.shape).astype(np.float32)  # cosine ~0.9988, 26 dB
+    loose = dataclasses.replace(LOSSY, min_top1=0.0)
+    c = compare_arrays("y", embedding, got, dataclasses.replace(loose, min_cosine=0.9999, min_snr=0.0))
+    assert 0.998 < c.cosine < 0.9999 and c.snr_db > 20
+    assert c.failures == [f"cosine {c.cosine:.6f} < 0.9999"] and not c.passed
+    assert compare_arrays("y", embedding, got, dataclasses.replace(loose, min_cosine=0.998, min_snr=0.0)).passed
+    c = compare_arrays("y", embedding, got, dataclasses.replace(loose, min_cosine=0.0, min_snr=40.0))
+    assert c.failures == [f"SNR {c.snr_db:.1f} < 40 dB"] and not c.passed

@@ -105,3 +105,14 @@ def test_optimize_runs_the_harness_and_writes_html(tmp_path, capsys):
     code, _, err = run_cli([DIGITS, tmp_path / "out.onnx", "--data", DIGITS_DATA, "--html", html], capsys)
     assert code == 0, err
     assert "onnxslim validation" in html.read_text() and "accuracy (logits, 360 labels)" in err
+
+
+def test_min_cosine_flag_sets_the_floor(tmp_path, capsys):
+    broken = tmp_path / "broken.onnx"
+    scale_weight(DIGITS, broken, 1, factor=1.2)
+    base = ["validate", DIGITS, broken, "--data", DIGITS_DATA, "--lossy", "--min-snr", "0", "--min-top1", "0"]
+    code, report = run_json(base, tmp_path, capsys)
+    cosine = report["outputs"][0]["cosine"]
+    assert code == 0 and 0.99 < cosine < 0.99999
+    code, report = run_json([*base, "--min-cosine", f"{(1 + cosine) / 2:.8f}"], tmp_path, capsys)
+    assert code == 1 and [f.split(" ")[0] for f in report["outputs"][0]["failures"]] == ["cosine"]

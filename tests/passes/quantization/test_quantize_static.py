@@ -86,6 +86,21 @@ def test_int8_activations_and_per_tensor_weights():
     assert rel_l2(original, result.model, feeds) < REL_L2_BOUND
 
 
+@pytest.mark.parametrize("activations, zero", [("int8", 0), ("uint8", 128)])
+def test_symmetric_activations_put_every_zero_point_in_the_middle(activations, zero):
+    model = _conv_model()
+    original = model.clone()
+    result = _quantize(model, {"x": (4, 3, 8, 8)}, activations=activations, symmetric_activations=True)
+    assert result.stats["activations_absorbed"] == 0  # a symmetric grid does not clamp at 0 like Relu
+    assert ops(result.model)["Relu"] == 3
+    quantizers = [n for n in result.model.graph if n.op_type == "QuantizeLinear"]
+    assert quantizers and {int(n.inputs[2].const_value.numpy()) for n in quantizers} == {zero}
+    assert {n.inputs[2].const_value.dtype.name for n in quantizers} == {activations.upper()}
+    check_full(result.model)
+    feeds = {"x": rng(5).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    assert rel_l2(original, result.model, feeds) < REL_L2_BOUND
+
+
 MATMUL_GEMM = """
 <ir_version: 8, opset_import: ["" : 17]>
 g (float[N, 16] x) => (float[N, 4] y) {
