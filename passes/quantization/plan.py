@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import onnx_ir as ir
 
 COMPUTE = {"Conv", "MatMul", "Gemm"}
@@ -247,8 +248,9 @@ def _compute_reason(node: ir.Node, activation_matmuls: bool = False) -> str | No
             return "Conv output is a graph output (ORT needs it quantized to fuse)"
     if node.op_type == "Gemm":
         attrs = {k: a.value for k, a in node.attributes.items()}
-        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
-            return "Gemm with transA/alpha/beta is not fused by ORT"
+        # transA is fused (QGemm transposes A itself); alpha and beta are not
+        if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            return "Gemm with alpha/beta is not fused by ORT"
         if not is_constant(weight):
             return "Gemm weight is not a constant"
     return None
@@ -296,8 +298,8 @@ def feeds_only_silu(value: ir.Value) -> bool:
 def post_processing(graph: ir.Graph) -> set[ir.Node]:
     """Nodes with no feature layer (weighted Conv/MatMul/Gemm) after them, and not one themselves.
 
-    A Conv fed by a Softmax (or its expanded form) through shape-only ops (YOLO's DFL expectation)
-    counts as decode math.
+    A Conv/MatMul/Gemm fed by a Softmax (or its expanded form) through shape-only ops that sums the
+    bins against a ramp into one value (YOLO's DFL expectation) counts as decode math.
     """
     nodes = list(graph)
     feature_below: dict[ir.Node, bool] = {}
@@ -340,7 +342,21 @@ def _is_feature(node: ir.Node) -> bool:
     source = node.inputs[0].producer()
     while source is not None and source.op_type in {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"}:
         source = source.inputs[0].producer()
-    return source is None or not _is_softmax(source)
+    return source is None or not _is_softmax(source) or not _is_expectation(node)
+
+
+def _is_expectation(node: ir.Node) -> bool:
+    """``node`` sums its input's bins against a ramp into one value: the expectation over a softmax's
+    bins that distribution-focal box heads compute (YOLOv8's DFL: a 1x1 Conv with weights 0..15;
+    GFL heads: a MatMul with a linspace). A learned layer after a softmax has more outputs."""
+    weight = ir.convenience.get_const_tensor(node.inputs[1]).numpy()
+    if node.op_type == "Conv":
+        ramp = weight.reshape(-1) if weight.shape[0] == 1 else None
+    elif node.op_type == "Gemm" and node.attributes.get("transB") is not None and node.attributes["transB"].value:
+        ramp = weight.reshape(-1) if weight.shape[0] == 1 else None
+    else:  # MatMul, Gemm: [bins, 1] or [bins]
+        ramp = weight.reshape(-1) if weight.ndim == 1 or weight.shape[-1] == 1 else None
+    return ramp is not None and ramp.size > 1 and bool(np.all(np.diff(ramp.astype(np.float64)) > 0))
 
 
 def _is_softmax(node: ir.Node) -> bool:

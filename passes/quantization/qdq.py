@@ -85,19 +85,64 @@ def insert_qdq(graph: ir.Graph, value: ir.Value, scale: np.float32, zero: np.nda
 
 
 def quantize_layer(graph: ir.Graph, node: ir.Node, input_scale: float, per_channel: bool) -> dict:
-    """Int8 weight (input 1) and int32 bias (input 2) of a Conv/MatMul/Gemm; its report row."""
+    """Int8 weight (input 1) and int32 bias (input 2) of a Conv/MatMul/Gemm; its report row.
+
+    A channel whose bias is too large for int32 at ``input_scale * weight_scale`` (a channel with
+    weights near 0 and a bias, as batch norm with gamma ~ 0 folds into) gets a coarser weight scale,
+    so that its bias fits; with a weight quantized earlier for another reader, the bias stays float."""
     weight = ir.convenience.get_const_tensor(node.inputs[1])
     axis = weight_axis(node, len(weight.shape)) if per_channel else None
     reused = (node.inputs[1], axis) in graph.meta.get(WEIGHTS_KEY, {})
-    scales = quantize_weight(graph, node, 1, axis)
-    bias = len(node.inputs) > 2 and node.inputs[2] is not None and ir.convenience.get_const_tensor(node.inputs[2]) is not None
-    if bias and ir.convenience.get_const_tensor(node.inputs[2]).shape == (weight.shape[axis if axis is not None else 0],):
-        quantize_bias(graph, node, 2, input_scale, scales)
-    elif bias and scales.size == 1:
-        quantize_bias(graph, node, 2, input_scale, scales)
-    return {"node": node.name, "op": node.op_type, "weight": "per-channel" if axis is not None else "per-tensor",
-            "weight_elements": 0 if reused else int(np.prod(weight.shape)), "bias": "int32" if bias else None,
-            **({"weight_shared": True} if reused else {})}
+    channels = weight.shape[axis] if axis is not None else None
+    bias = _bias_vector(node, channels)
+    floor = None if bias is None else np.abs(bias) / (np.float64(input_scale) * BIAS_LIMIT)
+    if floor is not None and axis is None:  # one scale for the tensor
+        floor = floor.max(initial=0.0)
+    scales, raised = quantize_weight(graph, node, 1, axis, floor=floor)
+    row = {"node": node.name, "op": node.op_type, "weight": "per-channel" if axis is not None else "per-tensor",
+           "weight_elements": 0 if reused else int(np.prod(weight.shape))}
+    if bias is not None and _bias_fits(bias, input_scale, scales):
+        quantize_bias(graph, node, 2, input_scale, scales, bias)
+        row["bias"] = "int32"
+    elif _has_constant_bias(node):
+        row["bias"] = "float: " + ("int32 would overflow at the shared weight's scale" if bias is not None
+                                   else f"shape {list(ir.convenience.get_const_tensor(node.inputs[2]).shape)} is no per-channel vector")
+    else:
+        row["bias"] = None
+    if raised:
+        row["weight_scales_raised_for_bias"] = raised
+    return {**row, **({"weight_shared": True} if reused else {})}
+
+
+BIAS_LIMIT = 2**31 - 1 - 2**20
+"""Largest int32 bias magnitude written, a margin below the type's: the kernel adds the bias to
+int32 accumulators (ORT's quantizer also raises weight scales for its biases)."""
+
+
+def _has_constant_bias(node: ir.Node) -> bool:
+    return len(node.inputs) > 2 and node.inputs[2] is not None and ir.convenience.get_const_tensor(node.inputs[2]) is not None
+
+
+def _bias_vector(node: ir.Node, channels: int | None) -> np.ndarray | None:
+    """The constant bias (float64): as it is under a per-tensor weight scale (``channels`` None),
+    else one value per output channel, or None when there is none or it varies along another axis
+    (Gemm's C of shape [M, N]). A scalar or ``[1, N]`` C adds the same to every row, as the int32
+    ``[N]`` vector QGemm takes."""
+    if not _has_constant_bias(node):
+        return None
+    bias = ir.convenience.get_const_tensor(node.inputs[2]).numpy().astype(np.float64)
+    if channels is None:
+        return bias
+    if node.op_type == "Gemm" and bias.size == 1:
+        return np.full(channels, bias.reshape(-1)[0])
+    if node.op_type == "Gemm" and bias.ndim == 2 and bias.shape[0] == 1:
+        bias = bias[0]
+    return bias if bias.shape == (channels,) else None
+
+
+def _bias_fits(bias: np.ndarray, input_scale: float, scales: np.ndarray) -> bool:
+    step = np.float64(input_scale) * scales.astype(np.float64)
+    return bool(np.all(np.abs(bias) <= BIAS_LIMIT * np.broadcast_to(step, bias.shape) + 0.5 * step.max(initial=0.0)))
 
 
 def weight_axis(node: ir.Node, rank: int) -> int | None:
@@ -110,8 +155,10 @@ def weight_axis(node: ir.Node, rank: int) -> int | None:
     return 1 if rank == 2 else None
 
 
-def quantize_weight(graph: ir.Graph, node: ir.Node, index: int, axis: int | None) -> np.ndarray:
-    """Replaces input ``index`` of ``node`` by ``DequantizeLinear(int8 weight)``; returns the scales.
+def quantize_weight(graph: ir.Graph, node: ir.Node, index: int, axis: int | None,
+                    floor: np.ndarray | float | None = None) -> tuple[np.ndarray, int]:
+    """Replaces input ``index`` of ``node`` by ``DequantizeLinear(int8 weight)``; returns the scales
+    and how many of them were raised to ``floor`` (per slice, or one value per tensor).
 
     A weight that other nodes read too (ALBERT's shared layers) is quantized once: its
     DequantizeLinear goes first in the graph, and later readers with the same axis take it."""
@@ -120,9 +167,14 @@ def quantize_weight(graph: ir.Graph, node: ir.Node, index: int, axis: int | None
     if (source, axis) in done:
         dequantized, scales = done[source, axis]
         node.replace_input_with(index, dequantized)
-        return scales
+        return scales, 0
     weight = ir.convenience.get_const_tensor(source).numpy().astype(np.float32)
     scales = weight_params(weight, axis)
+    raised = 0
+    if floor is not None:
+        wanted = np.maximum(scales, np.asarray(floor, np.float64) * 1.0001).astype(np.float32)
+        raised = int(np.count_nonzero(wanted > scales))
+        scales = wanted
     shape = [1] * weight.ndim
     if axis is not None:
         shape[axis] = -1
@@ -132,22 +184,25 @@ def quantize_weight(graph: ir.Graph, node: ir.Node, index: int, axis: int | None
                                    first=shared)
     if shared:
         done[source, axis] = dequantized, scales
-    return scales
+    return scales, raised
 
 
-def quantize_operand(graph: ir.Graph, node: ir.Node, index: int, dtype: str) -> None:
-    """A constant operand of a quantized Add/Mul as ``DequantizeLinear(8-bit constant)`` on its own
-    per-tensor grid, in the activations' type (ORT fuses the op only when every input is a DQ)."""
+def quantize_operand(graph: ir.Graph, node: ir.Node, index: int, dtype: str,
+                     grid: tuple[np.float32, np.ndarray] | None = None) -> None:
+    """A constant operand of a quantized Add/Mul/Concat as ``DequantizeLinear(8-bit constant)``, in
+    the activations' type (ORT fuses the op only when every input is a DQ): on ``grid`` (scale, zero
+    point) when given, else on its own per-tensor grid."""
     value = ir.convenience.get_const_tensor(node.inputs[index]).numpy().astype(np.float32)
-    scale, zero = activation_params(float(value.min()), float(value.max()), dtype)
+    scale, zero = grid if grid is not None else activation_params(float(value.min()), float(value.max()), dtype)
     qmin, qmax = INT_RANGES[dtype]
     quantized = np.clip(np.round(value / scale) + zero.astype(np.int64), qmin, qmax).astype(NUMPY[dtype])
     _dequantize_into(graph, node, index, quantized, np.asarray(scale, np.float32), zero, None)
 
 
-def quantize_bias(graph: ir.Graph, node: ir.Node, index: int, input_scale: float, weight_scales: np.ndarray) -> None:
-    """Bias as int32 at scale ``input_scale * weight_scale`` (what ORT's integer kernels add)."""
-    bias = ir.convenience.get_const_tensor(node.inputs[index]).numpy().astype(np.float64)
+def quantize_bias(graph: ir.Graph, node: ir.Node, index: int, input_scale: float, weight_scales: np.ndarray,
+                  bias: np.ndarray) -> None:
+    """``bias`` (input ``index``, as ``_bias_vector`` gives it) as int32 at scale ``input_scale *
+    weight_scale`` (what ORT's integer kernels add)."""
     scales = (np.float64(input_scale) * weight_scales.astype(np.float64)).astype(np.float32)
     scales = np.broadcast_to(scales, bias.shape).copy() if weight_scales.size > 1 else scales.reshape(())
     quantized = np.clip(np.round(bias / scales), -(2**31), 2**31 - 1).astype(np.int32)

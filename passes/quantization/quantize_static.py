@@ -297,10 +297,12 @@ class QuantizeStatic(Pass):
         for node in plan.quantized:
             if node.op_type in planning.COMPUTE and planning.is_constant(node.inputs[1]):
                 rows.append(quantize_layer(graph, node, params[node.inputs[0]][0], per_channel))
-            elif node.op_type in planning.BINARY:
+            elif node.op_type in planning.BINARY or node.op_type == "Concat":
+                # a Concat's constant part goes onto the output's grid, where its Q would put it anyway
+                grid = params.get(node.outputs[0]) if node.op_type == "Concat" else None
                 for index, operand in enumerate(node.inputs):
                     if planning.is_constant(operand):
-                        quantize_operand(graph, node, index, self.config.activations)
+                        quantize_operand(graph, node, index, self.config.activations, grid)
         quantized = set(plan.quantized)
         for value, (scale, zero) in params.items():
             insert_qdq(graph, value, scale, zero, readers=None if value.producer() in quantized else quantized)
