@@ -8,7 +8,7 @@ Rules (ORT groups ``DequantizeLinear -> op -> QuantizeLinear`` into one integer 
   than the integer kernel saves;
 - shape-only ops (MaxPool, Reshape, Transpose, Resize, Split...) reuse their input's scale,
   as ORT drops their Q/DQ only then;
-- Relu and Clip(0, x) after a quantized op are absorbed into its output QuantizeLinear;
+- Relu and Clip(a, b) with a <= 0 <= b after a quantized op are absorbed into its output QuantizeLinear;
 - Softmax, normalizations, and the post-processing after the last weighted layer (detection
   heads: box decode, DFL, score/coordinate concat) stay float, and the report says why.
 """
@@ -261,10 +261,22 @@ def _activation_reason(node: ir.Node) -> str | None:
     if producer is None or producer.op_type not in COMPUTE | BINARY | OWN_RANGE or len(node.inputs[0].uses()) != 1:
         return "-"
     if node.op_type == "Clip":
-        low = ir.convenience.get_const_tensor(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else None
-        if low is None or float(low.numpy()) != 0.0:
+        low, high = clip_bounds(node)
+        # a QuantizeLinear clamps to a range holding 0: Clip(-1, 1) too, not Clip(0.5, 6)
+        if low is None or not low <= 0.0 <= high:
             return "-"
     return None
+
+
+def clip_bounds(node: ir.Node) -> tuple[float | None, float]:
+    """A Clip's constant (min, max); min None when it has none or it is not constant, max inf when absent."""
+    def bound(index: int) -> np.ndarray | None:
+        value = node.inputs[index] if len(node.inputs) > index else None
+        tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+        return None if tensor is None or tensor.size != 1 else float(tensor.numpy().reshape(-1)[0])
+
+    high = bound(2) if len(node.inputs) > 2 and node.inputs[2] is not None else float("inf")
+    return bound(1), (float("-inf") if high is None else high)
 
 
 def _quantizable_gate(node: ir.Node, constant_operands: bool) -> bool:

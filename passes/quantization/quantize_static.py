@@ -260,7 +260,6 @@ class QuantizeStatic(Pass):
         Runs after absorbed activations are removed: their producer's output takes their range.
         """
         config, params = self.config, {}
-        clip_high = {producer.outputs[0]: _clip_max(act) for act, producer in plan.absorbed.items()}
         source = {producer.outputs[0]: act.outputs[0].name for act, producer in plan.absorbed.items()}
 
         def own(value: ir.Value):
@@ -272,7 +271,9 @@ class QuantizeStatic(Pass):
             method = "minmax" if plan.in_head(value) else config.method
             low, high = tensor_range(found, method, percentile=config.percentile)
             if value in source:
-                low, high = 0.0, min(high, clip_high[value])
+                # the range of the Relu / Clip(a <= 0, b) output, holding 0: Relu and Clip(0, b) then
+                # clamp exactly at the grid's bottom, a Clip(a < 0, b) to half a step
+                low = min(low, 0.0)
             elif planning.feeds_only_silu(value):
                 low = silu_low(found, low, high)
             elif (use := hard_swish_use(value)) is not None:  # below it, every value gives 0
@@ -327,12 +328,6 @@ def _weight_elements(model: ir.Model) -> int:
     weights = {n.inputs[1]: ir.convenience.get_const_tensor(n.inputs[1]) for n in model.graph
                if n.op_type in planning.COMPUTE and len(n.inputs) > 1 and planning.is_constant(n.inputs[1])}
     return int(sum(np.prod(w.shape) for w in weights.values()))
-
-
-def _clip_max(node: ir.Node) -> float:
-    if node.op_type == "Clip" and len(node.inputs) > 2 and node.inputs[2] is not None:
-        return float(ir.convenience.get_const_tensor(node.inputs[2]).numpy())
-    return float("inf")
 
 
 def _range_sources(plan: planning.Plan, keep_absorbed: bool = False) -> list[str]:

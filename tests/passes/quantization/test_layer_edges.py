@@ -171,3 +171,37 @@ def test_only_an_expectation_over_softmax_bins_counts_as_decode(ramp, quantized)
     decode = [row for row in result.details if "post-processing" in row.get("kept_float", "")]
     assert bool(decode) is not quantized
     assert ops(result.model)["Softmax"] == 1
+
+
+CONV_CLIP_CONV = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
+    c1 = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+    k = Clip (c1, low, high)
+    c2 = Conv <pads = [1, 1, 1, 1]> (k, w2, b2)
+    y = Relu (c2)
+}
+"""
+
+
+@pytest.mark.parametrize("low, high, absorbed", [(-0.3, 0.5, True), (0.0, 6.0, True), (0.1, 6.0, False)])
+def test_a_clip_whose_range_holds_zero_is_absorbed_into_the_quantizer(low, high, absorbed):
+    """The QuantizeLinear after the Conv clamps to its grid, which holds 0: Clip(-0.3, 0.5) is that
+    grid's clamp (ORT's quantizer drops it too); Clip(0.1, 6) would need a clamp at 0.1 and stays."""
+    r = rng(6)
+    model = make_model(CONV_CLIP_CONV, initializers={
+        "low": np.array(low, np.float32), "high": np.array(high, np.float32),
+        "w1": (r.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32), "b1": (r.standard_normal(8) * 0.1).astype(np.float32),
+        "w2": (r.standard_normal((4, 8, 3, 3)) * 0.3).astype(np.float32), "b2": r.standard_normal(4).astype(np.float32)})
+    original = model.clone()
+    result = _quantize(model, {"x": (4, 3, 8, 8)})
+    assert (ops(result.model)["Clip"] == 0) is absorbed
+    assert result.stats["activations_absorbed"] == (1 if absorbed else 0)
+    fused = fused_ops(result.model)
+    assert fused["QLinearConv"] == 2 and fused["Clip"] == (0 if absorbed else 1)
+    if absorbed:  # the grid stays inside the clip's range, to half a step
+        quantizer = next(node for node in result.model.graph if node.op_type == "QuantizeLinear"
+                         and node.inputs[0].producer() is not None and node.inputs[0].producer().op_type == "Conv")
+        scale, zero = (float(v.const_value.numpy()) for v in quantizer.inputs[1:])
+        assert low - scale / 2 <= scale * (0 - zero) and scale * (255 - zero) <= high + scale / 2
+    assert rel_l2(original, result.model, {"x": rng(3).standard_normal((2, 3, 8, 8)).astype(np.float32)}) < REL_L2_BOUND
