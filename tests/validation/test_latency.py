@@ -60,3 +60,20 @@ def test_each_variant_is_timed_exactly_the_runs_asked_for():
     for runs in (1, 2, 5, 20):
         times = time_round_robin({"a": model, "b": model}, INPUT, runs=runs, warmup=0, threads=1)
         assert [len(t) for t in times.values()] == [runs, runs]
+
+
+def test_the_slower_flag_needs_more_than_the_noise_band_and_the_minimum_margin(monkeypatch):
+    """The decision on given timings (ms per call: original, optimized, original repeated)."""
+    import onnxslim.validation.latency as latency
+
+    def decide(original, optimized, repeat):
+        times = {"original": [original] * 3, "optimized": [optimized] * 3, "original (repeat)": [repeat] * 3}
+        monkeypatch.setattr(latency, "time_round_robin", lambda *a, **k: times)
+        return measure_latency(b"", b"", INPUT, runs=3, warmup=0, threads=1)
+
+    quiet = decide(1.0, 1.04, 1.0)  # 4% slower, no noise: within the 5% margin
+    assert quiet.noise == 0.0 and quiet.ratio == 1.04 and not quiet.slower
+    assert decide(1.0, 1.06, 1.0).slower  # beyond the margin
+    noisy = decide(1.0, 1.2, 1.25)  # the original itself moved 25%
+    assert noisy.noise == 0.25 and not noisy.slower
+    assert decide(1.0, 1.3, 1.25).slower

@@ -237,3 +237,17 @@ def test_first_layer_is_spared_only_when_not_coupled(residual):
     else:  # a alone is spared; b is pruned
         assert shape_of(model, "wa") == (8, 3, 3, 3) and shape_of(model, "wb") == (4, 8, 3, 3)
         assert {"group": ["a"], "channels": 8, "skipped": "first layer, not coupled to other layers"} in result.details
+
+
+def test_round_to_removes_nothing_when_no_multiple_fits_below_the_layer():
+    """10 channels, 10% asked, multiples of 8: keeping 8 would remove twice what was asked, and 16
+    is more than there are, so the layer keeps its 10."""
+    r = rng(12)
+    w = {"wa": conv_weights(r, 10, 3), "wc": conv_weights(r, 4, 10)}
+    text = """g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
+        a = Conv <pads = [1, 1, 1, 1]> (x, wa)
+        y = Conv <pads = [1, 1, 1, 1]> (a, wc)
+    }"""
+    model = make_model(HEAD + text, initializers=w)
+    result = PruneChannels(PruneChannelsConfig(amount=0.1, skip_first_last=False, importance="magnitude", round_to=8))(model)
+    assert shape_of(model, "wa") == (10, 3, 3, 3) and not result.modified

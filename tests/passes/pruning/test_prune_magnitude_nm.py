@@ -123,3 +123,26 @@ def test_params_pruned_counts_the_zeros_the_weights_hold():
     result = PruneMagnitude(PruneMagnitudeConfig(amount=0.3))(model)
     after = {n: int(np.count_nonzero(v.const_value.numpy() == 0)) for n, v in result.model.graph.initializers.items()}
     assert result.stats["params_pruned"] == sum(after.values()) - sum(before.values()) > 0
+
+
+def test_activation_importance_scores_each_weight_by_its_input_norm():
+    """Wanda's |w| * ||x||: input 1 carries twice the activation norm of input 0, so its weight
+    0.6 (score 1.2) outlives weight 1.0 (score 1.0), which magnitude alone would keep; 0.4 (0.8)
+    goes, which scoring by the energy ||x||^2 would keep (1.6 > 1.0)."""
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 2] x) => (float[N, 1] y) {
+        h = MatMul (x, w)
+        y = Identity (h)
+    }"""
+    from onnxslim.core.pass_base import PassContext
+    from onnxslim.data import DataBatch
+
+    x = rng(3).standard_normal((64, 2)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=0)  # columns of norm 1, then 2
+    x[:, 1] *= 2
+    for weight, pruned in (([1.0, 0.6], 0), ([1.0, 0.4], 1)):
+        model = make_model(text, initializers={"w": np.array(weight, np.float32).reshape(2, 1)})
+        config = PruneMagnitudeConfig(amount=0.5, skip_first_last=False, importance="activation")
+        PruneMagnitude(config, context=PassContext(calibration=[DataBatch({"x": x})]))(model)
+        kept = model.graph.initializers["w"].const_value.numpy().ravel()
+        assert kept[pruned] == 0 and kept[1 - pruned] == weight[1 - pruned]
