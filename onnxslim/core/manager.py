@@ -13,6 +13,7 @@ from onnxslim.core.checks import ModelCheckError, check_model, contract_violatio
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import GraphStats, graph_stats, refusal
 from onnxslim.errors import OnnxSlimError, PipelineFailed, first_line
+from onnxslim.runtime.isolated import session_failure
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class PassManager:
         candidate = model.clone()
         try:
             result = slim_pass(candidate)
-            problem = self._problem(result, contract)
+            problem = self._problem(result, contract, isolated=slim_pass.isolated_check)
         except OnnxSlimError:
             raise  # the user's input is wrong (bad calibration data...): report it, don't hide it as a rollback
         except Exception as exc:  # a pass bug must not take the user's run down with it
@@ -141,7 +142,7 @@ class PassManager:
         status = APPLIED if result.modified else UNCHANGED
         return PassRecord(slim_pass.name, status, seconds, before, after, stats, config=config, details=details), result.model
 
-    def _problem(self, result: ir.passes.PassResult, contract: list) -> str | None:
+    def _problem(self, result: ir.passes.PassResult, contract: list, *, isolated: bool = False) -> str | None:
         if not result.modified:
             return None
         violations = contract_violations(contract, io_contract(result.model))
@@ -151,4 +152,6 @@ class PassManager:
             check_model(result.model, runtime=self.check_runtime)
         except ModelCheckError as exc:
             return exc.message
+        if isolated and self.check_runtime:
+            return session_failure(result.model)
         return None

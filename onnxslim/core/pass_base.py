@@ -60,6 +60,9 @@ class Pass(ir.passes.InPlacePass):
     float_weights: ClassVar[bool] = False
     """True when the pass works on float weights (pruning, low rank): on an already quantized model
     the manager records it unchanged with a warning instead of running it to find nothing."""
+    isolated_check: ClassVar[bool] = False
+    """True when ONNX Runtime has crashed (not raised) optimizing models this pass makes (float16):
+    the manager then also checks the result in a child process (``onnxslim.runtime.isolated``)."""
 
     def __init__(self, config: Any | None = None, *, context: PassContext | None = None):
         self.config = config if config is not None else self.Config()

@@ -11,7 +11,9 @@ import onnx_ir as ir
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import refusal
 from onnxslim.passes._contract import declared_io, restore_declared_io
+from onnxslim.passes._names import Names
 from onnxslim.passes.quantization.fp16_constants import own_float_constants
+from onnxslim.passes.quantization.fp16_ort_crashes import crashing_nodes
 from onnxslim.passes.quantization.fp16_range import FLOAT16_MAX, RANGE_HEADROOM, out_of_range_nodes
 from onnxslim.passes.quantization.ort_tools import float_weight_bytes, in_scratch_folder, replace_contents, to_proto
 
@@ -50,6 +52,7 @@ class ConvertFp16(Pass):
     name = "convert-fp16"
     Config = ConvertFp16Config
     lossy = True
+    isolated_check = True  # ONNX Runtime's CPU optimizers have crashed on float16 graphs
 
     def call(self, model: ir.Model) -> PassResult:
         reason = refusal(model) or _already_half(model) or _unconvertible_outputs(model)
@@ -68,7 +71,10 @@ class ConvertFp16(Pass):
         # converted, these would be refused by ORT and the whole pass rolled back (Celu, IsInf < opset 20)
         no_half = _ops_without_float16(model)
         blocked_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(self.config.keep_float) | functions | no_half)  # a node name here is harmless
-        out_of_range = out_of_range_nodes(model, self.context.calibration)
+        out_of_range = {**out_of_range_nodes(model, self.context.calibration), **crashing_nodes(model)}
+        names = Names(model.graph)
+        for node in out_of_range:
+            node.name = node.name or names.fresh("onnxslim_fp16_kept")  # the converter blocks nodes by name
         blocked_nodes = [node.name for node in model.graph if node.name in self.config.keep_float or node in out_of_range]
         if (reason := _blocked_in_branch(model, set(blocked_ops), set(blocked_nodes))) is not None:
             return PassResult(model, modified=False, stats={"skipped": 1},

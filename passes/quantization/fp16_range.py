@@ -22,8 +22,8 @@ still masks, so they keep nothing float32."""
 
 
 def out_of_range_nodes(model: ir.Model, calibration) -> dict[ir.Node, str]:
-    """Main-graph nodes to keep float32 for float16's range, with the reason; unnamed ones are given
-    a name (the converter blocks nodes by name). Values are checked only with ``calibration``."""
+    """Main-graph nodes to keep float32 for float16's range, with the reason. Values are checked
+    only with ``calibration``."""
     found: dict[ir.Node, str] = {}
     for node in model.graph:
         for value in node.inputs:
@@ -43,9 +43,6 @@ def out_of_range_nodes(model: ir.Model, calibration) -> dict[ir.Node, str]:
                     found[node] = (f"{value.name!r} reaches {extremes[value.name]:.3g} on the calibration data "
                                    f"(float16 max {FLOAT16_MAX:g})")
                     break
-    for index, node in enumerate(found):
-        if not node.name:
-            node.name = f"onnxslim_fp16_range_{index}"
     return found
 
 
