@@ -8,6 +8,7 @@ from onnxscript.rewriter._rewrite_rule import RewriteRuleClassBase
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.passes._rewrite import apply_rules
+from onnxslim.passes.cleanup.infer_shapes import inferred_shapes
 
 _GEMM_TYPES = {ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16}
 
@@ -52,6 +53,9 @@ class FuseMatMulAdd(Pass):
     name = "fuse-matmul-add"
 
     def call(self, model: ir.Model) -> PassResult:
-        result = apply_rules(model, (_MatMulAddToGemm.rule(),), commute=True)
+        # the ranks come from inference: without it a Paddle classifier head (Reshape -> MatMul -> Add)
+        # stayed MatMul + Add, which ORT fuses into a float Gemm after quantization dequantized its weight
+        with inferred_shapes(model):
+            result = apply_rules(model, (_MatMulAddToGemm.rule(),), commute=True)
         result.stats = {"gemms_created": result.stats["rewrites"], "nodes_removed": result.stats["nodes_removed"]}
         return result

@@ -184,7 +184,23 @@ def float_matmul_outputs(plan: Plan) -> set[ir.Value]:
     """
     readers = set(plan.quantized) | set(plan.absorbed)
     return {node.outputs[0] for node in plan.quantized if node.op_type == "MatMul"
-            and not node.outputs[0].is_graph_output() and not any(c in readers for c in node.outputs[0].consumers())}
+            and not node.outputs[0].is_graph_output() and not any(c in readers for c in node.outputs[0].consumers())
+            and not _becomes_float_gemm(node)}
+
+
+def _becomes_float_gemm(matmul: ir.Node) -> bool:
+    """A MatMul of 2-D input whose only reader adds a constant: with a float output ORT's
+    MatMulAddFusion turns ``DQ(W) -> MatMul -> Add`` into a float Gemm that dequantizes the weight
+    at every run (6-18x slower than float on a 512x2000 classifier head); with the output quantized
+    it runs QLinearMatMul. The cleanup's fuse-matmul-add makes most of them Gemms first (QGemm).
+    Transformers' 3-D Linear layers, and inputs of unknown rank, keep their float outputs."""
+    activation = matmul.inputs[0]
+    readers = matmul.outputs[0].consumers()
+    if activation is None or activation.shape is None or len(activation.shape) != 2 or len(readers) != 1:
+        return False
+    add = readers[0]
+    return add.op_type == "Add" and len(add.inputs) == 2 and any(
+        is_constant(v) for v in add.inputs if v is not matmul.outputs[0])
 
 
 def _touches(node: ir.Node, names: frozenset[str]) -> bool:

@@ -205,3 +205,23 @@ def test_a_clip_whose_range_holds_zero_is_absorbed_into_the_quantizer(low, high,
         scale, zero = (float(v.const_value.numpy()) for v in quantizer.inputs[1:])
         assert low - scale / 2 <= scale * (0 - zero) and scale * (255 - zero) <= high + scale / 2
     assert rel_l2(original, result.model, {"x": rng(3).standard_normal((2, 3, 8, 8)).astype(np.float32)}) < REL_L2_BOUND
+
+
+def test_a_2d_matmul_read_by_a_bias_add_keeps_its_output_quantized():
+    """Left float, ``DQ(W) -> MatMul -> Add(b)`` became ORT's float Gemm (MatMulAddFusion) that
+    dequantized the weight at every run; quantized, it runs QLinearMatMul."""
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 64] x) => (float[N, 32] y) {
+        m = MatMul (x, w)
+        y = Add (m, c)
+    }
+    """
+    r = rng(3)
+    model = make_model(text, initializers={"w": (r.standard_normal((64, 32)) * 0.2).astype(np.float32),
+                                           "c": r.standard_normal(32).astype(np.float32)})
+    original = model.clone()
+    result = _quantize(model, {"x": (8, 64)})
+    fused = fused_ops(result.model)
+    assert fused["QLinearMatMul"] == 1 and fused["Gemm"] == 0 and fused["MatMul"] == 0
+    assert rel_l2(original, result.model, {"x": rng(4).standard_normal((5, 64)).astype(np.float32)}) < REL_L2_BOUND
