@@ -21,8 +21,8 @@ def _add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--lowrank-params", type=float, metavar="FRACTION", default=None,
                        help="keep FRACTION of the splittable weights' parameters, ranks allocated per layer")
     group.add_argument("--lowrank-min-cosine", type=float, metavar="X", default=None,
-                       help="with --lowrank auto (needs it): lowest mean output cosine on the held-out calibration samples "
-                            f"(default {AUTO_MIN_COSINE})")
+                       help="with --lowrank auto (needs it): lowest mean output cosine on the held-out calibration samples, "
+                            f"with each output's SNR at the level validation pairs with it (default {AUTO_MIN_COSINE}: 17 dB)")
     group.add_argument("--lowrank-method", choices=("auto", "plain", "whitened"), default=None,
                        help="whitened (activation-aware) needs --calibration-data; auto uses it when given (default)")
     group.add_argument("--lowrank-refit", choices=("none", "oneshot", "sequential"), default=None,

@@ -91,14 +91,15 @@ def measure_sensitivity(groups: list[Group], layers: list[Layer], probe: Probe, 
 
 def by_cosine(groups: list[Group], layers: list[Layer], probes: list[Probe], floor: float, multiple: int,
               refine: Refine | None = None) -> Plan:
-    """The smallest parameter budget whose allocation keeps the cosine >= ``floor`` on every probe
+    """The smallest parameter budget whose allocation keeps the cosine >= ``floor``, and each output's
+    SNR at the level validation pairs with that cosine (``Probe.floor_score``), on every probe
     (bisection; the probes run on held-out calibration samples and on fitted ones: a small held-out
     set alone would let the bisection fit its noise). With ``refine`` (a refit), the bisection first
     runs without it, then a few refit steps search below the budget found."""
     def measure(budget: float, refit: bool) -> tuple[float, list, list | None]:
         ranks = allocate(layers, budget, multiple)
         facts = refine(ranks) if refit else None
-        cosine = min(probe.cosine(replaced(groups, layers, ranks, facts)) for probe in probes)
+        cosine = min(probe.floor_score(replaced(groups, layers, ranks, facts)) for probe in probes)
         logger.debug("budget %.4f%s: calibration cosine %.5f", budget, " (refit)" if refit else "", cosine)
         return cosine, ranks, facts
 
