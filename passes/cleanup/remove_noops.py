@@ -46,7 +46,8 @@ class _InferenceDropout(RewriteRuleClassBase):
 
 
 class _NeutralOperand(RewriteRuleClassBase):
-    """``x * 1``, ``x / 1``, ``x + 0``, ``x - 0`` with a constant that cannot broadcast ``x`` to a larger shape."""
+    """``x * 1``, ``x / 1``, ``x + 0``, ``x - 0`` with a constant (of ones or zeros, any shape) that
+    cannot broadcast ``x`` to a larger shape."""
 
     op_type = "Mul"
     neutral = 1.0
@@ -60,12 +61,20 @@ class _NeutralOperand(RewriteRuleClassBase):
         if tensor is None or x.shape is None or x.dtype != c.dtype:
             return result.fail("operand not constant, or shape/dtype unknown")
         array = tensor.numpy()
-        if array.ndim > len(x.shape) or any(d != 1 for d in array.shape) or not np.all(array == self.neutral):
+        if not _within(array.shape, tuple(x.shape)) or not np.all(array == self.neutral):
             return result.fail("not a neutral constant of broadcast-safe shape")
         return result
 
     def rewrite(self, op, x, **_):
         return op.Identity(x)
+
+
+def _within(const: tuple[int, ...], dims: tuple) -> bool:
+    """A constant of shape ``const`` broadcasts to ``dims`` without enlarging it: no more axes, and
+    each of its dims (right-aligned) 1 or the same static dim (LayerNorm's gamma of ones, ``[C]``)."""
+    if len(const) > len(dims):
+        return False
+    return all(c == 1 or (isinstance(d, int) and c == d) for c, d in zip(reversed(const), reversed(dims)))
 
 
 class _SameShapeReshape(RewriteRuleClassBase):

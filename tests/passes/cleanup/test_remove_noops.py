@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import onnx_ir as ir
 
 from onnxslim.passes.cleanup.remove_noops import RemoveNoops
@@ -77,6 +78,29 @@ def test_neutral_constant_that_broadcasts_to_a_bigger_shape_is_kept():
     RemoveNoops()(model)
     # Mul by a rank-4 one makes x rank 4 (kept); Add of 0.5 is not neutral; the Div by one is then neutral.
     assert op_types(model) == ["Mul", "Add", "Relu"]
+
+
+@pytest.mark.parametrize("gamma_shape, beta, kept", [((3,), 0.0, []), ((4, 3), 0.0, []), ((1, 3), 0.0, []),
+                                                     ((4, 1), 0.0, []), ((3,), 1e-7, ["Add"]), ((2, 4, 3), 0.0, ["Mul"])])
+def test_layer_norm_scale_of_ones_is_removed_when_it_cannot_grow_the_shape(gamma_shape, beta, kept):
+    """An untrained LayerNorm's gamma (ones) and beta (zeros) over the last axis: x * ones([C]) is x
+    (onnxsim removed them from torch's opset-13 ConvNeXt / Swin exports; we kept 6 and 5 such
+    pairs). A real beta stays; a constant with a batch-sized dim still broadcasts x [N, 4, 3] to
+    [2, 4, 3] (the Add after it is then neutral)."""
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 4, 3] x) => (float[Y, 4, 3] y) {
+        a = Mul (x, gamma)
+        b = Add (a, beta)
+        y = Relu (b)
+    }
+    """
+    weights = {"gamma": np.ones(gamma_shape, np.float32), "beta": np.full(gamma_shape, beta, np.float32)}
+    model = make_model(text, initializers=weights)
+    original = model.clone()
+    RemoveNoops()(model)
+    assert op_types(model) == [*kept, "Relu"]
+    assert_same_outputs(original, model, {"x": rng().standard_normal((2, 4, 3)).astype(np.float32)}, atol=0, rtol=0)
 
 
 def test_dropout_in_training_mode_is_kept():
