@@ -203,17 +203,20 @@ def test_no_prunable_layer_leaves_model_unchanged():
     assert not result.modified and op_types(result.model) == ["Relu"]
 
 
-def test_round_to_keeps_a_multiple_of_channels():
+@pytest.mark.parametrize("channels, amount, kept", [(24, 0.4, 16), (10, 0.1, 10)])
+def test_round_to_keeps_a_multiple_of_channels(channels, amount, kept):
+    """24 * 0.6 = 14.4 channels kept -> 16. 10 channels, 10% asked: keeping 8 would remove twice what
+    was asked and 16 is more than there are, so the layer keeps its 10."""
     r = rng(10)
-    w = {"wa": conv_weights(r, 24, 3), "wc": conv_weights(r, 4, 24)}
+    w = {"wa": conv_weights(r, channels, 3), "wc": conv_weights(r, 4, channels)}
     text = """g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
         a = Conv <pads = [1, 1, 1, 1]> (x, wa)
         y = Conv <pads = [1, 1, 1, 1]> (a, wc)
     }"""
     model = make_model(HEAD + text, initializers=w)
-    config = PruneChannelsConfig(amount=0.4, skip_first_last=False, importance="magnitude", round_to=8)
-    PruneChannels(config)(model)
-    assert shape_of(model, "wa") == (16, 3, 3, 3)  # 24 * 0.6 = 14.4 kept -> 16
+    config = PruneChannelsConfig(amount=amount, skip_first_last=False, importance="magnitude", round_to=8)
+    result = PruneChannels(config)(model)
+    assert shape_of(model, "wa") == (kept, 3, 3, 3) and result.modified == (kept < channels)
     check_full(model)
 
 
@@ -238,16 +241,3 @@ def test_first_layer_is_spared_only_when_not_coupled(residual):
         assert shape_of(model, "wa") == (8, 3, 3, 3) and shape_of(model, "wb") == (4, 8, 3, 3)
         assert {"group": ["a"], "channels": 8, "skipped": "first layer, not coupled to other layers"} in result.details
 
-
-def test_round_to_removes_nothing_when_no_multiple_fits_below_the_layer():
-    """10 channels, 10% asked, multiples of 8: keeping 8 would remove twice what was asked, and 16
-    is more than there are, so the layer keeps its 10."""
-    r = rng(12)
-    w = {"wa": conv_weights(r, 10, 3), "wc": conv_weights(r, 4, 10)}
-    text = """g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
-        a = Conv <pads = [1, 1, 1, 1]> (x, wa)
-        y = Conv <pads = [1, 1, 1, 1]> (a, wc)
-    }"""
-    model = make_model(HEAD + text, initializers=w)
-    result = PruneChannels(PruneChannelsConfig(amount=0.1, skip_first_last=False, importance="magnitude", round_to=8))(model)
-    assert shape_of(model, "wa") == (10, 3, 3, 3) and not result.modified
