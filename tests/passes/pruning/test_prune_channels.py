@@ -240,4 +240,3 @@ def test_first_layer_is_spared_only_when_not_coupled(residual):
     else:  # a alone is spared; b is pruned
         assert shape_of(model, "wa") == (8, 3, 3, 3) and shape_of(model, "wb") == (4, 8, 3, 3)
         assert {"group": ["a"], "channels": 8, "skipped": "first layer, not coupled to other layers"} in result.details
-
