@@ -2,13 +2,15 @@
 
 Usage::
 
-    python benchmarks/bench_cleanup.py [--json FILE] [--repeat N] [--models NAME ...]
+    python benchmarks/bench_cleanup.py [--json FILE] [--repeat N] [--models NAME ...] [--zoo [FOLDER]]
 
 Every tool runs in its own subprocess on the same models in the same run; only the
 simplify call is timed (best of --repeat). The third-party tools live in
 benchmarks/.venv-thirdparty/ (created on first use) because PyPI's ``onnxslim`` has the
 same import name as ours. Each result is checked in ONNX Runtime (CPU) against the
 original on seeded random inputs; ours must stay within 1e-4 and keep dynamic dims.
+``--zoo`` adds the torch exports of common architectures made by benchmarks/torch_zoo.py
+(needs torch), checked at batch 2.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import venv
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -37,6 +40,7 @@ TOLERANCE = 1e-4
 BUNDLED = ("digits_cnn", "resnet_mini", "mobilenet_mini", "vit_tiny")  # checked at batch 3, their static dims
 REAL_SHAPES = {"yolov8n": (1, 3, 320, 320), "ppocr_det": (1, 3, 320, 320),
                "ppocr_rec": (1, 3, 48, 320), "ppocr_cls": (1, 3, 48, 192)}
+ZOO_FOLDER = ROOT / "benchmarks" / "out" / "zoo"
 TOOLS = ("ours", "onnxsim", "onnxsim@fixed-shape", "onnxslim-pypi")
 RATIOS = (("ops_after", "onnxsim"), ("ops_after", "onnxsim@fixed-shape"), ("ops_after", "onnxslim-pypi"),
           ("time_s", "onnxsim"), ("time_s", "onnxslim-pypi"))  # (row field, baseline tool): ours / baseline
@@ -80,8 +84,14 @@ def load_fetcher():
     return module
 
 
-def collect_models() -> dict[str, tuple[Path, dict[str, tuple[int, ...]]]]:
-    """{name: (path, {input name: numeric-check shape})} for bundled and real models."""
+class ModelSpec(NamedTuple):
+    path: Path
+    shapes: dict[str, tuple[int, ...]]  # input name -> numeric-check shape
+    vocab: int | None = None  # integer inputs are drawn from [0, vocab)
+
+
+def collect_models() -> dict[str, ModelSpec]:
+    """Bundled and real models."""
     specs = {name: (ROOT / "models" / f"{name}.onnx", None) for name in BUNDLED}
     real = load_fetcher().fetch(ROOT / "models" / ".real")
     specs.update({name: (path, REAL_SHAPES[name]) for name, path in real.items()})
@@ -91,8 +101,24 @@ def collect_models() -> dict[str, tuple[Path, dict[str, tuple[int, ...]]]]:
         if len(inputs) != 1:
             raise SystemExit(f"{name}: expected one graph input, found {len(inputs)}")
         dims = inputs[0].type.tensor_type.shape.dim
-        models[name] = (path, {inputs[0].name: shape or (3, *(d.dim_value for d in dims[1:]))})
+        models[name] = ModelSpec(path, {inputs[0].name: shape or (3, *(d.dim_value for d in dims[1:]))})
     return models
+
+
+def collect_zoo(folder: Path) -> dict[str, ModelSpec]:
+    """The torch_zoo.py exports in ``folder``, made first unless a complete set is already there."""
+    manifest_path = folder / "zoo.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    files_there = all((folder / entry["file"]).exists() for entry in manifest.get("models", {}).values())
+    if not (manifest.get("complete") and files_there):
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "torch_zoo.py"), str(folder)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+            raise SystemExit(f"--zoo: torch_zoo.py failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
+        manifest = json.loads(manifest_path.read_text())
+    return {name: ModelSpec(folder / entry["file"], {k: tuple(v) for k, v in entry["shapes"].items()}, entry["vocab"])
+            for name, entry in manifest["models"].items()}
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -146,10 +172,17 @@ def run_ort(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     return session.run(None, feeds)
 
 
-def seeded_feeds(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def seeded_feeds(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], vocab: int | None = None) -> dict[str, np.ndarray]:
+    """Uniform [0, 1) values; integer inputs uniform in [0, vocab) when a vocabulary size is given."""
     rng = np.random.default_rng(0)
-    dtype = lambda v: onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)  # noqa: E731
-    return {v.name: rng.random(shapes[v.name]).astype(dtype(v)) for v in graph_inputs(model)}
+    feeds = {}
+    for value in graph_inputs(model):
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        if vocab and np.issubdtype(dtype, np.integer):
+            feeds[value.name] = rng.integers(0, vocab, shapes[value.name]).astype(dtype)
+        else:
+            feeds[value.name] = rng.random(shapes[value.name]).astype(dtype)
+    return feeds
 
 
 def max_abs_diff(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
@@ -166,7 +199,8 @@ def op_delta(original: onnx.ModelProto, result: onnx.ModelProto) -> dict[str, in
     return {op: after[op] - before[op] for op in ops if after[op] != before[op]}
 
 
-def measure(name: str, src: Path, shapes: dict, tool: str, python: Path, repeat: int, reference: list) -> dict:
+def measure(name: str, spec: ModelSpec, tool: str, python: Path, repeat: int, reference: list) -> dict:
+    src, shapes = spec.path, spec.shapes
     original = onnx.load(src)
     row = {"model": name, "tool": tool, "nodes_before": len(original.graph.node),
            "ops_before": compute_nodes(original)}
@@ -181,7 +215,7 @@ def measure(name: str, src: Path, shapes: dict, tool: str, python: Path, repeat:
         row["bytes"] = dst.stat().st_size
         row["dynamic_kept"] = dynamic_dims(result) == dynamic_dims(original)
         try:
-            row["max_abs_diff"] = max_abs_diff(reference, run_ort(dst, seeded_feeds(original, shapes)))
+            row["max_abs_diff"] = max_abs_diff(reference, run_ort(dst, seeded_feeds(original, shapes, spec.vocab)))
         except Exception as exc:  # an output ORT cannot run is a result, not a crash
             row["max_abs_diff"], row["notes"] = float("inf"), f"ORT: {str(exc)[:120]}"
     return row
@@ -231,20 +265,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the raw rows and versions to this file")
     parser.add_argument("--repeat", type=int, default=3, help="time each tool this many times, keep the best")
     parser.add_argument("--models", nargs="*", help="only these model names")
+    parser.add_argument("--zoo", nargs="?", type=Path, const=ZOO_FOLDER, metavar="FOLDER",
+                        help="also the torch exports of benchmarks/torch_zoo.py in FOLDER (default "
+                             f"{ZOO_FOLDER.relative_to(ROOT)}), exported first unless a complete set is there; needs torch")
     args = parser.parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=170)
-    models = {k: v for k, v in collect_models().items() if not args.models or k in args.models}
+    models = collect_models()
+    if args.zoo:
+        models.update(collect_zoo(args.zoo))
+    models = {k: v for k, v in models.items() if not args.models or k in args.models}
     with console.status(f"preparing {THIRDPARTY_VENV.relative_to(ROOT)} ({', '.join(THIRDPARTY_PACKAGES)})"):
         third, install_errors = thirdparty_python()
     if install_errors:
         console.print(f"[yellow]third-party install: {install_errors}")
     rows = []
-    for name, (path, shapes) in models.items():
-        reference = run_ort(path, seeded_feeds(onnx.load(path), shapes))
+    for name, spec in models.items():
+        reference = run_ort(spec.path, seeded_feeds(onnx.load(spec.path), spec.shapes, spec.vocab))
         for tool in TOOLS:
             python = Path(sys.executable) if tool == "ours" else third
-            rows.append(measure(name, path, shapes, tool, python, args.repeat, reference))
-            console.log(f"{name:15s} {tool:20s} {rows[-1].get('error') or rows[-1]['nodes_after']}")
+            rows.append(measure(name, spec, tool, python, args.repeat, reference))
+            console.log(f"{name:18s} {tool:20s} {rows[-1].get('error') or rows[-1]['nodes_after']}")
     render_rows(console, rows)
     render_ratios(console, rows)
     versions = {r["tool"]: r["version"] for r in rows if "version" in r}
