@@ -34,14 +34,20 @@ class FoldShapeChains(Pass):
     def call(self, model: ir.Model) -> PassResult:
         before = count_nodes(model)
         totals = {"values_folded": 0, "reshape_targets": 0, "shapes_rebuilt": 0}
-        for _ in range(_MAX_ROUNDS):
-            # a resolved Reshape target gives the dims below it only to the next shape inference
-            # (a channel shuffle folds one Reshape per round: ShuffleNet 98 -> 80 -> 62 -> 49 nodes)
-            counts = _one_round(model)
-            for key, count in zip(totals, counts):
-                totals[key] += count
-            if not any(counts):
-                break
+        hints: dict[ir.Value, tuple] = {}  # Reshape output -> (shape, type) before the pass
+        try:
+            for _ in range(_MAX_ROUNDS):
+                # a resolved Reshape target gives the dims below it only to the next shape inference
+                # (a channel shuffle folds one Reshape per round: ShuffleNet 98 -> 80 -> 62 -> 49 nodes)
+                counts, hinted = _one_round(model, hints)
+                for key, count in zip(totals, counts):
+                    totals[key] += count
+                if not any(counts) and not hinted:
+                    break
+        finally:
+            for value, (shape, type_) in hints.items():  # for the rounds' inference, not for the file
+                if not value.is_graph_output():
+                    value.shape, value.type = shape, type_
         modified = any(totals.values())
         return PassResult(model, modified=modified, stats={**totals, "nodes_removed": before - count_nodes(model)})
 
@@ -49,8 +55,11 @@ class FoldShapeChains(Pass):
 _MAX_ROUNDS = 16
 
 
-def _one_round(model: ir.Model) -> tuple[int, int, int]:
-    """(values folded, Reshape targets resolved, shapes rebuilt) by one shape inference's knowledge."""
+def _one_round(model: ir.Model, hints: dict[ir.Value, tuple]) -> tuple[tuple[int, int, int], int]:
+    """((values folded, Reshape targets resolved, shapes rebuilt), Reshape outputs newly hinted) by
+    one shape inference's knowledge. ``hints`` collects the Reshape outputs given a named dim that
+    ONNX shape inference leaves anonymous (their shape and type before the pass): the next
+    rounds' inference starts from them."""
     with inferred_shapes(model):  # dims and dtypes come from inference
         values = sv.evaluate(model.graph)
         # Whole-chain rewrites first: they make the intermediate values dead instead of folded.
@@ -58,9 +67,56 @@ def _one_round(model: ir.Model) -> tuple[int, int, int]:
         rebuilt = _rebuild_shape_inputs(model, values)
         ir.passes.common.RemoveUnusedNodesPass()(model)
         folded = _replace_known(model, values)
+        named = _named_reshape_outputs(model, sv.evaluate(model.graph))
+    for value, (shape, dtype) in named.items():
+        hints.setdefault(value, (value.shape, value.type))
+        value.shape, value.type = shape, ir.TensorType(dtype)
     if folded or reshapes or rebuilt:
         ir.passes.common.RemoveUnusedNodesPass()(model)
-    return folded, reshapes, rebuilt
+    return (folded, reshapes, rebuilt), len(named)
+
+
+def _named_reshape_outputs(model: ir.Model, values: dict[ir.Value, sv.Partial]) -> dict[ir.Value, tuple]:
+    """{Reshape output: (shape, dtype)} where the output has an anonymous dim that is a named dim of
+    the input: ONNX shape inference names the dim a ``-1`` stands for ``unk__N`` (``view(-1, 3, 8, 8, 8)``
+    of a ``[batch, 24, 8, 8]`` map), and a later ``view(batch, -1, 8)`` could not resolve its -1 (a
+    YOLO-style decode head kept two Shape -> Gather -> Concat chains that PyPI's onnxslim folds)."""
+    named = {}
+    for node in _nodes(model, "Reshape"):
+        out, data = node.outputs[0], node.inputs[0]
+        partial = sv.value_of(node.inputs[1], values)
+        if out.is_graph_output() or out.shape is None or data.dtype is None or partial is None or partial.scalar \
+                or node.attributes.get_int("allowzero", 0):
+            continue
+        elements = _resolve_minus_one(list(partial.elements), data.shape, 0)
+        if -1 in elements and data.shape is not None:
+            elements = _minus_one_as_symbol(elements, data.shape)
+        shape = [e if isinstance(e, int) and e > 0 else e.symbol if isinstance(e, sv.Dim) and e.symbol else None
+                 for e in elements]
+        if None in shape or len(shape) != len(out.shape):
+            continue
+        if any(isinstance(d, str) and not (isinstance(o, ir.SymbolicDim) and o.value == d) for d, o in zip(shape, out.shape)):
+            named[out] = (ir.Shape([ir.SymbolicDim(d) if isinstance(d, str) else d for d in shape]), data.dtype)
+    return named
+
+
+def _minus_one_as_symbol(elements: list, data_shape: ir.Shape) -> list:
+    """The -1 of a Reshape target as the input's one named dim the target's other elements leave,
+    when the known sizes match (``[-1, 3, 8, 8, 8]`` of ``[batch, 24, 8, 8]``: batch)."""
+    data = [sv.element_of_dim(d) for d in data_shape]
+    if any(e is None for e in data) or any(e is None for e in elements) or 0 in elements:
+        return elements
+    leftover = [d for d in data if not isinstance(d, int)]
+    for element in (e for e in elements if not isinstance(e, int)):
+        match = next((d for d in leftover if sv.same_dim(d, element)), None)
+        if match is None:
+            return elements
+        leftover.remove(match)
+    known_target = math.prod(e for e in elements if isinstance(e, int) and e != -1)
+    known_data = math.prod(d for d in data if isinstance(d, int))
+    if len(leftover) != 1 or not leftover[0].symbol or known_target != known_data:
+        return elements
+    return [leftover[0] if e == -1 else e for e in elements]
 
 
 def _replace_known(model: ir.Model, values: dict[ir.Value, sv.Partial]) -> int:

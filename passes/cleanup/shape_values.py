@@ -52,13 +52,14 @@ def evaluate(graph: ir.Graph) -> dict[ir.Value, Partial]:
         rule = _RULES.get(node.op_type)
         if rule is None or node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
             continue
-        result = rule(node, lambda v: _get(v, values))
+        result = rule(node, lambda v: value_of(v, values))
         if result is not None and len(result.elements) <= MAX_ELEMENTS:
             values[node.outputs[0]] = result
     return values
 
 
-def _get(value: ir.Value | None, values: dict[ir.Value, Partial]) -> Partial | None:
+def value_of(value: ir.Value | None, values: dict[ir.Value, Partial]) -> Partial | None:
+    """What ``evaluate`` knows of ``value``, or of a small integer constant."""
     if value is None:
         return None
     if value in values:
