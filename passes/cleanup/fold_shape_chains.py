@@ -103,20 +103,30 @@ def _named_reshape_outputs(model: ir.Model, values: dict[ir.Value, sv.Partial]) 
 def _minus_one_as_symbol(elements: list, data_shape: ir.Shape) -> list:
     """The -1 of a Reshape target as the input's one named dim the target's other elements leave,
     when the known sizes match (``[-1, 3, 8, 8, 8]`` of ``[batch, 24, 8, 8]``: batch)."""
+    split = _unmatched_dims(elements, data_shape)
+    if split is None:
+        return elements
+    leftover, known_target, known_data = split
+    if len(leftover) != 1 or not leftover[0].symbol or known_target != known_data:
+        return elements
+    return [leftover[0] if e == -1 else e for e in elements]
+
+
+def _unmatched_dims(elements: list, data_shape: ir.Shape) -> tuple[list, int, int] | None:
+    """(the input's dynamic dims no dynamic element of the target stands for, the product of the
+    target's static elements but -1, the product of the input's static dims); None when a target
+    element matches no input dim, or a dim or element is unknown."""
     data = [sv.element_of_dim(d) for d in data_shape]
     if any(e is None for e in data) or any(e is None for e in elements) or 0 in elements:
-        return elements
+        return None
     leftover = [d for d in data if not isinstance(d, int)]
     for element in (e for e in elements if not isinstance(e, int)):
         match = next((d for d in leftover if sv.same_dim(d, element)), None)
         if match is None:
-            return elements
+            return None
         leftover.remove(match)
     known_target = math.prod(e for e in elements if isinstance(e, int) and e != -1)
-    known_data = math.prod(d for d in data if isinstance(d, int))
-    if len(leftover) != 1 or not leftover[0].symbol or known_target != known_data:
-        return elements
-    return [leftover[0] if e == -1 else e for e in elements]
+    return leftover, known_target, math.prod(d for d in data if isinstance(d, int))
 
 
 def _replace_known(model: ir.Model, values: dict[ir.Value, sv.Partial]) -> int:
@@ -155,19 +165,12 @@ def _resolve_reshape_targets(model: ir.Model, values: dict[ir.Value, sv.Partial]
 
 def _resolve_minus_one(elements: list, data_shape: ir.Shape | None, allowzero: int) -> list:
     """Replaces a -1 by its value when the target's dynamic dims are exactly dims of the input."""
-    if -1 not in elements or data_shape is None or allowzero or 0 in elements:
+    if -1 not in elements or data_shape is None or allowzero:
         return elements
-    data = [sv.element_of_dim(d) for d in data_shape]
-    if any(e is None for e in data) or any(e is None for e in elements):
+    split = _unmatched_dims(elements, data_shape)
+    if split is None:
         return elements
-    leftover = [d for d in data if not isinstance(d, int)]
-    for element in (e for e in elements if not isinstance(e, int)):
-        match = next((d for d in leftover if sv.same_dim(d, element)), None)
-        if match is None:
-            return elements
-        leftover.remove(match)
-    known_target = math.prod(e for e in elements if isinstance(e, int) and e != -1)
-    known_data = math.prod(d for d in data if isinstance(d, int))
+    leftover, known_target, known_data = split
     if leftover or known_target == 0 or known_data % known_target:
         return elements
     return [known_data // known_target if e == -1 else e for e in elements]
