@@ -140,7 +140,9 @@ class PassManager:
             stats["lossy"] = 1
         after = graph_stats(result.model) if result.modified else before
         status = APPLIED if result.modified else UNCHANGED
-        return PassRecord(slim_pass.name, status, seconds, before, after, stats, config=config, details=details), result.model
+        # a pass that says it changed nothing is not checked: whatever it did to its copy is dropped
+        kept = result.model if result.modified else model
+        return PassRecord(slim_pass.name, status, seconds, before, after, stats, config=config, details=details), kept
 
     def _problem(self, result: ir.passes.PassResult, contract: list, *, isolated: bool = False) -> str | None:
         if not result.modified:

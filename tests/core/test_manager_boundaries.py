@@ -61,3 +61,22 @@ def test_mgr_non_float_weight_passes_run_on_a_quantized_model():
         }""")
     result, report = PassManager([RemoveNoops()]).run(model)
     assert report.records[0].status == APPLIED and "Identity" not in op_types(result)
+
+
+class _QuietBreaker(Pass):
+    """Breaks its copy of the model and says it changed nothing."""
+
+    name = "quiet-breaker"
+
+    def call(self, model):
+        model.graph.outputs[0].name = "renamed"
+        return PassResult(model, modified=False)
+
+
+def test_mgr_changes_of_a_pass_that_reports_none_are_dropped():
+    """An unchanged pass is not checked, so its copy must not go on: a pass that renamed the graph
+    output (the application's contract) while reporting modified=False got its model through."""
+    model = make_model(_IDENTITY_RELU)
+    out, report = PassManager([_QuietBreaker()]).run(model)
+    assert report.records[0].status == "unchanged"
+    assert [v.name for v in out.graph.outputs] == [v.name for v in model.graph.outputs] != ["renamed"]
