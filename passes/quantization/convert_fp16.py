@@ -61,7 +61,7 @@ class ConvertFp16(Pass):
             return PassResult(model, modified=False, stats={"skipped": 1},
                               details=[{"skipped": reason}, {"warning": f"model left as it was: {reason}"}])
         before = float_weight_bytes(model, ir.DataType.FLOAT)
-        if before == 0 and not any(node.op_type == "Constant" for node in model.graph):
+        if before == 0 and not any(_float_constant(node) for node in model.graph):
             return PassResult(model, modified=False, details=[{"skipped": "no float32 weights"}])
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
@@ -100,6 +100,17 @@ class ConvertFp16(Pass):
         return PassResult(model, modified=True, details=unmatched + kept + unchecked,
                           stats={"bytes_saved": before - after, "nodes_kept_float32": len(kept), "casts": casts,
                                  "casts_removed": removed})
+
+
+def _float_constant(node: ir.Node) -> bool:
+    """A Constant node holding float32 weights (Paddle exports); an int64 shape constant is none:
+    a model of such alone was converted into two Casts around its float ops, for nothing."""
+    if node.op_type != "Constant":
+        return False
+    if "value_float" in node.attributes or "value_floats" in node.attributes:
+        return True
+    value = node.attributes.get("value")
+    return value is not None and value.type == ir.AttributeType.TENSOR and value.value.dtype == ir.DataType.FLOAT
 
 
 def _unmatched_keep_float(model: ir.Model, keep_float: tuple[str, ...]) -> list[dict]:

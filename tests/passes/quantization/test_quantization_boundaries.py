@@ -7,6 +7,7 @@ Pinned by a mutation audit: each test fails when the condition it names is dropp
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from onnxslim.passes.quantization.bias_correction import _input_means
 from onnxslim.passes.quantization.common import tensor_dtypes
@@ -205,3 +206,22 @@ def test_mp_concat_with_an_empty_part_is_not_split():
     whole = make_model("""<ir_version: 8, opset_import: ["" : 17]>
         g (float[N, 4] a, float[N, 2] c) => (float[N, 6] y) { y = Concat <axis = 1> (a, c) }""")
     assert concat_parts(whole) == {"y": (1, [4, 2])}
+
+
+@pytest.mark.parametrize("constant, converted", [("int64[2] {4, 8}", False), ("float[1] {2.0}", True)])
+def test_fp16_without_weights_converts_only_for_float_constants(constant, converted):
+    """A model whose only constant is an int64 shape has nothing to halve: it used to get a Cast
+    pair around its float ops; a float Constant node (a Paddle weight) is a weight."""
+
+    dims = "4, 8"
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[{dims}] x) => (float[{dims}] y) {{
+        c = Constant <value = {constant}> ()
+        y = {"Reshape (x, c)" if "int64" in constant else "Mul (x, c)"}
+    }}
+    """
+    result = ConvertFp16()(make_model(text))
+    assert result.modified is converted
+    if not converted:
+        assert result.details == [{"skipped": "no float32 weights"}]
