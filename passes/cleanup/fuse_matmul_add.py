@@ -17,6 +17,14 @@ def _dims(value: ir.Value) -> tuple | None:
     return None if value.shape is None else tuple(value.shape)
 
 
+def _same_dim(a, b) -> bool:
+    """Equal static dims, or symbolic dims of one name; two unnamed dims may differ at run time
+    (an ``[?, 8]`` bias against an ``[?, 16]`` input's rows broadcast the rows)."""
+    if isinstance(a, int) or isinstance(b, int):
+        return a == b
+    return a.value is not None and a.value == b.value
+
+
 class _MatMulAddToGemm(RewriteRuleClassBase):
     def pattern(self, op, a, b, c):
         return op.Add(op.MatMul(a, b), c)
@@ -34,7 +42,7 @@ class _MatMulAddToGemm(RewriteRuleClassBase):
         # Gemm's C broadcasts one way only: to (M, N). Each bias dim must be 1 or equal the result's.
         expected = (n,) if len(c_dims) == 1 else (m, n)
         for got, want in zip(c_dims, expected):
-            if got != 1 and got != want:
+            if got != 1 and not _same_dim(got, want):
                 return result.fail(f"bias shape {list(c_dims)} does not broadcast one-way to [{m}, {n}]")
         return result
 

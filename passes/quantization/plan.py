@@ -286,10 +286,12 @@ def _activation_reason(node: ir.Node) -> str | None:
 
 def clip_bounds(node: ir.Node) -> tuple[float | None, float]:
     """A Clip's constant (min, max); min None when it has none or it is not constant, max inf when absent."""
-    def bound(index: int) -> np.ndarray | None:
+    def bound(index: int) -> float | None:
         value = node.inputs[index] if len(node.inputs) > index else None
-        tensor = ir.convenience.get_const_tensor(value) if value is not None else None
-        return None if tensor is None or tensor.size != 1 else float(tensor.numpy().reshape(-1)[0])
+        if not is_constant(value):  # an overridable default the application may feed: not a bound
+            return None
+        tensor = ir.convenience.get_const_tensor(value)
+        return None if tensor.size != 1 else float(tensor.numpy().reshape(-1)[0])
 
     high = bound(2) if len(node.inputs) > 2 and node.inputs[2] is not None else float("inf")
     return bound(1), (float("-inf") if high is None else high)

@@ -98,7 +98,12 @@ def quantize_layer(graph: ir.Graph, node: ir.Node, input_scale: float, per_chann
     floor = None if bias is None else np.abs(bias) / (np.float64(input_scale) * BIAS_LIMIT)
     if floor is not None and axis is None:  # one scale for the tensor
         floor = floor.max(initial=0.0)
-    scales, raised = quantize_weight(graph, node, 1, axis, floor=floor)
+    shared = graph.meta.get(WEIGHTS_KEY, {}).get((node.inputs[1], axis))
+    # a weight another reader quantized first at scales too fine for this bias: a float bias does not
+    # help (ORT fuses the node anyway and overflows its own int32 bias), so this reader gets its own copy
+    own = shared is not None and bias is not None and not _bias_fits(bias, input_scale, shared[1])
+    reused = reused and not own
+    scales, raised = quantize_weight(graph, node, 1, axis, floor=floor, own=own)
     row = {"node": node.name, "op": node.op_type, "weight": "per-channel" if axis is not None else "per-tensor",
            "weight_elements": 0 if reused else int(np.prod(weight.shape))}
     if bias is not None and _bias_fits(bias, input_scale, scales):
@@ -111,6 +116,8 @@ def quantize_layer(graph: ir.Graph, node: ir.Node, input_scale: float, per_chann
         row["bias"] = None
     if raised:
         row["weight_scales_raised_for_bias"] = raised
+    if own:
+        row["weight_copied_for_bias"] = True  # the shared int8 weight's scales were too fine for this bias
     return {**row, **({"weight_shared": True} if reused else {})}
 
 
@@ -156,15 +163,16 @@ def weight_axis(node: ir.Node, rank: int) -> int | None:
 
 
 def quantize_weight(graph: ir.Graph, node: ir.Node, index: int, axis: int | None,
-                    floor: np.ndarray | float | None = None) -> tuple[np.ndarray, int]:
+                    floor: np.ndarray | float | None = None, *, own: bool = False) -> tuple[np.ndarray, int]:
     """Replaces input ``index`` of ``node`` by ``DequantizeLinear(int8 weight)``; returns the scales
     and how many of them were raised to ``floor`` (per slice, or one value per tensor).
 
     A weight that other nodes read too (ALBERT's shared layers) is quantized once: its
-    DequantizeLinear goes first in the graph, and later readers with the same axis take it."""
+    DequantizeLinear goes first in the graph, and later readers with the same axis take it, unless
+    ``own`` (this reader gets an int8 copy of its own)."""
     source = node.inputs[index]
     done = graph.meta.setdefault(WEIGHTS_KEY, {})
-    if (source, axis) in done:
+    if (source, axis) in done and not own:
         dequantized, scales = done[source, axis]
         node.replace_input_with(index, dequantized)
         return scales, 0
@@ -179,7 +187,7 @@ def quantize_weight(graph: ir.Graph, node: ir.Node, index: int, axis: int | None
     if axis is not None:
         shape[axis] = -1
     quantized = np.clip(np.round(weight / scales.reshape(shape)), -127, 127).astype(np.int8)
-    shared = len(source.consumers()) > 1
+    shared = len(source.consumers()) > 1 and not own
     dequantized = _dequantize_into(graph, node, index, quantized, scales, np.zeros(scales.shape, np.int8), axis,
                                    first=shared)
     if shared:

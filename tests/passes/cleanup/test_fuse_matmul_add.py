@@ -1,4 +1,5 @@
 import numpy as np
+import onnx_ir as ir
 import pytest
 
 from onnxslim.passes.cleanup.fuse_matmul_add import FuseMatMulAdd
@@ -72,3 +73,20 @@ def test_a_head_whose_matmul_input_only_inference_knows_is_2d_becomes_gemm():
     check_full(result.model)
     assert_same_outputs(original, result.model, {"x": rng(1).standard_normal((3, 8, 4, 4)).astype(np.float32)},
                         atol=1e-5, rtol=1e-5)
+
+
+def test_a_bias_whose_rows_are_an_unnamed_dim_is_not_fused():
+    """``a: [?, 16]`` and ``c: [?, 8]`` with unnamed first dims: c may have more rows than a (the Add
+    broadcasts a's one row), which Gemm refuses ("Invalid bias shape"). Two unnamed dims compared
+    equal and the pair became a Gemm that failed at run time."""
+    import onnx
+
+    a = onnx.helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [None, 16])
+    c = onnx.helper.make_tensor_value_info("c", onnx.TensorProto.FLOAT, [None, 8])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 8])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["a", "w"], ["m"]),
+                                    onnx.helper.make_node("Add", ["m", "c"], ["y"])], "g", [a, c], [y],
+                                   [onnx.numpy_helper.from_array(rng(0).standard_normal((16, 8)).astype(np.float32), "w")])
+    model = ir.serde.deserialize_model(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)]))
+    assert not FuseMatMulAdd()(model).modified
+    assert op_types(model) == ["MatMul", "Add"]

@@ -4,6 +4,7 @@ transA, a Concat with a constant part, learned layers after a softmax."""
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 import pytest
 
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
@@ -225,3 +226,52 @@ def test_a_2d_matmul_read_by_a_bias_add_keeps_its_output_quantized():
     fused = fused_ops(result.model)
     assert fused["QLinearMatMul"] == 1 and fused["Gemm"] == 0 and fused["MatMul"] == 0
     assert rel_l2(original, result.model, {"x": rng(4).standard_normal((5, 64)).astype(np.float32)}) < REL_L2_BOUND
+
+
+SHARED_WEIGHT = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 8, 8] x) => (float[N, 4, 8, 8] y) {
+    a = Conv <pads = [1, 1, 1, 1]> (x, w, zero_bias)
+    r = Relu (a)
+    b = Conv <pads = [1, 1, 1, 1]> (r, w, bias)
+    y = Relu (b)
+}
+"""
+
+
+def test_a_shared_weight_too_fine_for_a_later_readers_bias_is_copied_for_that_reader():
+    """The first reader (bias 0) quantizes the shared weight with channel 0 at ~1e-7 / 127; the
+    second reader's bias 1.0 does not fit int32 at that scale. Kept float, ORT fused the node anyway
+    and wrapped its own int32 bias to -2^31 (cosine 0.978, validation failed): that reader now gets
+    an int8 copy with its own, raised scale."""
+    r = rng(5)
+    w = (r.standard_normal((4, 4, 3, 3)) * 0.3).astype(np.float32)
+    w[0] *= 1e-6
+    model = make_model(SHARED_WEIGHT, initializers={"w": w, "zero_bias": np.zeros(4, np.float32),
+                                                     "bias": np.array([1.0, 0.1, -0.2, 0.3], np.float32)})
+    for index, node in enumerate(model.graph):
+        node.name = f"n{index}"
+    original = model.clone()
+    result = _quantize(model, {"x": (4, 4, 8, 8)}, bias_correction=False)
+    second = _row(result, "n2")
+    assert second["bias"] == "int32" and second["weight_copied_for_bias"] and second["weight_scales_raised_for_bias"] == 1
+    assert "weight_copied_for_bias" not in _row(result, "n0")
+    feeds = {"x": rng(6).standard_normal((2, 4, 8, 8)).astype(np.float32)}
+    assert rel_l2(original, result.model, feeds) < REL_L2_BOUND  # with ORT's default optimizations (fused)
+
+
+def test_a_clip_whose_bound_the_application_may_feed_is_not_absorbed():
+    """An initializer that is also a graph input is a default the caller may override: absorbing
+    Clip(c, lo, hi) baked lo = 0 into the grid, and feeding lo = 2 no longer clipped."""
+    import onnx
+
+    r = rng(7)
+    model = make_model(CONV_CLIP_CONV, initializers={
+        "low": np.array(0.0, np.float32), "high": np.array(6.0, np.float32),
+        "w1": (r.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32), "b1": (r.standard_normal(8) * 0.1).astype(np.float32),
+        "w2": (r.standard_normal((4, 8, 3, 3)) * 0.3).astype(np.float32), "b2": r.standard_normal(4).astype(np.float32)})
+    low = model.graph.initializers["low"]
+    model.graph.inputs.append(low)  # overridable (IR >= 4)
+    result = _quantize(model, {"x": (4, 3, 8, 8)})
+    assert ops(result.model)["Clip"] == 1
+    assert onnx.checker.check_model(ir.serde.serialize_model(result.model)) is None
