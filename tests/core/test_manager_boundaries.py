@@ -8,16 +8,8 @@ from __future__ import annotations
 from onnxslim.core.manager import APPLIED, PassManager, UNCHANGED
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.passes.cleanup.remove_noops import RemoveNoops
+from tests.core.test_manager import MODEL as _IDENTITY_RELU
 from tests.helpers import make_model, op_types
-
-
-_IDENTITY_RELU = """
-<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 4] x) => (float[N, 4] y) {
-    a = Identity (x)
-    y = Relu (a)
-}
-"""
 
 
 class _LossyNothing(Pass):
