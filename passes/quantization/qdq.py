@@ -89,7 +89,8 @@ def quantize_layer(graph: ir.Graph, node: ir.Node, input_scale: float, per_chann
 
     A channel whose bias is too large for int32 at ``input_scale * weight_scale`` (a channel with
     weights near 0 and a bias, as batch norm with gamma ~ 0 folds into) gets a coarser weight scale,
-    so that its bias fits; with a weight quantized earlier for another reader, the bias stays float."""
+    so that its bias fits; a weight another reader quantized first at scales too fine for this bias
+    is copied for this reader. A bias of another shape (Gemm's C of ``[M, N]``) stays float."""
     weight = ir.convenience.get_const_tensor(node.inputs[1])
     axis = weight_axis(node, len(weight.shape)) if per_channel else None
     reused = (node.inputs[1], axis) in graph.meta.get(WEIGHTS_KEY, {})
@@ -109,8 +110,8 @@ def quantize_layer(graph: ir.Graph, node: ir.Node, input_scale: float, per_chann
     if bias is not None and _bias_fits(bias, input_scale, scales):
         quantize_bias(graph, node, 2, input_scale, scales, bias)
         row["bias"] = "int32"
-    elif _has_constant_bias(node):
-        row["bias"] = "float: " + ("int32 would overflow at the shared weight's scale" if bias is not None
+    elif _has_constant_bias(node):  # the copy's scales fit any bias: only a bias of another shape lands here
+        row["bias"] = "float: " + ("int32 would overflow at the weight's scale" if bias is not None
                                    else f"shape {list(ir.convenience.get_const_tensor(node.inputs[2]).shape)} is no per-channel vector")
     else:
         row["bias"] = None
