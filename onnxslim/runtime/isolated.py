@@ -32,7 +32,7 @@ def session_failure(model: ir.Model | str | Path) -> str | None:
     that path) with its default (full) graph optimizations, tried in a child process: a crash by
     signal, or its error; None when it can."""
     with tempfile.TemporaryDirectory(prefix="onnxslim-isolated-") as folder:
-        path = model
+        path = model if isinstance(model, ir.Model) else Path(model).resolve()  # the child runs in the temp folder
         if isinstance(model, ir.Model):
             path = Path(folder) / "model.onnx"
             ir.save(model, path, external_data="model.onnx.data")  # a child reads files: no 2 GB protobuf limit
