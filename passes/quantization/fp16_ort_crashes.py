@@ -2,7 +2,7 @@
 
 ONNX Runtime 1.32 dies with SIGSEGV (no error) creating a CPU session, at its default graph
 optimization level, on a float16 3-D ``Transpose(perm=[1, 0, 2])`` whose output a ``MatMul`` with a
-constant weight reads: torch's ``nn.MultiheadAttention`` (sequence-first) and GRU/LSTM models export
+constant weight reads: torch's ``nn.MultiheadAttention`` (``batch_first`` or not) and GRU/LSTM models export
 exactly that. The same MatMul reading the Transpose in float32 and the Transpose with other
 permutations load; keeping the MatMul float32 does not help (ORT moves the Cast). The manager's
 check in a child process (``Pass.isolated_check``) still rolls the conversion back on any crash

@@ -1,7 +1,7 @@
 """Models that crash ONNX Runtime instead of raising: float16 models are first loaded in a child.
 
 ONNX Runtime 1.32's CPU provider dies with SIGSEGV creating an optimized session on a float16
-``Transpose(perm=[1, 0, 2]) -> MatMul(constant)`` (torch's sequence-first attention and GRU
+``Transpose(perm=[1, 0, 2]) -> MatMul(constant)`` (torch's attention and GRU
 exports, converted by a tool that does not avoid it): ``onnxslim validate`` exited 139, no report.
 """
 

@@ -1,7 +1,7 @@
 """convert-fp16 on the pattern that crashes ONNX Runtime 1.32's CPU provider, and the manager's
 check in a child process that catches such crashes.
 
-torch's sequence-first ``nn.MultiheadAttention`` and GRU exports read a ``Transpose(perm=[1, 0, 2])``
+torch's ``nn.MultiheadAttention`` and GRU exports (batch-first too) read a ``Transpose(perm=[1, 0, 2])``
 with a MatMul of constant weight. In float16, creating a CPU session at the default optimization
 level died with SIGSEGV: ``onnxslim m.onnx o.onnx --fp16`` exited 139 with no report, and with
 ``--no-validate`` it wrote a model that crashed whoever loaded it.
