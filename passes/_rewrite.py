@@ -120,3 +120,19 @@ def drop_provenance(model: ir.Model) -> None:
         for holder in holders:
             for key in [k for k in holder.metadata_props if k.startswith(PROVENANCE_PREFIX)]:
                 del holder.metadata_props[key]
+
+
+def drop_stale_uses(model: ir.Model) -> int:
+    """Disconnects nodes that are no longer in the model from the main graph's initializers; returns
+    how many reads were dropped. onnxscript's folder inlines an If whose condition it knows and
+    keeps the other branch's nodes reading the outer initializers: those then look used, so
+    RemoveUnusedNodesPass keeps them, and ONNX Runtime drops them at load and fails to take them as
+    arrays beside the graph (silero VAD's LSTM biases: fold-constants rolled back)."""
+    live = {id(node) for node in _all_nodes(model)}
+    dropped = 0
+    for value in model.graph.initializers.values():
+        for node, index in list(value.uses()):
+            if id(node) not in live:
+                node.replace_input_with(index, None)
+                dropped += 1
+    return dropped

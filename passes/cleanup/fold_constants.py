@@ -9,7 +9,7 @@ from onnxscript.optimizer import fold_constants_ir
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import count_nodes
-from onnxslim.passes._rewrite import drop_provenance
+from onnxslim.passes._rewrite import drop_provenance, drop_stale_uses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +62,7 @@ class FoldConstants(Pass):
             should_fold=_keeps_weights_shared,
         )
         modified = bool(result.modified)
+        drop_stale_uses(model)
         if self.config.lift_constants:
             modified |= ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model).modified
         modified |= ir.passes.common.RemoveUnusedNodesPass()(model).modified

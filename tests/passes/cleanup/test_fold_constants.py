@@ -119,3 +119,29 @@ def test_a_tied_table_is_not_copied_by_folding_its_transpose():
     assert op_types(result.model).count("Transpose") == 1  # the 64x64 one, read once, still folds
     ids = rng().integers(0, 512, (2, 5)).astype(np.int64)
     assert_same_outputs(original, result.model, {"ids": ids}, atol=0, rtol=0)
+
+
+# The condition is known: the folder inlines one branch; the other branch's Sub read w_else.
+KNOWN_BRANCH = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[4, 512] x) => (float[4, 512] y) {
+    one = Constant <value = int64 {1}> ()
+    c = Cast <to = 9> (one)
+    y = If (c) <then_branch = t () => (float[4, 512] a) { a = Add (x, w_then) },
+                else_branch = e () => (float[4, 512] b) { b = Sub (x, w_else) }>
+}
+"""
+
+
+def test_a_weight_only_the_dropped_branch_read_is_removed_and_the_result_loads():
+    from onnxslim.core.checks import check_model
+
+    r = rng()
+    weights = {"w_then": r.standard_normal(512).astype(np.float32), "w_else": r.standard_normal(512).astype(np.float32)}
+    model = make_model(KNOWN_BRANCH, initializers=weights)
+    result = FoldConstants()(model.clone())
+    assert "If" not in op_types(result.model)
+    assert set(result.model.graph.initializers) == {"w_then"}
+    check_model(result.model)  # ORT took the weights as arrays beside the graph
+    x = r.standard_normal((4, 512)).astype(np.float32)
+    assert_same_outputs(model, result.model, {"x": x})
