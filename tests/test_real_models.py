@@ -78,4 +78,4 @@ def test_branches_on_a_scalar_input_fold_and_both_rates_still_work(name, real_mo
             expected, actual = run_ort(src, feeds), run_ort(dst, feeds)
             for want, got in zip(expected, actual):
                 assert want.shape == got.shape and want.dtype == got.dtype
-                np.testing.assert_allclose(got, want, atol=1e-6 if name == "silero_vad" else 1e-3)
+                np.testing.assert_allclose(got, want, atol=1e-5 if name == "silero_vad" else 1e-3)

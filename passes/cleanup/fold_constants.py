@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import onnx_ir as ir
 from onnxscript.optimizer import fold_constants_ir
 
@@ -37,9 +38,48 @@ def _keeps_weights_shared(node: ir.Node) -> bool | None:
     for value in node.inputs:
         if value is None or value.const_value is None or value.const_value.size <= SHARED_ELEMENTS:
             continue
-        if len(value.consumers()) > 1 or value.is_graph_output():
+        if value.is_graph_output() or (len(value.consumers()) > 1 and not _cut_into_parts(value)):
             return False
     return None
+
+
+def _cut_into_parts(value: ir.Value) -> bool:
+    """Whether every reader of ``value`` is a Slice or Split with constant arguments whose results
+    together hold no more elements than it: folding them all leaves it unread, so nothing is copied
+    (an LSTM's gate weights reordered by Slices and a Concat, as torch exports silero VAD)."""
+    whole = np.broadcast_to(np.zeros((), bool), value.const_value.shape.numpy())  # a view: no memory
+    total = 0
+    for node in value.consumers():
+        if node.op_type not in ("Slice", "Split") or node.domain not in ("", "ai.onnx") or node.inputs[0] is not value:
+            return False
+        if any(v is not None and v.const_value is None for v in node.inputs[1:]):
+            return False
+        if node.op_type == "Split":
+            total += whole.size
+            continue
+        try:
+            total += whole[_slices(node, whole.ndim)].size
+        except (IndexError, ValueError, TypeError):
+            return False
+    return total <= whole.size
+
+
+def _slices(node: ir.Node, rank: int) -> tuple:
+    """The numpy index a Slice with constant arguments takes (attributes before opset 10)."""
+    def argument(index: int, attribute: str):
+        if attribute in node.attributes:
+            return [int(v) for v in node.attributes[attribute].as_ints()]
+        if index < len(node.inputs) and node.inputs[index] is not None:
+            return [int(v) for v in node.inputs[index].const_value.numpy().ravel()]
+        return None
+
+    starts, ends = argument(1, "starts"), argument(2, "ends")
+    axes = argument(3, "axes") or list(range(len(starts)))
+    steps = argument(4, "steps") or [1] * len(starts)
+    index = [slice(None)] * rank
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        index[axis] = slice(start, end, step)
+    return tuple(index)
 
 
 class FoldConstants(Pass):

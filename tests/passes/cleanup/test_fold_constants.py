@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -145,3 +146,39 @@ def test_a_weight_only_the_dropped_branch_read_is_removed_and_the_result_loads()
     check_model(result.model)  # ORT took the weights as arrays beside the graph
     x = r.standard_normal((4, 512)).astype(np.float32)
     assert_same_outputs(model, result.model, {"x": x})
+
+
+# An LSTM's gates reordered as torch exports them: Slices of one weight, then a Concat.
+GATE_SLICES = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[2, 600] x) => (float[2, ROWS] y) {
+    s0 = Constant <value = int64[1] {0}> ()
+    s3 = Constant <value = int64[1] {3}> ()
+    s6 = Constant <value = int64[1] {6}> ()
+    s9 = Constant <value = int64[1] {9}> ()
+    zero = Constant <value = int64[1] {0}> ()
+    a = Slice (w, s3, s6, zero)
+    b = Slice (w, s0, s3, zero)
+    c = Slice (w, THIRD, s9, zero)
+    wt = Concat <axis = 0> (a, b, c)
+    y = Gemm <transB = 1> (x, wt)
+}
+"""
+
+
+@pytest.mark.parametrize("third, folds", [("s6", True), ("s0", False)])
+def test_slices_that_cut_a_shared_weight_into_parts_fold_and_overlapping_ones_do_not(third, folds):
+    # "s0": the third Slice takes all 9 rows again; folding would hold 15 rows for the weight's 9
+    rows = 9 if folds else 15
+    text = GATE_SLICES.replace("THIRD", third).replace("ROWS", str(rows))
+    model = make_model(text, initializers={"w": rng().standard_normal((9, 600)).astype(np.float32)})
+    original = model.clone()
+    result = FoldConstants()(model)
+    params = sum(v.const_value.size for v in result.model.graph.initializers.values() if v.const_value.size > 1)
+    if folds:
+        assert op_types(result.model) == ["Gemm"]
+        assert params == 9 * 600
+    else:
+        assert op_types(result.model).count("Slice") == 3 and params == 9 * 600
+    x = rng(2).standard_normal((2, 600)).astype(np.float32)
+    assert_same_outputs(original, result.model, {"x": x})  # a Gemm on a folded weight: last-bit differences
