@@ -19,6 +19,7 @@ from onnxscript.rewriter.rules.common import (
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import count_nodes
 from onnxslim.passes._rewrite import apply_rules
+from onnxslim.passes.cleanup.collapse_pairs import collapse_pairs
 from onnxslim.passes.cleanup.infer_shapes import inferred_shapes
 from onnxslim.passes._constants import fixed_tensor
 
@@ -260,6 +261,7 @@ class RemoveNoops(Pass):
             for _ in range(_MAX_ROUNDS):  # merged Transposes become Identity, which the next round removes
                 changed = eliminate_identities(model)
                 changed |= flatten_concats(model)
+                changed |= collapse_pairs(model)
                 changed |= drop_zero_initial_states(model)
                 changed |= apply_rules(model, _RULES).modified
                 changed |= apply_rules(model, _NEUTRAL_RULES, commute=True).modified
