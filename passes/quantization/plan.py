@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import onnx_ir as ir
+
+from onnxslim.passes.quantization.detection_head import head_branches, is_feature, post_processing
 
 COMPUTE = {"Conv", "MatMul", "Gemm"}
 BINARY = {"Add", "Mul"}
@@ -93,7 +94,7 @@ def make_plan(graph: ir.Graph, dtypes: dict[str, ir.DataType], *, include: tuple
     plan = Plan(tail=tail, branches=head_branches(graph, tail))
     exact = _indexed_pool_inputs(graph)
     quantized_tensors: set[ir.Value] = set()
-    weighted = any(_is_feature(node) for node in graph)
+    weighted = any(is_feature(node) for node in graph)
     for node in graph:
         reason = _float_reason(node, tail, dtypes, include, exclude, quantized_tensors, activation_matmuls,
                                constant_operands)
@@ -323,78 +324,3 @@ def feeds_only_silu(value: ir.Value) -> bool:
         return False
     (mul,) = [c for c in consumers if c is not sigmoids[0]]
     return mul.op_type == "Mul" and set(mul.inputs) == {value, sigmoids[0].outputs[0]}
-
-
-def post_processing(graph: ir.Graph) -> set[ir.Node]:
-    """Nodes with no feature layer (weighted Conv/MatMul/Gemm) after them, and not one themselves.
-
-    A Conv/MatMul/Gemm fed by a Softmax (or its expanded form) through shape-only ops that sums the
-    bins against a ramp into one value (YOLO's DFL expectation) counts as decode math.
-    """
-    nodes = list(graph)
-    feature_below: dict[ir.Node, bool] = {}
-    for node in reversed(nodes):
-        consumers = {c for v in node.outputs for c in v.consumers()}
-        feature_below[node] = any(_is_feature(c) or feature_below.get(c, False) for c in consumers)
-    return {n for n in nodes if not feature_below[n] and not _is_feature(n)}
-
-
-def head_branches(graph: ir.Graph, tail: set[ir.Node]) -> set[ir.Node]:
-    """Nodes whose outputs reach exactly one of the head outputs (weighted layers the post-processing reads).
-
-    In YOLO-style heads these are the per-scale box and class branches (conv, SiLU, conv),
-    which split off the shared neck; a node feeding several head outputs is shared trunk. Only
-    nodes below such a trunk count: a plain classifier has a single head output and no branches.
-    """
-    reached: dict[ir.Node, set[ir.Value]] = {}
-    for node in reversed(list(graph)):
-        if node in tail:
-            continue
-        targets: set[ir.Value] = set()
-        for value in node.outputs:
-            for consumer in value.consumers():
-                if consumer not in tail:
-                    targets |= reached.get(consumer, set())
-                elif _is_feature(node):
-                    targets.add(value)
-        reached[node] = targets
-    below_trunk: set[ir.Node] = set()
-    for node in graph:
-        sources = {v.producer() for v in node.inputs if v is not None} - {None}
-        if any(len(reached.get(s, ())) > 1 or s in below_trunk for s in sources):
-            below_trunk.add(node)
-    return {node for node in below_trunk if len(reached.get(node, ())) == 1}
-
-
-def _is_feature(node: ir.Node) -> bool:
-    if node.op_type not in COMPUTE or len(node.inputs) < 2 or not is_constant(node.inputs[1]):
-        return False
-    source = node.inputs[0].producer()
-    while source is not None and source.op_type in {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"}:
-        source = source.inputs[0].producer()
-    return source is None or not _is_softmax(source) or not _is_expectation(node)
-
-
-def _is_expectation(node: ir.Node) -> bool:
-    """``node`` sums its input's bins against a ramp into one value: the expectation over a softmax's
-    bins that distribution-focal box heads compute (YOLOv8's DFL: a 1x1 Conv with weights 0..15;
-    GFL heads: a MatMul with a linspace). A learned layer after a softmax has more outputs."""
-    weight = ir.convenience.get_const_tensor(node.inputs[1]).numpy()
-    if node.op_type == "Conv":
-        ramp = weight.reshape(-1) if weight.shape[0] == 1 else None
-    elif node.op_type == "Gemm" and node.attributes.get("transB") is not None and node.attributes["transB"].value:
-        ramp = weight.reshape(-1) if weight.shape[0] == 1 else None
-    else:  # MatMul, Gemm: [bins, 1] or [bins]
-        ramp = weight.reshape(-1) if weight.ndim == 1 or weight.shape[-1] == 1 else None
-    return ramp is not None and ramp.size > 1 and bool(np.all(np.diff(ramp.astype(np.float64)) > 0))
-
-
-def _is_softmax(node: ir.Node) -> bool:
-    """A Softmax, or one written out as ``e / ReduceSum(e)`` with ``e = Exp(...)`` (expand-inner-softmax)."""
-    if node.op_type == "Softmax":
-        return True
-    if node.op_type != "Div" or len(node.inputs) != 2 or None in node.inputs:
-        return False
-    exps, total = (v.producer() for v in node.inputs)
-    return (exps is not None and exps.op_type == "Exp" and total is not None and total.op_type == "ReduceSum"
-            and total.inputs[0] is node.inputs[0])

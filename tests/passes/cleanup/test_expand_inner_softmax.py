@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from onnxslim.passes.cleanup.expand_inner_softmax import ExpandInnerSoftmax
-from onnxslim.passes.quantization.plan import post_processing
+from onnxslim.passes.quantization.detection_head import post_processing
 from tests.helpers import check_full, make_model, op_types, rng, run_ort
 
 # YOLOv8's distribution-focal-loss block: softmax over 16 bins on axis 1, then the expectation Conv

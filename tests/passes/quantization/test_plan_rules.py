@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxslim.passes.quantization import plan as planning
+from onnxslim.passes.quantization.detection_head import post_processing
 from onnxslim.passes.quantization.common import tensor_dtypes
 from tests.helpers import make_model, rng
 
@@ -192,12 +193,12 @@ def _tail_names(text, weights):
     model = make_model(text, initializers=weights)
     for index, node in enumerate(model.graph):
         node.name = f"{node.op_type}_{index}"
-    return sorted(n.name for n in planning.post_processing(model.graph))
+    return sorted(n.name for n in post_processing(model.graph))
 
 
 def test_plan_matmul_reading_softmax_through_flatten_is_decode_math():
     """A MatMul fed by a Softmax through Flatten (a DFL-style expectation) is post-processing, not a layer.
-    (mutation: Flatten dropped from the ops _is_feature looks through)"""
+    (mutation: Flatten dropped from the ops is_feature looks through)"""
     text = """
     <ir_version: 8, opset_import: ["" : 17]>
     g (float[N, 3, 8, 8] x) => (float[N, 1] y) {

@@ -277,11 +277,11 @@ def _two_branch_model():
 
 def test_detection_head_branches_are_not_clipped_but_the_trunk_is():
     """Per-scale head branches (YOLO's box/class convs) keep their full range: their rare extremes are the detections."""
-    from onnxslim.passes.quantization import plan as planning
+    from onnxslim.passes.quantization import detection_head
     from onnxslim.passes.quantization.calibrate import collect_statistics
 
     model = _two_branch_model()
-    branches = {n.outputs[0].name for n in planning.head_branches(model.graph, planning.post_processing(model.graph))}
+    branches = {n.outputs[0].name for n in detection_head.head_branches(model.graph, detection_head.post_processing(model.graph))}
     assert branches == {"a", "ar", "ao", "b", "br", "bo"}
     # heavy-tailed inputs and a 99th percentile: the trunk's range is clipped wherever allowed
     calibration = [DataBatch({"x": rng(10 + i).standard_t(2, (4, 3, 8, 8)).astype(np.float32)}) for i in range(4)]
