@@ -39,7 +39,11 @@ THIRDPARTY_PACKAGES = ["onnxsim", "onnxslim", "onnxruntime", "numpy"]
 TOLERANCE = 1e-4
 BUNDLED = ("digits_cnn", "resnet_mini", "mobilenet_mini", "vit_tiny")  # checked at batch 3, their static dims
 REAL_SHAPES = {"yolov8n": (1, 3, 320, 320), "ppocr_det": (1, 3, 320, 320),
-               "ppocr_rec": (1, 3, 48, 320), "ppocr_cls": (1, 3, 48, 192)}
+               "ppocr_rec": (1, 3, 48, 320), "ppocr_cls": (1, 3, 48, 192),
+               "layout": (1, 3, 800, 608), "orientation": (2, 3, 224, 224),
+               # several inputs: name -> shape, or a fixed value (the sample rate silero's branches test)
+               "silero_vad": {"input": (2, 512), "state": (2, 2, 128), "sr": 16000},
+               "silero_vad_half": {"input": (2, 512), "state": (2, 2, 128)}}
 ZOO_FOLDER = ROOT / "benchmarks" / "out" / "zoo"
 TOOLS = ("ours", "onnxsim", "onnxsim@fixed-shape", "onnxslim-pypi")
 RATIOS = (("ops_after", "onnxsim"), ("ops_after", "onnxsim@fixed-shape"), ("ops_after", "onnxslim-pypi"),
@@ -86,7 +90,7 @@ def load_fetcher():
 
 class ModelSpec(NamedTuple):
     path: Path
-    shapes: dict[str, tuple[int, ...]]  # input name -> numeric-check shape
+    shapes: dict[str, tuple[int, ...] | int]  # input name -> numeric-check shape (an int: that value, a scalar)
     vocab: int | None = None  # integer inputs are drawn from [0, vocab)
 
 
@@ -97,6 +101,9 @@ def collect_models() -> dict[str, ModelSpec]:
     specs.update({name: (path, REAL_SHAPES[name]) for name, path in real.items()})
     models = {}
     for name, (path, shape) in specs.items():
+        if isinstance(shape, dict):
+            models[name] = ModelSpec(path, shape)
+            continue
         inputs = graph_inputs(onnx.load(path))
         if len(inputs) != 1:
             raise SystemExit(f"{name}: expected one graph input, found {len(inputs)}")
@@ -178,7 +185,9 @@ def seeded_feeds(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], voc
     feeds = {}
     for value in graph_inputs(model):
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-        if vocab and np.issubdtype(dtype, np.integer):
+        if isinstance(shapes[value.name], int):
+            feeds[value.name] = np.array(shapes[value.name], dtype)
+        elif vocab and np.issubdtype(dtype, np.integer):
             feeds[value.name] = rng.integers(0, vocab, shapes[value.name]).astype(dtype)
         else:
             feeds[value.name] = rng.random(shapes[value.name]).astype(dtype)
@@ -206,7 +215,8 @@ def measure(name: str, spec: ModelSpec, tool: str, python: Path, repeat: int, re
            "ops_before": compute_nodes(original)}
     with tempfile.TemporaryDirectory() as tmp:
         dst = Path(tmp) / "out.onnx"
-        row.update(run_tool(python, tool.removesuffix("-pypi"), src, dst, shapes, repeat))
+        fixed = {k: v for k, v in shapes.items() if not isinstance(v, int)}  # onnxsim@fixed-shape's shapes
+        row.update(run_tool(python, tool.removesuffix("-pypi"), src, dst, fixed, repeat))
         if "error" in row:
             return row
         result = onnx.load(dst)

@@ -155,8 +155,9 @@ def _substitute(node: ir.Node, op_type: str, inputs: list, attributes: dict | No
     old = node.outputs[0]
     new = ir.Node("", op_type, inputs, attributes=list((attributes or {}).values()), num_outputs=1, name=node.name)
     node.graph.insert_before(node, new)
-    if old.is_graph_output():  # the contract's shape and type
-        new.outputs[0].shape, new.outputs[0].type = old.shape, old.type
+    new.outputs[0].type = old.type  # the same element type: a Cast after it can be seen to be a no-op
+    if old.is_graph_output():  # the contract's shape
+        new.outputs[0].shape = old.shape
     ir.convenience.replace_all_uses_with(old, new.outputs[0], replace_graph_outputs=True)
     node.graph.remove(node, safe=True)
     new.outputs[0].name = old.name

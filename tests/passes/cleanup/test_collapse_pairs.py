@@ -138,3 +138,26 @@ def test_squeeze_mean_unsqueeze_to_a_graph_output_leaves_one_op_under_the_output
     out = onnx.load_from_string(__import__("onnx_ir").serde.serialize_model(result.model).SerializeToString()).graph.output[0]
     assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["B", 1]
     assert_same_outputs(original, result.model, {"x": rng().standard_normal((4, 1, 1)).astype(np.float32)}, atol=0, rtol=0)
+
+
+def test_a_same_type_cast_after_merged_slices_goes_too():
+    # silero VAD's STFT: Slice, Slice, Cast(to float) of a float; the merged Slice keeps the element type
+    model = make_model("""
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[2, 10, 12] x) => (float[2, 6, 5] y) {
+        s1 = Constant <value = int64[1] {2}> ()
+        e1 = Constant <value = int64[1] {8}> ()
+        ax1 = Constant <value = int64[1] {1}> ()
+        s2 = Constant <value = int64[1] {1}> ()
+        e2 = Constant <value = int64[1] {6}> ()
+        ax2 = Constant <value = int64[1] {2}> ()
+        z = Slice (x, s1, e1, ax1)
+        w = Slice (z, s2, e2, ax2)
+        c = Cast <to = 1> (w)
+        y = Relu (c)
+    }
+    """)
+    original = model.clone()
+    result = RemoveNoops()(model)
+    assert op_types(result.model) == ["Slice", "Relu"]
+    assert_same_outputs(original, result.model, {"x": rng().standard_normal((2, 10, 12)).astype(np.float32)}, atol=0, rtol=0)
