@@ -72,7 +72,9 @@ def save_for_session(model: ir.Model, folder: Path, stem: str, extra_outputs: It
     """
     path = Path(folder) / f"{stem}.onnx"
     ir.save(model, path, external_data=f"{stem}.onnx.data")
-    size = path.stat().st_size + sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    # the files as written: If/Loop bodies' weights go to the data file too (silero VAD's all do)
+    data = path.with_name(f"{stem}.onnx.data")
+    size = path.stat().st_size + (data.stat().st_size if data.exists() else 0)
     names = list(extra_outputs)
     if names:
         proto = onnx.load(str(path), load_external_data=False)
