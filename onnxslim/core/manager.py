@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxslim.core.checks import ModelCheckError, check_model, contract_violations, io_contract
 from onnxslim.core.pass_base import Pass, PassResult
-from onnxslim.core.stats import GraphStats, graph_stats, refusal
+from onnxslim.core.stats import GraphStats, graph_stats, refusal, unreached_weights
 from onnxslim.errors import OnnxSlimError, PipelineFailed, first_line
 from onnxslim.runtime.isolated import session_failure
 
@@ -140,6 +140,8 @@ class PassManager:
             stats["lossy"] = 1
         after = graph_stats(result.model) if result.modified else before
         status = APPLIED if result.modified else UNCHANGED
+        if slim_pass.lossy and not result.modified and not any("warning" in row for row in details):
+            details.append({"warning": f"changed nothing{unreached_weights(model)}"})
         # a pass that says it changed nothing is not checked: whatever it did to its copy is dropped
         kept = result.model if result.modified else model
         return PassRecord(slim_pass.name, status, seconds, before, after, stats, config=config, details=details), kept

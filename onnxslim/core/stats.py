@@ -81,6 +81,17 @@ QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", 
                  "MatMulInteger", "ConvInteger", "MatMulNBits", "DynamicQuantizeMatMul", "QGemm"}
 
 
+def unreached_weights(model: ir.Model) -> str:
+    """Why a compression pass may have found nothing, when the reason is where the weights are: ": ..."
+    when most weight elements sit in If/Loop bodies, which the passes do not enter; else ""."""
+    inside = sum(v.const_value.size for graph in model.graphs() if graph is not model.graph
+                 for v in graph.initializers.values() if v.const_value is not None)
+    outside = sum(v.const_value.size for v in model.graph.initializers.values() if v.const_value is not None)
+    if inside <= outside:
+        return ""
+    return f": {inside / (inside + outside):.0%} of the weights are inside If/Loop bodies, which it does not enter"
+
+
 def refusal(model: ir.Model) -> str | None:
     """Why the model's weights are no longer float to work on (it is already quantized), or None."""
     found = sorted({n.op_type for n in model.graph.all_nodes() if n.op_type in QUANTIZED_OPS})

@@ -157,3 +157,29 @@ def test_a_float_weight_pass_after_quantization_warns_instead_of_doing_nothing_s
     record = result.pipeline.records[-1]
     assert record.name in ("prune-magnitude", "prune-channels", "split-lowrank") and record.status == UNCHANGED
     assert any("run it before quantization" in w for w in result.warnings)
+
+
+BRANCH_MATMUL = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 64] x, bool c) => (float[N, 64] y) {
+    y = If (c) <then_branch = t () => (float[N, 64] a) { a = MatMul (x, w) },
+                else_branch = e () => (float[N, 64] b) { b = Relu (x) }>
+}
+"""
+
+
+@pytest.mark.parametrize("family", [{"quantize": "dynamic"}, {"prune": 0.5}])
+def test_a_compression_pass_that_finds_its_weights_only_inside_branches_says_so(family):
+    # silero VAD keeps every weight in its If branches: --quantize / --prune reported "unchanged", no warning
+    import numpy as np
+    import onnx
+
+    import onnxslim
+
+    proto = onnx.parser.parse_model(BRANCH_MATMUL)
+    weight = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    proto.graph.node[0].attribute[0].g.initializer.append(onnx.numpy_helper.from_array(weight, "w"))
+    result = onnxslim.run(proto, validate=False, **family)
+    lossy = [r for r in result.pipeline.records if r.name.startswith(("quantize", "prune"))]
+    assert lossy and all(r.status == UNCHANGED for r in lossy)
+    assert any("changed nothing: 100% of the weights are inside If/Loop bodies" in w for w in result.warnings)
