@@ -70,6 +70,8 @@ def is_classifier(array: np.ndarray) -> bool:
     which are embeddings (a sentence embedding's argmax is no class, yet all-MiniLM-L6-v2's
     ``[N, 384]`` output was held to top-1 agreement). Softmax rows of a confident classifier
     have unit norm too, but no negative value."""
+    if array.ndim == 3 and array.shape[-1] > 1 and np.issubdtype(array.dtype, np.floating) and array.size:
+        return _distributions(array)
     if not (array.ndim == 2 and array.shape[1] > 1 and np.issubdtype(array.dtype, np.floating)) or not len(array):
         return False
     finite = np.nan_to_num(array.astype(np.float64, copy=False), posinf=0.0, neginf=0.0)
@@ -78,13 +80,23 @@ def is_classifier(array: np.ndarray) -> bool:
     return not (np.allclose(norms, 1.0, atol=1e-3) and bool((finite < 0).any()))
 
 
+def _distributions(array: np.ndarray) -> bool:
+    """``[N, T, C]`` rows that are probability distributions over C (a softmax per position: a CTC
+    text recognizer, a token classifier): judged per position by top-1 agreement. Other 3-D
+    outputs (hidden states, box maps) have no class axis to agree on."""
+    rows = array.reshape(-1, array.shape[-1]).astype(np.float64)
+    if not np.isfinite(rows).all() or rows.min() < -1e-6:
+        return False
+    return bool(np.allclose(rows.sum(axis=1), 1.0, atol=1e-3))
+
+
 def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerances, *, classify: bool = True) -> OutputComparison:
     """All metrics of ``got`` against the reference ``ref``; ``failures`` lists the checks it misses.
 
     ``classify``: top-1/top-5 agreement for classifier-like arrays (off for intermediate tensors).
     """
     if ref.shape == got.shape and ref.dtype == got.dtype and np.array_equal(ref, got, equal_nan=_inexact(ref)):
-        top = (1.0, 1.0 if ref.shape[1] > 5 else None) if classify and is_classifier(ref) else (None, None)
+        top = (1.0, 1.0 if ref.shape[-1] > 5 else None) if classify and is_classifier(ref) else (None, None)
         result = OutputComparison(name, 0.0, 0.0, 1.0, _nonfinite(got), True, 0.0, math.inf, *top,
                                   ref_nonfinite=_nonfinite(ref), shape=list(got.shape))
         result.failures = _nothing_compared(ref)
@@ -239,6 +251,7 @@ def _snr_db(r: np.ndarray, g: np.ndarray) -> float:
 
 def _top_k_agreement(ref: np.ndarray, got: np.ndarray) -> tuple[float, float | None]:
     """Top-1: same argmax. Top-5: the reference's top class is among the optimized model's top 5."""
+    ref, got = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, got.shape[-1])  # [N, T, C]: per position
     ref_top = np.argmax(np.nan_to_num(ref), axis=1)
     top1 = float(np.mean(ref_top == np.argmax(np.nan_to_num(got), axis=1)))
     if ref.shape[1] <= 5:
@@ -252,6 +265,6 @@ def accuracy(outputs: dict[str, np.ndarray], labels: np.ndarray | None) -> tuple
     if labels is None:
         return None
     for name, array in outputs.items():
-        if is_classifier(array) and len(array) == len(labels):
+        if array.ndim == 2 and is_classifier(array) and len(array) == len(labels):  # one label per row
             return name, float(np.mean(np.argmax(array, axis=1) == labels))
     return None

@@ -215,3 +215,32 @@ def test_each_floor_fails_on_its_own():
     assert compare_arrays("y", embedding, got, dataclasses.replace(loose, min_cosine=0.998, min_snr=0.0)).passed
     c = compare_arrays("y", embedding, got, dataclasses.replace(loose, min_cosine=0.0, min_snr=40.0))
     assert c.failures == [f"SNR {c.snr_db:.1f} < 40 dB"] and not c.passed
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_per_position_distributions_are_judged_by_top1_per_position():
+    # a CTC text recognizer's [N, T, C] softmax: a quantized model that changes characters at a
+    # quarter of the positions kept cosine 0.99 and passed, with no top-1 check on 3-D outputs
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((4, 20, 30)) * 4
+    ref = _softmax(logits)
+    swapped = logits.copy()
+    top = logits.argmax(axis=-1)
+    flip = rng.random((4, 20)) < 0.25
+    n, t = np.nonzero(flip)
+    swapped[n, t, top[n, t]] = logits[n, t].min() - 1  # the top class drops to the bottom there
+    c = compare_arrays("probs", ref, _softmax(swapped), LOSSY)
+    assert c.top1 == pytest.approx(1 - flip.mean())
+    assert "top-1 agreement" in " ".join(c.failures)
+    assert compare_arrays("probs", ref, ref.copy(), LOSSLESS).top1 == 1.0
+
+
+def test_three_d_outputs_that_are_not_distributions_have_no_top1():
+    rng = np.random.default_rng(1)
+    hidden = rng.standard_normal((2, 7, 16)).astype(np.float32)  # hidden states, box maps
+    assert compare_arrays("h", hidden, hidden + 1e-3, LOSSY).top1 is None
+    assert not is_classifier(np.abs(hidden))  # non-negative but not summing to one
