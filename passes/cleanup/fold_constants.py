@@ -10,6 +10,7 @@ from onnxscript.optimizer import fold_constants_ir
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import count_nodes
+from onnxslim.passes._constants import fixed_tensor
 from onnxslim.passes._rewrite import drop_provenance, drop_stale_uses
 
 
@@ -52,7 +53,8 @@ def _cut_into_parts(value: ir.Value) -> bool:
     for node in value.consumers():
         if node.op_type not in ("Slice", "Split") or node.domain not in ("", "ai.onnx") or node.inputs[0] is not value:
             return False
-        if any(v is not None and v.const_value is None for v in node.inputs[1:]):
+        # Constant nodes count before the folder reaches them (torch writes one before each Slice)
+        if any(v is not None and fixed_tensor(v) is None for v in node.inputs[1:]):
             return False
         if node.op_type == "Split":
             total += whole.size
@@ -70,7 +72,7 @@ def _slices(node: ir.Node, rank: int) -> tuple:
         if attribute in node.attributes:
             return [int(v) for v in node.attributes[attribute].as_ints()]
         if index < len(node.inputs) and node.inputs[index] is not None:
-            return [int(v) for v in node.inputs[index].const_value.numpy().ravel()]
+            return [int(v) for v in fixed_tensor(node.inputs[index]).numpy().ravel()]
         return None
 
     starts, ends = argument(1, "starts"), argument(2, "ends")

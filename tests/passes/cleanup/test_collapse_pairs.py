@@ -161,3 +161,34 @@ def test_a_same_type_cast_after_merged_slices_goes_too():
     result = RemoveNoops()(model)
     assert op_types(result.model) == ["Slice", "Relu"]
     assert_same_outputs(original, result.model, {"x": rng().standard_normal((2, 10, 12)).astype(np.float32)}, atol=0, rtol=0)
+
+
+def test_a_slice_merged_inside_a_branch_gets_arguments_that_shadow_no_outer_tensor():
+    # the merged Slice's starts were named "yb_starts", as an outer tensor already was: onnx's
+    # checker then failed on the written model (ORT ran it)
+    model = make_model("""
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[6, 7, 8] x, bool c) => (float[a, b, d] y, int64[1] yb_starts) {
+        yb_starts = Constant <value = int64[1] {0}> ()
+        y = If (c) <then_branch = t () => (float[a, b, d] yb) {
+                        s1 = Constant <value = int64[1] {1}> ()
+                        e1 = Constant <value = int64[1] {5}> ()
+                        a1 = Constant <value = int64[1] {0}> ()
+                        z = Slice (x, s1, e1, a1)
+                        s2 = Constant <value = int64[1] {2}> ()
+                        e2 = Constant <value = int64[1] {6}> ()
+                        a2 = Constant <value = int64[1] {2}> ()
+                        yb = Slice (z, s2, e2, a2)
+                    },
+                    else_branch = e () => (float[a, b, d] yc) { yc = Identity (x) }>
+    }
+    """)
+    original = model.clone()
+    result = RemoveNoops()(model)
+    branch = result.model.graph.node(1).attributes["then_branch"].as_graph()
+    assert [n.op_type for n in branch if n.op_type == "Slice"] == ["Slice"]
+    assert "yb_starts" not in branch.initializers
+    check_full(result.model)
+    for cond in (True, False):
+        feeds = {"x": rng().standard_normal((6, 7, 8)).astype(np.float32), "c": np.array(cond)}
+        assert_same_outputs(original, result.model, feeds, atol=0, rtol=0)

@@ -148,17 +148,18 @@ def test_a_weight_only_the_dropped_branch_read_is_removed_and_the_result_loads()
     assert_same_outputs(model, result.model, {"x": x})
 
 
-# An LSTM's gates reordered as torch exports them: Slices of one weight, then a Concat.
+# An LSTM's gates reordered as torch exports them: Slices of one weight, then a Concat; as in torch's
+# export, some Slices' arguments are Constant nodes written after the first Slice.
 GATE_SLICES = """
 <ir_version: 8, opset_import: ["" : 13]>
 g (float[2, 600] x) => (float[2, ROWS] y) {
-    s0 = Constant <value = int64[1] {0}> ()
     s3 = Constant <value = int64[1] {3}> ()
     s6 = Constant <value = int64[1] {6}> ()
-    s9 = Constant <value = int64[1] {9}> ()
     zero = Constant <value = int64[1] {0}> ()
     a = Slice (w, s3, s6, zero)
+    s0 = Constant <value = int64[1] {0}> ()
     b = Slice (w, s0, s3, zero)
+    s9 = Constant <value = int64[1] {9}> ()
     c = Slice (w, THIRD, s9, zero)
     wt = Concat <axis = 0> (a, b, c)
     y = Gemm <transB = 1> (x, wt)
