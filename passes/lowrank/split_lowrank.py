@@ -10,6 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassContext, PassResult
+from onnxslim.core.stats import unreached_weights
 from onnxslim.errors import ConfigError
 from onnxslim.input_shapes import batch_axis_is_dynamic
 from onnxslim.passes._names import Names
@@ -314,5 +315,5 @@ class SplitLowRank(Pass):
                  "layers_refit": sum(bool(row.get("refit")) for row in details), **chosen.stats}
         details += [{**row, "split": False} for row in skipped]
         if not stats["weights_split"]:  # asked for and did nothing: say why where the CLI prints it
-            details.append({"warning": _nothing_split(skipped, len(groups))})
+            details.append({"warning": _nothing_split(skipped, len(groups)) + unreached_weights(model)})
         return PassResult(model, modified=bool(stats["weights_split"]), stats=stats, details=details)

@@ -9,6 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.core.pass_base import Pass, PassResult
+from onnxslim.core.stats import unreached_weights
 from onnxslim.data.readers import random_array
 from onnxslim.errors import ConfigError, DataError
 from onnxslim.input_shapes import batch_axis_is_dynamic, resolve_shape
@@ -94,7 +95,7 @@ class QuantizeAuto(Pass):
                     and r["speedup"] >= 1 + MARGIN]
         if not eligible:
             reason = ("no format both faster and within the cosine floor" if rows else
-                      "nothing to quantize (no MatMul, Gemm or Conv either format takes)")
+                      f"nothing to quantize (no MatMul, Gemm or Conv either format takes){unreached_weights(model)}")
             tried = ", ".join(f"{r['format']} {r['speedup']}x float's speed, cos {r['cosine']}" for r in rows)
             # a details warning: the CLI prints it and the JSON report lists it (also under -q)
             return PassResult(model, modified=False, stats={"formats_tried": len(rows)},
