@@ -17,6 +17,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.passes._constants import fixed_tensor
+from onnxslim.passes._names import Names
 
 _REDUCTIONS = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd")
 _AXES_INPUT_SINCE = {"Squeeze": 13, "Unsqueeze": 13, "ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18,
@@ -27,7 +28,7 @@ _AXES_INPUT_SINCE = {"Squeeze": 13, "Unsqueeze": 13, "ReduceSum": 13, "ReduceMea
 def collapse_pairs(model: ir.Model) -> bool:
     """Rewrites every such pair or reduction in all graphs; whether any changed."""
     opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
-    names = _Names(model)
+    names = Names(model.graph)
     modified = False
     for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
         if node.domain not in ("", "ai.onnx") or node.graph is None or len(node.outputs) != 1:
@@ -56,7 +57,7 @@ def _cancel_squeeze(node: ir.Node) -> bool:
     return True
 
 
-def _merge_slices(node: ir.Node, names: _Names) -> bool:
+def _merge_slices(node: ir.Node, names: Names) -> bool:
     inner = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
     if inner is None or inner.op_type != "Slice" or inner.domain not in ("", "ai.onnx") or inner.graph is not node.graph:
         return False
@@ -71,14 +72,14 @@ def _merge_slices(node: ir.Node, names: _Names) -> bool:
     name = node.outputs[0].name or "slice"
     arguments = []
     for label, array in zip(("starts", "ends", "axes", "steps"), merged):
-        value = ir.Value(name=names.new(f"{name}_{label}"), const_value=ir.tensor(array))
+        value = ir.Value(name=names.fresh(f"{name}_{label}"), const_value=ir.tensor(array))
         node.graph.register_initializer(value)
         arguments.append(value)
     _substitute(node, "Slice", [inner.inputs[0], *arguments])
     return True
 
 
-def _drop_unit_reduction(node: ir.Node, opset: int, names: _Names) -> bool:
+def _drop_unit_reduction(node: ir.Node, opset: int, names: Names) -> bool:
     source = node.inputs[0] if node.inputs else None
     if source is None or source.shape is None:
         return False
@@ -88,7 +89,7 @@ def _drop_unit_reduction(node: ir.Node, opset: int, names: _Names) -> bool:
     if node.attributes.get_int("keepdims", 1):
         _substitute(node, "Identity", [source])
     elif opset >= 13:
-        value = ir.Value(name=names.new(f"{node.outputs[0].name or 'reduce'}_axes"),
+        value = ir.Value(name=names.fresh(f"{node.outputs[0].name or 'reduce'}_axes"),
                          const_value=ir.tensor(np.array(axes, np.int64)))
         node.graph.register_initializer(value)
         _substitute(node, "Squeeze", [source, value])
@@ -141,25 +142,6 @@ def _slice_arguments(node: ir.Node) -> list[np.ndarray] | None:
             return None
         arrays.append(default.astype(np.int64) if tensor is None else tensor.numpy().astype(np.int64).ravel())
     return arrays
-
-
-class _Names:
-    """Every tensor name in the model, branches included: a new initializer in an If body must not
-    shadow an outer tensor (onnx's checker and shape inference then fail), nor a main-graph one
-    take a branch's name (ORT refuses two producers of one name)."""
-
-    def __init__(self, model: ir.Model):
-        self.taken = set()
-        for graph in model.graphs():
-            self.taken |= set(graph.initializers) | {v.name for v in graph.inputs}
-            self.taken |= {v.name for node in graph for v in node.outputs}
-
-    def new(self, name: str) -> str:
-        candidate, index = name, 1
-        while candidate in self.taken:
-            candidate, index = f"{name}_{index}", index + 1
-        self.taken.add(candidate)
-        return candidate
 
 
 def _substitute(node: ir.Node, op_type: str, inputs: list, attributes: dict | None = None) -> None:
