@@ -27,9 +27,24 @@ class RemoveUnused(Pass):
             ir.passes.common.RemoveUnusedOpsetsPass(),
         ):
             modified |= step(model).modified
+        modified |= _drop_unread_branch_initializers(model)
         after = graph_stats(model)
         return PassResult(
             model,
             modified=modified,
             stats={"nodes_removed": before.nodes - after.nodes, "bytes_saved": before.param_bytes - after.param_bytes},
         )
+
+
+def _drop_unread_branch_initializers(model: ir.Model) -> bool:
+    """Initializers of If/Loop bodies that nothing reads (onnx-ir's pass leaves those): silero VAD
+    kept both LSTM biases of each branch after folding them into one B."""
+    modified = False
+    for graph in model.graphs():
+        if graph is model.graph:
+            continue
+        for name, value in list(graph.initializers.items()):
+            if not value.uses() and not value.is_graph_output():
+                graph.initializers.pop(name)
+                modified = True
+    return modified
