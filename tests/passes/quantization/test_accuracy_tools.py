@@ -232,3 +232,36 @@ def test_the_reported_final_cosine_is_the_written_model_s():
     feeds = subset(calibration, 8)
     written = output_cosine(run_outputs(embedding_model(), feeds), run_outputs(result.model, feeds))
     assert summary["cosine_final"] == round(written, 6) and summary["target_met"], (summary, written)
+
+
+DEPTHWISE_READ = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 8, 6, 6] x) => (float[N, 8, 6, 6] y) {
+    a = Mul (x, skewed)
+    d = Conv <group = 8> (a, depthwise)
+    b = Mul (x, even)
+    e = Conv (b, mixing)
+    y = Add (d, e)
+}
+"""
+
+
+def test_a_tensor_a_depthwise_conv_reads_is_scored_per_channel():
+    # PicoDet's stem: one channel at 94 beside a median of 3.4 on one 8-bit grid crushes the small
+    # channels, and a depthwise Conv passes each one's noise on alone; the whole-tensor ratio
+    # (dominated by the big channel) ranked it 117th of 193, and F1 fell to 0.75 all int8
+    skewed = np.ones((1, 8, 1, 1), np.float32)
+    skewed[0, 0] = 100.0
+    model = make_model(DEPTHWISE_READ, initializers={
+        "skewed": skewed, "even": np.full((1, 8, 1, 1), 3.0, np.float32),
+        "depthwise": rng(1).standard_normal((8, 1, 1, 1)).astype(np.float32),
+        "mixing": rng(2).standard_normal((8, 8, 1, 1)).astype(np.float32)})
+    x = rng(3).standard_normal((4, 8, 6, 6)).astype(np.float32)
+    a, b = x * skewed, x * 3.0
+    params = {"a": (np.float32(np.abs(a).max() / 127), np.int8(0)),   # 8 bits over the big channel
+              "b": (np.float32(np.abs(b).max() / 7), np.int8(0))}      # a coarse grid, but even
+    ranking = dict(rank_tensors(model, params, [{"x": x}]))
+    assert ranking["a"] > 0.5  # 7 of 8 channels mostly rounded to 0
+    assert ranking["b"] < 0.3 < ranking["a"]
+    whole = float(np.linalg.norm(fake_quantize(a, *params["a"]) - a) / np.linalg.norm(a))
+    assert whole < ranking["b"]  # what the whole-tensor ratio said: a looked the safer one
