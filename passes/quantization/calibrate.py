@@ -18,7 +18,6 @@ from typing import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.data.prefetch import prefetched
 from onnxslim.data.readers import sample_count
 from onnxslim.errors import DataError, first_line
 from onnxslim.input_shapes import batch_axis_is_dynamic, batch_length, split_batch
@@ -71,11 +70,10 @@ def collect_statistics(model: ir.Model, batches: Iterable, tensors: Sequence[str
     divisors decided by its first ``Rescaling.samples`` samples (``rescaled.py``); a batch holding
     that sample runs in two pieces, cut after it, when its batch axis allows.
 
-    A worker thread reduces each part's outputs while ONNX Runtime runs the next part, and another
-    reads the next batch (``prefetched``)."""
+    A worker thread reduces each part's outputs while ONNX Runtime runs the next part."""
     collector = _Collector(model, tensors, histograms=histograms, probes=probes, rescaled=rescaled or {})
     with ThreadPoolExecutor(1, thread_name_prefix="onnxslim-calibrate") as reducer:
-        for batch in prefetched(batches):
+        for batch in batches:
             collector.add(batch, reducer)
             if progress:
                 progress(collector.samples)

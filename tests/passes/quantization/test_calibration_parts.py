@@ -91,21 +91,3 @@ def test_a_bad_part_is_one_data_error(monkeypatch):
     batches = _batches(count=2) + [{"x": np.zeros((8, 64, 31), np.float32)}]
     with pytest.raises(DataError, match="rejected by the model"):
         collect_statistics(model, batches, ["a"])
-
-
-def test_the_reader_reads_the_next_batch_while_a_batch_runs():
-    # an image folder's decoding took as long as YOLOv8n's forward passes: it now overlaps them
-    import threading
-
-    model = make_model(GRAPH.format(batch="N"))
-    readers = []
-
-    def reader():
-        for batch in _batches():
-            readers.append(threading.current_thread().name)
-            yield batch
-
-    stats, samples = collect_statistics(model, reader(), ["a", "y"])
-    assert samples == 32 and set(readers) == {"onnxslim-prefetch"}
-    whole, _ = collect_statistics(model, _batches(), ["a", "y"])
-    assert (stats["y"].minimum, stats["y"].maximum) == (whole["y"].minimum, whole["y"].maximum)
