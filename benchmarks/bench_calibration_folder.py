@@ -1,4 +1,4 @@
-"""Calibration from a folder of JPEGs: reading overlapped with the runs, or not, against the float floor.
+"""Calibration from a folder of JPEGs against a plain float loop over the same folder.
 
 Usage::
 
@@ -10,9 +10,12 @@ and resizing costs as much as the forward passes. Each round runs, each in a fre
 
 - floor: the image reader's batches, then the float forward passes, one after the other (what a
   plain float loop over the folder costs; session made beforehand);
-- ours: quantize-static's calibration phase on the same reader (``calibration_s``), which reads
-  the next batch on a worker thread while ORT runs the current one (``onnxslim/data/prefetch.py``);
-- ours serial: the same with the prefetching switched off.
+- ours: quantize-static's calibration phase on the same reader (``calibration_s``: its session,
+  the reader's batches, the runs and the statistics).
+
+Reading the next batch on a worker thread while ORT runs the current one was tried (fourteenth
+session) and measured no faster on 2 cores, where ORT's own threads already use both
+(benchmarks/RESULTS.md).
 
 The images are crops of scikit-learn's two sample photos, 1280x960 JPEGs, made in a temporary
 folder.
@@ -54,7 +57,6 @@ def child(job: dict) -> dict:
     from onnxslim.core.pass_base import PassContext
     from onnxslim.data.images import ImageFolderReader
     from onnxslim.passes.cleanup.expand_inner_softmax import ExpandInnerSoftmax
-    from onnxslim.passes.quantization import calibrate
     from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
     from onnxslim.runtime.session import make_session
 
@@ -67,8 +69,6 @@ def child(job: dict) -> dict:
         for batch in reader:
             session.run(None, batch.inputs)
         return {"seconds": time.perf_counter() - started}
-    if job["tool"] == "serial":
-        calibrate.prefetched = iter
     config = QuantizeStaticConfig(method="minmax", detector_min_cosine=None, bias_correction=False)
     result = QuantizeStatic(config, context=PassContext(calibration=reader))(model)
     return {"seconds": result.stats["calibration_s"]}
@@ -97,8 +97,7 @@ def main() -> None:
 
     table = Table(title=f"calibration from a folder of {args.samples} JPEGs, minmax, {args.rounds} paired rounds "
                         "(median, min-max)")
-    for column in ("model", "floor s (read + runs)", "ours s", "ours serial s", "ours x floor", "serial x floor",
-                   "ours / serial"):
+    for column in ("model", "floor s (read + runs)", "ours s", "ours x floor"):
         table.add_column(column)
     with tempfile.TemporaryDirectory(prefix="calibfolder-") as tmp:
         folder = Path(tmp) / "images"
@@ -106,17 +105,14 @@ def main() -> None:
         make_images(folder, args.samples)
         for name in args.models:
             src = prepare(name, Path(tmp))
-            runs = {tool: [] for tool in ("floor", "ours", "serial")}
+            runs = {tool: [] for tool in ("floor", "ours")}
             for _ in range(args.rounds):
                 for tool in runs:
                     job = {"tool": tool, "model": name, "src": src, "folder": str(folder), "size": SIZES[name]}
                     runs[tool].append(run_child(job)["seconds"])
-            ratio = {key: [a / b for a, b in zip(runs[num], runs[den])]
-                     for key, num, den in (("ours", "ours", "floor"), ("serial", "serial", "floor"),
-                                           ("gain", "ours", "serial"))}
-            spread = lambda v: f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})"  # noqa: E731
+            ratio = [a / b for a, b in zip(runs["ours"], runs["floor"])]
             table.add_row(name, *(f"{statistics.median(runs[t]):.2f}" for t in runs),
-                          spread(ratio["ours"]), spread(ratio["serial"]), spread(ratio["gain"]))
+                          f"{statistics.median(ratio):.2f} ({min(ratio):.2f}-{max(ratio):.2f})")
     Console(width=200).print(table)
 
 
