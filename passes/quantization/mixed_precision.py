@@ -253,6 +253,10 @@ def _ratio(noise, signal) -> float:
 
 
 _ELEMENTWISE = {"Relu", "Clip", "HardSigmoid", "HardSwish", "Sigmoid", "Mul", "Add", "BatchNormalization"}
+_WALK = 8
+"""Values looked at upstream of a depthwise Conv: an activation written out is 2-3 (x, its
+HardSigmoid, their product); without a bound a residual Add chain would reach back through the
+network."""
 
 
 def per_channel_scored(graph: ir.Graph, names: set[str]) -> set[str]:
@@ -271,7 +275,7 @@ def per_channel_scored(graph: ir.Graph, names: set[str]) -> set[str]:
             if value.name in names:
                 found.add(value.name)
             producer = value.producer()
-            if producer is not None and producer.op_type in _ELEMENTWISE and len(seen) < 8:
+            if producer is not None and producer.op_type in _ELEMENTWISE and len(seen) < _WALK:
                 stack += [v for v in producer.inputs if v is not None and v.const_value is None]
     return found
 
