@@ -6,7 +6,8 @@ import onnx_ir as ir
 
 from onnxslim.core.pass_base import PassContext
 from onnxslim.data import DataBatch
-from onnxslim.passes.quantization.mixed_precision import fake_quantize, output_cosine, rank_tensors, run_outputs, subset
+from onnxslim.passes.quantization.mixed_precision import output_cosine, run_outputs, subset
+from onnxslim.passes.quantization.sensitivity import fake_quantize, rank_tensors
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
 from onnxslim.passes.quantization.ranges import silu, silu_low
 from onnxslim.passes.quantization.statistics import TensorStats

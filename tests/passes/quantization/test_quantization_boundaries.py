@@ -12,7 +12,8 @@ import pytest
 from onnxslim.passes.quantization.bias_correction import _input_means
 from onnxslim.passes.quantization.common import tensor_dtypes
 from onnxslim.passes.quantization.convert_fp16 import ConvertFp16, ConvertFp16Config
-from onnxslim.passes.quantization.mixed_precision import _shortest_prefix, concat_parts, output_cosine, rank_tensors
+from onnxslim.passes.quantization.mixed_precision import _shortest_prefix, concat_parts, output_cosine
+from onnxslim.passes.quantization.sensitivity import rank_tensors
 from onnxslim.passes.quantization.quantize_dynamic import QuantizeDynamic, QuantizeDynamicConfig
 from onnxslim.passes.quantization.quantize_weights import QuantizeWeights, QuantizeWeightsConfig
 from onnxslim.passes.quantization.ranges import tensor_range

@@ -10,7 +10,7 @@ from onnxslim.core.pass_base import PassContext
 from onnxslim.data import DataBatch
 from onnxslim.errors import DataError
 from onnxslim.io import save
-from onnxslim.passes.quantization import mixed_precision
+from onnxslim.passes.quantization import mixed_precision, sensitivity
 from onnxslim.passes.quantization.calibrate import run_batch, run_candidate
 from onnxslim.passes.quantization.quantize_static import QuantizeStatic, QuantizeStaticConfig
 from onnxslim.runtime.session import make_session
@@ -60,7 +60,7 @@ def test_every_run_of_the_float_model_over_calibration_data_is_a_data_error():
     with pytest.raises(DataError, match="idx=-999"):
         mixed_precision.run_outputs(model, bad)
     with pytest.raises(DataError, match="idx=-999"):
-        mixed_precision.rank_tensors(model, {"h": (np.float32(0.01), np.uint8(128))}, bad)
+        sensitivity.rank_tensors(model, {"h": (np.float32(0.01), np.uint8(128))}, bad)
 
 
 def test_a_quantized_copy_failing_on_accepted_data_is_the_pass_s_error():
