@@ -19,6 +19,7 @@ from onnxslim.data import RandomReader, open_reader
 from onnxslim.data.readers import Reader
 from onnxslim.errors import DataError, DataRejected, ModelLoadError
 from onnxslim.input_shapes import batch_axis_is_dynamic
+from onnxslim.patterns import is_softmax
 from onnxslim.runtime import ProviderUnavailable, RunResult, parse_providers, run_batches, unavailable_reason
 from onnxslim.runtime.isolated import computes_in_float16, session_failure
 from onnxslim.runtime.session import save_for_session
@@ -60,7 +61,7 @@ def score_outputs(model: ir.Model) -> frozenset[str]:
         node = value.producer()
         while node is not None and node.op_type in PASS_THROUGH and node.inputs and node.inputs[0] is not None:
             node = node.inputs[0].producer()
-        if node is not None and node.op_type in SCORING_OPS:
+        if node is not None and (node.op_type in SCORING_OPS or is_softmax(node)):
             found.add(value.name)
     return frozenset(found)
 

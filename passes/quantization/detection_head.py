@@ -14,6 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxslim.passes._constants import is_fixed
+from onnxslim.patterns import is_softmax
 
 WEIGHTED = {"Conv", "MatMul", "Gemm"}
 
@@ -66,7 +67,7 @@ def is_feature(node: ir.Node) -> bool:
     source = node.inputs[0].producer()
     while source is not None and source.op_type in {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"}:
         source = source.inputs[0].producer()
-    return source is None or not _is_softmax(source) or not _is_expectation(node)
+    return source is None or not is_softmax(source) or not _is_expectation(node)
 
 
 def _is_expectation(node: ir.Node) -> bool:
@@ -81,14 +82,3 @@ def _is_expectation(node: ir.Node) -> bool:
     else:  # MatMul, Gemm: [bins, 1] or [bins]
         ramp = weight.reshape(-1) if weight.ndim == 1 or weight.shape[-1] == 1 else None
     return ramp is not None and ramp.size > 1 and bool(np.all(np.diff(ramp.astype(np.float64)) > 0))
-
-
-def _is_softmax(node: ir.Node) -> bool:
-    """A Softmax, or one written out as ``e / ReduceSum(e)`` with ``e = Exp(...)`` (expand-inner-softmax)."""
-    if node.op_type == "Softmax":
-        return True
-    if node.op_type != "Div" or len(node.inputs) != 2 or None in node.inputs:
-        return False
-    exps, total = (v.producer() for v in node.inputs)
-    return (exps is not None and exps.op_type == "Exp" and total is not None and total.op_type == "ReduceSum"
-            and total.inputs[0] is node.inputs[0])

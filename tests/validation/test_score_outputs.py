@@ -40,3 +40,24 @@ def test_a_pooled_embedding_is_judged_by_cosine_not_by_its_argmax():
     scored = _model([("ReduceMean", {"axes": [1], "keepdims": 0}), ("Softmax", {"axis": -1})])
     report = validate_models(scored, scored.clone(), ValidationOptions(random_samples=8))
     assert report.outputs[0].top1 == 1.0
+
+
+def test_a_softmax_written_out_as_exp_over_its_sum_is_a_score_output():
+    # magika (a jax2tf export) writes its classifier's softmax as Exp / ReduceSum(Exp)
+    model = _model([("ReduceMean", {"axes": [1], "keepdims": 0}), ("Exp", {})])
+    graph = model.graph
+    exps = graph.outputs[0]
+    total = ir.node("ReduceSum", [exps], attributes={"keepdims": 1}, num_outputs=1)
+    ratio = ir.node("Div", [exps, total.outputs[0]], num_outputs=1)
+    graph.extend([total, ratio])
+    ratio.outputs[0].name = "probs"
+    graph.outputs[0] = ratio.outputs[0]
+    assert score_outputs(model) == {"probs"}
+    # as magika writes it: the sum broadcast back before the Div
+    shape = ir.node("Shape", [exps], num_outputs=1)
+    spread = ir.node("Expand", [total.outputs[0], shape.outputs[0]], num_outputs=1)
+    graph.insert_before(ratio, [shape, spread])
+    ratio.replace_input_with(1, spread.outputs[0])
+    assert score_outputs(model) == {"probs"}
+    ratio.replace_input_with(1, exps)  # e / e: no sum, no distribution
+    assert score_outputs(model) == frozenset()

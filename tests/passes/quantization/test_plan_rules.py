@@ -215,7 +215,7 @@ def test_plan_matmul_reading_softmax_through_flatten_is_decode_math():
 
 def test_plan_exp_over_sum_of_another_exp_is_not_a_softmax():
     """``Exp(a) / ReduceSum(Exp(b))`` is not a softmax: a MatMul after it is a feature layer.
-    (mutation: dropping ``and total.inputs[0] is node.inputs[0]`` in _is_softmax)"""
+    (mutation: dropping ``and total.inputs[0] is node.inputs[0]`` in is_softmax)"""
     text = """
     <ir_version: 8, opset_import: ["" : 17]>
     g (float[N, 4] x) => (float[N, 2] y) {
