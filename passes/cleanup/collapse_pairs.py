@@ -20,9 +20,6 @@ from onnxslim.passes._constants import fixed_tensor
 from onnxslim.passes._names import Names
 
 _REDUCTIONS = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd")
-_AXES_INPUT_SINCE = {"Squeeze": 13, "Unsqueeze": 13, "ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18,
-                     "ReduceMin": 18, "ReduceProd": 18}
-"""The opset from which an op takes its axes as its second input instead of an attribute."""
 
 
 def collapse_pairs(model: ir.Model) -> bool:
