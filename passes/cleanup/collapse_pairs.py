@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxslim.passes._constants import fixed_tensor
+from onnxslim.passes._constants import fixed_tensor, slice_arguments
 from onnxslim.passes._names import Names
 
 _REDUCTIONS = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd")
@@ -58,7 +58,7 @@ def _merge_slices(node: ir.Node, names: Names) -> bool:
     inner = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
     if inner is None or inner.op_type != "Slice" or inner.domain not in ("", "ai.onnx") or inner.graph is not node.graph:
         return False
-    outer_args, inner_args = _slice_arguments(node), _slice_arguments(inner)
+    outer_args, inner_args = slice_arguments(node), slice_arguments(inner)
     if outer_args is None or inner_args is None:
         return False
     rank = _rank(inner.inputs[0])
@@ -122,23 +122,6 @@ def _normalized(axes: np.ndarray, rank: int | None) -> list[int] | None:
             return None
         axes = np.where(axes < 0, axes + rank, axes)
     return [int(a) for a in axes]
-
-
-def _slice_arguments(node: ir.Node) -> list[np.ndarray] | None:
-    """(starts, ends, axes, steps) of a Slice whose arguments are all constant, else None."""
-    inputs = list(node.inputs[1:]) + [None] * (5 - len(node.inputs))
-    arrays = []
-    for value in inputs[:2]:
-        tensor = fixed_tensor(value)
-        if tensor is None:
-            return None
-        arrays.append(tensor.numpy().astype(np.int64).ravel())
-    for value, default in zip(inputs[2:], (np.arange(len(arrays[0])), np.ones(len(arrays[0])))):
-        tensor = fixed_tensor(value) if value is not None else None
-        if value is not None and tensor is None:
-            return None
-        arrays.append(default.astype(np.int64) if tensor is None else tensor.numpy().astype(np.int64).ravel())
-    return arrays
 
 
 def _substitute(node: ir.Node, op_type: str, inputs: list, attributes: dict | None = None) -> None:

@@ -10,7 +10,7 @@ from onnxscript.optimizer import fold_constants_ir
 
 from onnxslim.core.pass_base import Pass, PassResult
 from onnxslim.core.stats import count_nodes
-from onnxslim.passes._constants import fixed_tensor
+from onnxslim.passes._constants import fixed_tensor, slice_arguments
 from onnxslim.passes._rewrite import drop_provenance, drop_stale_uses
 
 
@@ -67,20 +67,10 @@ def _cut_into_parts(value: ir.Value) -> bool:
 
 
 def _slices(node: ir.Node, rank: int) -> tuple:
-    """The numpy index a Slice with constant arguments takes (attributes before opset 10)."""
-    def argument(index: int, attribute: str):
-        if attribute in node.attributes:
-            return [int(v) for v in node.attributes[attribute].as_ints()]
-        if index < len(node.inputs) and node.inputs[index] is not None:
-            return [int(v) for v in fixed_tensor(node.inputs[index]).numpy().ravel()]
-        return None
-
-    starts, ends = argument(1, "starts"), argument(2, "ends")
-    axes = argument(3, "axes") or list(range(len(starts)))
-    steps = argument(4, "steps") or [1] * len(starts)
+    """The numpy index a Slice with fixed arguments takes."""
     index = [slice(None)] * rank
-    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
-        index[axis] = slice(start, end, step)
+    for start, end, axis, step in zip(*slice_arguments(node), strict=True):
+        index[int(axis)] = slice(int(start), int(end), int(step))
     return tuple(index)
 
 
